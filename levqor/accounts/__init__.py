@@ -1,0 +1,1 @@
+"""Users, passwords, JWT access and refresh tokens, API keys, rate limiting."""

@@ -1,0 +1,107 @@
+"""Accounts routes: thin; parse, authorize, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+
+from levqor.accounts import service
+from levqor.accounts.api_deps import AnonymousLimit, CurrentUser, OptionalUser
+from levqor.accounts.models import User
+from levqor.accounts.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    LoginIn,
+    RefreshIn,
+    SessionOut,
+    SignupIn,
+    TokensOut,
+    UserRead,
+)
+from levqor.accounts.service import TokenPair
+from levqor.deps import RuntimeDep, SessionDep
+from levqor.idempotency.api import IdempotencyDep
+
+auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[AnonymousLimit])
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+def _session_out(user: User, pair: TokenPair) -> SessionOut:
+    return SessionOut(
+        user=UserRead.model_validate(user),
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+    )
+
+
+@auth_router.post("/signup", status_code=status.HTTP_201_CREATED)
+async def signup(body: SignupIn, session: SessionDep, runtime: RuntimeDep) -> SessionOut:
+    user, pair = await service.signup(
+        session, kit=runtime.auth, email=body.email, password=body.password, name=body.name
+    )
+    return _session_out(user, pair)
+
+
+@auth_router.post("/login")
+async def login(body: LoginIn, session: SessionDep, runtime: RuntimeDep) -> SessionOut:
+    user, pair = await service.login(
+        session, kit=runtime.auth, email=body.email, password=body.password
+    )
+    return _session_out(user, pair)
+
+
+@auth_router.post("/refresh")
+async def refresh(body: RefreshIn, session: SessionDep, runtime: RuntimeDep) -> TokensOut:
+    pair = await service.refresh(session, kit=runtime.auth, refresh_token=body.refresh_token)
+    return TokensOut(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
+
+
+@auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(
+    body: RefreshIn, session: SessionDep, runtime: RuntimeDep, principal: OptionalUser
+) -> Response:
+    await service.logout(
+        session, kit=runtime.auth, refresh_token=body.refresh_token, principal=principal
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me")
+async def me(principal: CurrentUser) -> UserRead:
+    return UserRead.model_validate(principal.user)
+
+
+@router.post(
+    "/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated
+)
+async def create_api_key(
+    body: ApiKeyCreate, principal: CurrentUser, session: SessionDep, idempotency: IdempotencyDep
+) -> Any:
+    if (replayed := await idempotency.replay()) is not None:
+        return replayed
+    key, raw = await service.create_api_key(
+        session, user=principal.user, name=body.name, scopes=list(body.scopes)
+    )
+    answer = ApiKeyCreated(
+        id=key.id, name=key.name, prefix=key.prefix, scopes=key.scopes,
+        created_at=key.created_at, last_used_at=key.last_used_at, key=raw,
+    ).model_dump(mode="json")
+    await idempotency.remember(status.HTTP_201_CREATED, answer)
+    return answer
+
+
+@router.get("/api-keys")
+async def list_api_keys(principal: CurrentUser, session: SessionDep) -> list[ApiKeyRead]:
+    keys = await service.list_api_keys(session, user=principal.user)
+    return [ApiKeyRead.model_validate(key) for key in keys]
+
+
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_api_key(key_id: str, principal: CurrentUser, session: SessionDep) -> Response:
+    await service.delete_api_key(session, user=principal.user, key_id=key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

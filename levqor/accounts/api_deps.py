@@ -1,0 +1,117 @@
+"""Authentication and rate limiting as FastAPI dependencies.
+
+`CurrentUser` authenticates (JWT or API key), then takes a token from the caller's bucket:
+per user, with the limit of their plan or of the route. `AnonymousLimit` does the same per
+client IP for routes without authentication; auth routes use the stricter `auth` policy.
+Either way the rate-limit headers are queued on the request so error answers carry them too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from levqor.accounts import service
+from levqor.accounts.errors import InvalidToken, MissingScope
+from levqor.accounts.ratelimit import Decision, Policy
+from levqor.accounts.service import Principal
+from levqor.deps import READ_METHODS, RuntimeDep, SessionDep
+from levqor.errors import Forbidden, RateLimited, Unauthorized
+from levqor.middleware import add_response_headers
+from levqor.ops import metrics
+from levqor.runtime import Runtime
+
+AUTH_ROUTES = frozenset({"/api/v1/auth/signup", "/api/v1/auth/login", "/api/v1/auth/refresh"})
+
+
+def bearer_credential(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        raise InvalidToken("Use 'Authorization: Bearer <token>'.")
+    return request.headers.get("x-api-key") or None
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", request.url.path)
+
+
+async def enforce(request: Request, runtime: Runtime, key: str, policy: Policy) -> Decision:
+    decision = await runtime.limiter.hit(f"{policy.name}:{key}", policy)
+    add_response_headers(request.scope, decision.headers())
+    if not decision.allowed:
+        metrics.RATELIMITED.labels(policy.name).inc()
+        raise RateLimited(f"Rate limit of {policy.limit} requests a minute exceeded.")
+    return decision
+
+
+def _route_policy(request: Request, runtime: Runtime) -> Policy | None:
+    route_key = f"{request.method} {route_template(request)}"
+    limit = runtime.settings.rate_limit_routes.get(route_key)
+    return Policy(route_key.replace('"', ""), limit) if limit else None
+
+
+def anonymous_policy(request: Request, runtime: Runtime) -> Policy:
+    if (policy := _route_policy(request, runtime)) is not None:
+        return policy
+    if route_template(request) in AUTH_ROUTES:
+        return Policy("auth", runtime.settings.rate_limit_auth_per_minute)
+    return Policy("anonymous", runtime.settings.rate_limit_per_minute)
+
+
+async def limit_anonymous(request: Request, runtime: RuntimeDep) -> None:
+    await enforce(request, runtime, f"ip:{client_ip(request)}", anonymous_policy(request, runtime))
+
+
+async def authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -> Principal:
+    credential = bearer_credential(request)
+    if credential is None:
+        await limit_anonymous(request, runtime)
+        raise Unauthorized(headers={"WWW-Authenticate": "Bearer"})
+    try:
+        principal = await service.authenticate(session, kit=runtime.auth, credential=credential)
+    except Unauthorized:
+        # Guessing keys or tokens spends the caller's per-IP budget.
+        await limit_anonymous(request, runtime)
+        raise
+    request.state.user_id = principal.user.id
+    policy = _route_policy(request, runtime) or Policy(
+        "user", runtime.settings.rate_limit_for_plan(principal.user.plan)
+    )
+    await enforce(request, runtime, f"user:{principal.user.id}", policy)
+    if request.method not in READ_METHODS and "write" not in principal.scopes:
+        raise MissingScope("This API key is read-only.")
+    return principal
+
+
+async def optional_user(
+    request: Request, runtime: RuntimeDep, session: SessionDep
+) -> Principal | None:
+    if bearer_credential(request) is None:
+        return None
+    try:
+        return await service.authenticate(
+            session, kit=runtime.auth, credential=bearer_credential(request) or ""
+        )
+    except Unauthorized:
+        return None
+
+
+async def admin_user(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("This needs the admin role.")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(authenticated)]
+OptionalUser = Annotated[Principal | None, Depends(optional_user)]
+AdminUser = Annotated[Principal, Depends(admin_user)]
+AnonymousLimit = Depends(limit_anonymous)

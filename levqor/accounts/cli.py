@@ -1,0 +1,95 @@
+"""Accounts commands: `levqor create-admin`, `levqor tokens prune`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from dataclasses import asdict
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from levqor.accounts import service
+from levqor.accounts.models import ROLE_ADMIN
+from levqor.config import load_settings
+from levqor.errors import LevqorError
+from levqor.idempotency import service as idempotency_service
+from levqor.runtime import build_runtime
+
+console = Console()
+tokens_app = typer.Typer(help="Token upkeep.", no_args_is_help=True)
+
+
+def create_admin(
+    email: str = typer.Option(..., prompt=True, help="The admin's e-mail address."),
+    password: str = typer.Option(
+        None, help="Leave out to generate one (printed once).", show_default=False
+    ),
+    name: str = typer.Option("Admin", help="Display name."),
+) -> None:
+    """Create a user with the admin role."""
+    generated = password is None
+    chosen = password or secrets.token_urlsafe(18)
+    try:
+        asyncio.run(_create_admin(email, chosen, name))
+    except LevqorError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"Admin [bold]{email}[/bold] created.")
+    if generated:
+        console.print(f"Password (shown once): [bold]{chosen}[/bold]")
+
+
+async def _create_admin(email: str, password: str, name: str) -> None:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.write() as session, session.begin():
+            await service.create(
+                session, kit=runtime.auth, email=email, password=password, name=name,
+                role=ROLE_ADMIN,
+            )
+    finally:
+        await runtime.close()
+
+
+async def ensure_first_admin(email: str) -> str | None:
+    """On a first start, create an admin and return its password; None if one exists."""
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.write() as session, session.begin():
+            if await service.has_admin(session):
+                return None
+            password = secrets.token_urlsafe(18)
+            await service.create(
+                session, kit=runtime.auth, email=email, password=password, name="Admin",
+                role=ROLE_ADMIN,
+            )
+            return password
+    finally:
+        await runtime.close()
+
+
+@tokens_app.command("prune")
+def prune(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Delete expired refresh tokens, old revocations, login failures and idempotency keys."""
+    counts = asyncio.run(_prune())
+    if as_json:
+        typer.echo(json.dumps(counts))
+        return
+    table = Table("what", "deleted")
+    for what, count in counts.items():
+        table.add_row(what, str(count))
+    console.print(table)
+
+
+async def _prune() -> dict[str, int]:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.write() as session, session.begin():
+            report = await service.prune_expired(session, kit=runtime.auth)
+            idempotency = await idempotency_service.prune(session)
+    finally:
+        await runtime.close()
+    return {**asdict(report), "idempotency_keys": idempotency}

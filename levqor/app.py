@@ -1,0 +1,93 @@
+"""`create_app(settings)`: mounts routers and middleware, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from levqor import __version__
+from levqor.accounts import api as accounts_api
+from levqor.config import Settings, load_settings
+from levqor.db import migrate
+from levqor.handlers import register_error_handlers
+from levqor.logging import configure_logging
+from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestContextMiddleware
+from levqor.ops import api as ops_api
+from levqor.runtime import Runtime, build_runtime
+from levqor.web import pages
+from levqor.web.security import SecurityHeadersMiddleware
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """Build the ASGI app. A given `runtime` is shared and closed by its owner."""
+    owned = runtime is None
+    active = runtime or build_runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.check_schema_on_start:
+            await _refuse_outdated_schema(settings)
+        yield
+        if owned:
+            await active.close()
+
+    app = FastAPI(
+        title="Levqor",
+        version=__version__,
+        lifespan=lifespan,
+        middleware=_middleware(settings),
+    )
+    app.state.runtime = active
+    register_error_handlers(app)
+    app.include_router(ops_api.router)
+    app.include_router(accounts_api.auth_router)
+    app.include_router(accounts_api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), "static")
+    return app
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    stack = [
+        Middleware(RequestContextMiddleware, access_log=settings.access_log),
+        Middleware(SecurityHeadersMiddleware, hsts_preload=settings.hsts_preload),
+    ]
+    if settings.cors_origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Api-Key"],
+                expose_headers=["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+                                "X-RateLimit-Reset", "Retry-After"],
+            )
+        )
+    stack += [
+        Middleware(CatchAllMiddleware),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
+    return stack
+
+
+async def _refuse_outdated_schema(settings: Settings) -> None:
+    current = await migrate.current_revision(settings)
+    head = migrate.head_revision()
+    if current != head:
+        raise RuntimeError(
+            f"The database schema is at {current or 'nothing'}, this code needs {head}: "
+            "run `levqor migrate`."
+        )
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for `levqor serve` worker processes: each reads the same environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)

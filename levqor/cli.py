@@ -1,0 +1,85 @@
+"""The `levqor` command: Typer root; each domain adds its own sub-commands."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from levqor import __version__
+from levqor.accounts import cli as accounts_cli
+from levqor.config import load_settings
+from levqor.db import cli as db_cli
+from levqor.db import migrate as migrations
+from levqor.logging import configure_logging
+
+app = typer.Typer(help="Levqor: self-hosted workflow automation.", no_args_is_help=True)
+app.command("migrate")(db_cli.migrate)
+app.command("create-admin")(accounts_cli.create_admin)
+app.add_typer(accounts_cli.tokens_app, name="tokens")
+console = Console()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.command()
+def up(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    data_dir: Path = typer.Option(None, help="Where data lives (LEVQOR_DATA_DIR)."),
+    admin_email: str = typer.Option("admin@example.com", help="E-mail of the first admin."),
+) -> None:
+    """Everything in one process on the embedded SQLite default: migrate, then serve."""
+    if data_dir is not None:
+        os.environ["LEVQOR_DATA_DIR"] = str(data_dir)
+    settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    migrations.upgrade(settings)
+    password = asyncio.run(accounts_cli.ensure_first_admin(admin_email))
+    url = f"http://{host}:{port}"
+    console.print(f"\n[bold green]Levqor {__version__}[/bold green] is starting at [bold]{url}[/]")
+    console.print(f"  data: {settings.data_dir.resolve()}   API docs: {url}/docs")
+    if password:
+        console.print("  First start: an admin account was created. Log in with")
+        console.print(f"    e-mail    [bold]{admin_email}[/bold]")
+        console.print(f"    password  [bold]{password}[/bold]   (shown this once; keep it)")
+        console.print(f"  e.g.  curl -X POST {url}/api/v1/auth/login -H 'content-type: "
+                      f"application/json' -d '{{\"email\":\"{admin_email}\",\"password\":\"…\"}}'")
+    else:
+        console.print("  Log in with your admin account (`levqor create-admin` makes another).")
+    uvicorn.run(
+        "levqor.app:app_from_environment", factory=True, host=host, port=port,
+        access_log=False, log_level="warning", proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("0.0.0.0", help="Address to listen on."),  # noqa: S104
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(os.cpu_count() or 2, help="API processes."),
+) -> None:
+    """The API alone, for production: several processes behind one port."""
+    settings = load_settings()  # generates missing secrets once, before the workers fork
+    configure_logging(settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        "levqor.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+        access_log=False, log_level="warning", proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,194 @@
+"""Settings: the only module that reads the environment.
+
+`load_settings()` is called once by an entry point (CLI command, app factory) and the
+result is passed down. Secrets that are not configured are generated on first start into
+`<data_dir>/secrets.json` (mode 0600) and read back on every later start, so every process
+sharing a data directory signs and encrypts with the same keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "password", "test", "dev"})
+MIN_SECRET_LENGTH = 32
+# OWASP's argon2id configurations all satisfy memory * time >= 7 MiB * 5.
+ARGON2_MIN_MEMORY_KIB = 7168
+ARGON2_MIN_WORK = 7168 * 5
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LEVQOR_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Path("levqor-data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    redis_key_prefix: str = "levqor:"
+    redis_timeout_s: float = 0.25
+    redis_retry_interval_s: float = 1.0
+    sqlite_busy_timeout_ms: int = 5000
+    db_pool_size: int = 10
+
+    allow_private_urls: CommaList = Field(default_factory=list)
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    metrics_token: SecretStr | None = None
+
+    rate_limit_per_minute: int = Field(60, ge=1)
+    rate_limit_auth_per_minute: int = Field(20, ge=1)
+    rate_limit_plans: dict[str, int] = Field(default_factory=dict)
+    rate_limit_routes: dict[str, int] = Field(default_factory=dict)
+    free_credits: int = Field(50, ge=0)
+
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_leeway_s: int = Field(10, ge=0, le=30)
+    access_token_ttl_s: int = Field(900, ge=60)
+    refresh_token_ttl_s: int = Field(7 * 24 * 3600, ge=300)
+    refresh_reuse_grace_s: int = Field(10, ge=0, le=60)
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = Field(1, ge=1)
+    login_max_failures: int = Field(5, ge=1)
+    login_lockout_window_s: int = Field(900, ge=1)
+
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    hsts_preload: bool = False
+    cors_origins: CommaList = Field(default_factory=list)
+    forwarded_allow_ips: str = "127.0.0.1"
+    log_level: str = "INFO"
+    log_json: bool = True
+    access_log: bool = True
+    check_schema_on_start: bool = True
+
+    @field_validator("allow_private_urls", "cors_origins", "encryption_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _refuse_weak_secret("LEVQOR_JWT_SECRET", value.get_secret_value())
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _valid_fernet_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for key in keys:
+            try:
+                Fernet(key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError("LEVQOR_ENCRYPTION_KEYS must be Fernet keys") from exc
+        return keys
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @model_validator(mode="after")
+    def _argon2_floor(self) -> Settings:
+        work = self.argon2_memory_kib * self.argon2_time_cost
+        if self.argon2_memory_kib < ARGON2_MIN_MEMORY_KIB or work < ARGON2_MIN_WORK:
+            raise ValueError("argon2 parameters are below the OWASP minimum (m=19 MiB, t=2)")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'levqor.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    def rate_limit_for_plan(self, plan: str) -> int:
+        return self.rate_limit_plans.get(plan, self.rate_limit_per_minute)
+
+
+def _refuse_weak_secret(name: str, value: str) -> None:
+    if value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(f"{name} must be a random value of at least {MIN_SECRET_LENGTH} chars")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (and `.env`), then fill missing secrets from the data directory."""
+    return with_generated_secrets(Settings(**overrides))
+
+
+def with_generated_secrets(settings: Settings) -> Settings:
+    if settings.jwt_secret is not None and settings.encryption_keys:
+        return settings
+    stored = _load_or_create_secrets(settings.data_dir)
+    updates: dict[str, Any] = {}
+    if settings.jwt_secret is None:
+        updates["jwt_secret"] = SecretStr(stored["jwt_secret"])
+    if not settings.encryption_keys:
+        updates["encryption_keys"] = [SecretStr(stored["encryption_key"])]
+    return settings.model_copy(update=updates)
+
+
+def _load_or_create_secrets(data_dir: Path) -> dict[str, str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "secrets.json"
+    if not path.exists():
+        _write_new_secrets(path)
+    os.chmod(path, 0o600)
+    stored: dict[str, str] = json.loads(path.read_text())
+    return stored
+
+
+def _write_new_secrets(path: Path) -> None:
+    generated = {
+        "jwt_secret": secrets.token_urlsafe(48),
+        "encryption_key": Fernet.generate_key().decode(),
+    }
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(generated, handle)
+    try:
+        # link() is atomic and refuses an existing name: when several processes start at
+        # once, exactly one file wins and nobody reads a half-written one.
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    finally:
+        temp.unlink()

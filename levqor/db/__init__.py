@@ -1,0 +1,1 @@
+"""Database: engine, sessions, declarative base and migrations."""

@@ -1,0 +1,11 @@
+"""Every package's tables, imported in one place for Alembic and the schema tests."""
+
+from __future__ import annotations
+
+from levqor.accounts import models as accounts_models
+from levqor.db.base import Base
+from levqor.idempotency import models as idempotency_models
+
+metadata = Base.metadata
+
+__all__ = ["accounts_models", "idempotency_models", "metadata"]

@@ -1,0 +1,49 @@
+"""FastAPI dependencies every router shares: the runtime and the request's session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor.errors import LevqorError
+from levqor.runtime import Runtime
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response is sent.
+
+    Reads open a plain transaction; other methods open a write transaction (BEGIN
+    IMMEDIATE on SQLite). A LevqorError rolls back unless it says `keep_writes`.
+    """
+    factory = runtime.db.read if request.method in READ_METHODS else runtime.db.write
+    async with factory() as session:
+        await session.begin()
+        try:
+            yield session
+        except LevqorError as exc:
+            if exc.keep_writes:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,1 @@
+"""Idempotency-Key support for endpoints that create things."""

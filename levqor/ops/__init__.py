@@ -1,0 +1,1 @@
+"""Metrics, health, SLO watchdog, anomaly detection, alerts, backups, reports."""

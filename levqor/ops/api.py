@@ -1,0 +1,42 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from levqor import __version__
+from levqor.deps import RuntimeDep
+from levqor.errors import PROBLEM_JSON, Unauthorized, problem
+from levqor.ops import service
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, Any]:
+    return {"ok": True, "version": __version__}
+
+
+@router.get("/ready", responses={503: {"description": "A dependency failed"}})
+async def ready(runtime: RuntimeDep) -> Response:
+    state = await service.readiness(runtime)
+    if state.ok:
+        return JSONResponse({"ok": True, "checks": state.checks})
+    failed = ", ".join(name for name, result in state.checks.items() if result != "ok")
+    body = problem(503, "not_ready", f"Not ready: {failed} failed.", checks=state.checks)
+    return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    token = runtime.settings.metrics_token
+    if token is not None:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            raise Unauthorized("A valid metrics token is required.")
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,61 @@
+"""The process's shared resources, wired once from Settings (the composition root)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.fernet import MultiFernet
+from redis.asyncio import Redis
+
+from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
+from levqor.accounts.service import AuthKit
+from levqor.config import Settings
+from levqor.crypto import build_cipher
+from levqor.db.engine import Database, create_database
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    auth: AuthKit
+    limiter: Limiter
+    cipher: MultiFernet
+    redis: Redis | None
+
+    async def close(self) -> None:
+        await self.limiter.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.db.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    redis = _redis_client(settings)
+    limiter: Limiter
+    if redis is None:
+        limiter = MemoryLimiter()
+    else:
+        limiter = ResilientLimiter(
+            RedisLimiter(redis, key_prefix=settings.redis_key_prefix),
+            retry_interval_s=settings.redis_retry_interval_s,
+        )
+    return Runtime(
+        settings=settings,
+        db=create_database(settings),
+        auth=AuthKit.from_settings(settings),
+        limiter=limiter,
+        cipher=build_cipher(settings),
+        redis=redis,
+    )
+
+
+def _redis_client(settings: Settings) -> Redis | None:
+    if not settings.redis_url:
+        return None
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+    )

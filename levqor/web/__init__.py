@@ -1,0 +1,1 @@
+"""Pages, security headers, sitemap and social posting."""
