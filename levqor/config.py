@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "levqor:"
     redis_timeout_s: float = 0.25
     redis_retry_interval_s: float = 1.0
+    redis_max_connections: int = Field(64, ge=1)
     sqlite_busy_timeout_ms: int = 5000
     db_pool_size: int = 10
 

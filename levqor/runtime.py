@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography.fernet import MultiFernet
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
 from levqor.accounts.service import AuthKit
@@ -53,9 +53,14 @@ def build_runtime(settings: Settings) -> Runtime:
 def _redis_client(settings: Settings) -> Redis | None:
     if not settings.redis_url:
         return None
-    return Redis.from_url(
+    # A blocking pool waits for a free connection under bursts; the default pool raises
+    # "Too many connections", which the limiter would mistake for Redis being down.
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         health_check_interval=30,
     )
+    return Redis.from_pool(pool)

@@ -1,0 +1,166 @@
+"""Rate limits as a client sees them, in memory and in Redis, and Redis going away."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from levqor.accounts.ratelimit import MemoryLimiter, Policy, RedisLimiter, ResilientLimiter
+from levqor.app import create_app
+from levqor.runtime import build_runtime
+from tests.conftest import TEST_REDIS_URL, assert_problem
+
+
+async def burn(client: httpx.AsyncClient, headers: dict[str, str], count: int) -> list[int]:
+    return [(await client.get("/api/v1/me", headers=headers)).status_code for _ in range(count)]
+
+
+async def test_61st_request_in_a_minute_is_429_per_user(
+    client: httpx.AsyncClient, signup: Any
+) -> None:
+    alice, bob = await signup(), await signup()
+    assert await burn(client, alice.headers, 60) == [200] * 60
+    refused = await client.get("/api/v1/me", headers=alice.headers)
+    assert_problem(refused, 429, "rate_limited")
+    assert 1 <= int(refused.headers["retry-after"]) <= 2
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    # Bob's bucket is his own.
+    assert await burn(client, bob.headers, 60) == [200] * 60
+    assert (await client.get("/api/v1/me", headers=bob.headers)).status_code == 429
+
+
+async def test_headers_count_down(client: httpx.AsyncClient, signup: Any) -> None:
+    account = await signup()
+    first = await client.get("/api/v1/me", headers=account.headers)
+    second = await client.get("/api/v1/me", headers=account.headers)
+    assert first.headers["x-ratelimit-limit"] == "60"
+    assert int(first.headers["x-ratelimit-remaining"]) == 59
+    assert int(second.headers["x-ratelimit-remaining"]) == 58
+    reset = int(first.headers["x-ratelimit-reset"])
+    assert time.time() < reset <= time.time() + 61
+    assert first.headers["ratelimit-policy"] == '"user";q=60;w=60'
+    assert first.headers["ratelimit"].startswith('"user";r=59;t=')
+
+
+async def test_auth_routes_are_stricter_per_ip(client: httpx.AsyncClient) -> None:
+    statuses = [
+        (
+            await client.post(
+                "/api/v1/auth/login", json={"email": f"n{i}@example.com", "password": "x" * 9}
+            )
+        ).status_code
+        for i in range(21)
+    ]
+    assert statuses[:20] == [401] * 20
+    assert statuses[20] == 429
+
+
+async def test_failed_authentication_spends_the_ip_budget(client: httpx.AsyncClient) -> None:
+    statuses = [
+        (await client.get("/api/v1/me", headers={"X-Api-Key": f"lvq_guess{i}"})).status_code
+        for i in range(61)
+    ]
+    assert statuses[:60] == [401] * 60
+    assert statuses[60] == 429
+
+
+async def with_app(settings: Any) -> tuple[httpx.AsyncClient, Any]:
+    runtime = build_runtime(settings)
+    app = create_app(settings, runtime)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    return client, runtime
+
+
+async def signup_on(client: httpx.AsyncClient, email: str) -> dict[str, str]:
+    body = (
+        await client.post("/api/v1/auth/signup", json={"email": email, "password": "p" * 10})
+    ).json()
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+async def test_limit_follows_the_plan(make_settings: Any, fresh_database: None) -> None:
+    from sqlalchemy import update
+
+    from levqor.accounts.models import User
+
+    client, runtime = await with_app(make_settings(rate_limit_plans={"pro": 3}))
+    headers = await signup_on(client, "pro@example.com")
+    async with runtime.db.write() as session, session.begin():
+        await session.execute(update(User).values(plan="pro"))
+    statuses = await burn(client, headers, 4)
+    await client.aclose()
+    await runtime.close()
+    assert statuses == [200, 200, 200, 429]
+
+
+async def test_limit_per_route(make_settings: Any, fresh_database: None) -> None:
+    client, runtime = await with_app(make_settings(rate_limit_routes={"GET /api/v1/me": 2}))
+    headers = await signup_on(client, "route@example.com")
+    statuses = await burn(client, headers, 3)
+    keys = await client.get("/api/v1/api-keys", headers=headers)
+    await client.aclose()
+    await runtime.close()
+    assert statuses == [200, 200, 429]
+    assert keys.status_code == 200
+
+
+async def test_memory_bucket_refills_over_time() -> None:
+    limiter = MemoryLimiter()
+    policy = Policy("t", limit=2, window_s=60)
+    assert [(await limiter.hit("k", policy)).allowed for _ in range(3)] == [True, True, False]
+    tokens, _updated = limiter._buckets["k"]
+    limiter._buckets["k"] = (tokens, time.time() - 30)  # half a window ago
+    assert (await limiter.hit("k", policy)).allowed
+
+
+needs_redis = pytest.mark.skipif(TEST_REDIS_URL is None, reason="LEVQOR_TEST_REDIS_URL not set")
+
+
+@needs_redis
+async def test_redis_bucket_is_atomic_under_concurrency() -> None:
+    assert TEST_REDIS_URL is not None
+    redis = Redis.from_pool(BlockingConnectionPool.from_url(TEST_REDIS_URL, max_connections=8))
+    limiter = RedisLimiter(redis, key_prefix=f"levqor-test:{time.time_ns()}:")
+    policy = Policy("burst", limit=50, window_s=3600)
+    decisions = await asyncio.gather(*[limiter.hit("k", policy) for _ in range(120)])
+    await redis.aclose()
+    assert sum(decision.allowed for decision in decisions) == 50
+
+
+async def test_redis_down_falls_back_to_memory_and_comes_back(
+    make_settings: Any, fresh_database: None, redis_server: Any
+) -> None:
+    settings = make_settings(redis_url=redis_server.url, redis_retry_interval_s=0)
+    client, runtime = await with_app(settings)
+    limiter = runtime.limiter
+    assert isinstance(limiter, ResilientLimiter)
+    headers = await signup_on(client, "redis@example.com")
+    assert await burn(client, headers, 5) == [200] * 5
+    probe = Redis.from_url(redis_server.url)
+    assert await probe.keys(f"{settings.redis_key_prefix}rl:user:*")
+    await probe.aclose()
+
+    redis_server.stop()
+    statuses = await burn(client, headers, 61)
+    ready = await client.get("/ready")
+    assert all(status < 500 for status in statuses)
+    assert statuses[:60] == [200] * 60  # a fresh in-memory bucket ...
+    assert statuses[60] == 429  # ... still limits
+    assert limiter.redis_up is False
+    assert_problem(ready, 503, "not_ready")
+    assert ready.json()["checks"]["redis"].startswith("failed")
+
+    redis_server.start()
+    back = await client.get("/api/v1/me", headers=headers)
+    assert back.status_code == 200  # Redis's bucket for this user was lost with the restart
+    assert limiter.redis_up is True
+    probe = Redis.from_url(redis_server.url)
+    assert await probe.keys(f"{settings.redis_key_prefix}rl:user:*")
+    await probe.aclose()
+    await client.aclose()
+    await runtime.close()
