@@ -54,13 +54,20 @@ def up(
         console.print("  First start: an admin account was created. Log in with")
         console.print(f"    e-mail    [bold]{admin_email}[/bold]")
         console.print(f"    password  [bold]{password}[/bold]   (shown this once; keep it)")
-        console.print(f"  e.g.  curl -X POST {url}/api/v1/auth/login -H 'content-type: "
-                      f"application/json' -d '{{\"email\":\"{admin_email}\",\"password\":\"…\"}}'")
+        console.print(
+            f"  e.g.  curl -X POST {url}/api/v1/auth/login -H 'content-type: "
+            f'application/json\' -d \'{{"email":"{admin_email}","password":"…"}}\''
+        )
     else:
         console.print("  Log in with your admin account (`levqor create-admin` makes another).")
     uvicorn.run(
-        "levqor.app:app_from_environment", factory=True, host=host, port=port,
-        access_log=False, log_level="warning", proxy_headers=True,
+        "levqor.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
@@ -75,8 +82,14 @@ def serve(
     settings = load_settings()  # generates missing secrets once, before the workers fork
     configure_logging(settings.log_level, json=settings.log_json)
     uvicorn.run(
-        "levqor.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-        access_log=False, log_level="warning", proxy_headers=True,
+        "levqor.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="warning",
+        proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 

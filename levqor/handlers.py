@@ -61,8 +61,13 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     ]
     summary = "; ".join(f"{item['field'] or item['in']}: {item['message']}" for item in fields)
     return _answer(
-        problem(422, "invalid_request", summary or "Invalid request.", title="Invalid request",
-                errors=fields)
+        problem(
+            422,
+            "invalid_request",
+            summary or "Invalid request.",
+            title="Invalid request",
+            errors=fields,
+        )
     )
 
 

@@ -49,10 +49,11 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_migrated() -> bool:
+def postgres_migrated(tmp_path_factory: pytest.TempPathFactory) -> bool:
     if TEST_DATABASE_URL is None:
         return False
-    migrate.upgrade(_settings(data_dir=Path("/tmp"), database_url=TEST_DATABASE_URL))
+    data_dir = tmp_path_factory.mktemp("postgres")
+    migrate.upgrade(_settings(data_dir=data_dir, database_url=TEST_DATABASE_URL))
     return True
 
 
@@ -87,9 +88,7 @@ def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-async def fresh_database(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[None]:
+async def fresh_database(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if TEST_DATABASE_URL:
         request.getfixturevalue("postgres_migrated")
         await _truncate_postgres(TEST_DATABASE_URL)
@@ -97,7 +96,6 @@ async def fresh_database(
         template: Path = request.getfixturevalue("sqlite_template")
         (tmp_path / "data").mkdir(exist_ok=True)
         shutil.copy(template, tmp_path / "data" / "levqor.db")
-    yield
 
 
 async def _truncate_postgres(url: str) -> None:

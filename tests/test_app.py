@@ -27,8 +27,12 @@ def assert_security_headers(response: httpx.Response) -> None:
     for name, value in SECURITY_HEADERS.items():
         assert response.headers.get(name) == value, name
     csp = response.headers["content-security-policy"]
-    for directive in ("default-src 'self'", "object-src 'none'", "frame-ancestors 'none'",
-                      "form-action 'self'"):
+    for directive in (
+        "default-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ):
         assert directive in csp
     policy = response.headers["permissions-policy"]
     for feature in ("camera=()", "microphone=()", "geolocation=()", "payment=()"):
@@ -48,9 +52,7 @@ async def test_ready_checks_database(client: httpx.AsyncClient) -> None:
 
 
 async def test_ready_is_503_naming_the_database_that_failed(make_settings: Any) -> None:
-    settings = make_settings(
-        database_url="sqlite:////nonexistent-dir/levqor.db", redis_url=None
-    )
+    settings = make_settings(database_url="sqlite:////nonexistent-dir/levqor.db", redis_url=None)
     runtime = build_runtime(settings)
     app = create_app(settings, runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:

@@ -76,9 +76,7 @@ async def me(principal: CurrentUser) -> UserRead:
     return UserRead.model_validate(principal.user)
 
 
-@router.post(
-    "/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated
-)
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
 async def create_api_key(
     body: ApiKeyCreate, principal: CurrentUser, session: SessionDep, idempotency: IdempotencyDep
 ) -> Any:
@@ -88,8 +86,13 @@ async def create_api_key(
         session, user=principal.user, name=body.name, scopes=list(body.scopes)
     )
     answer = ApiKeyCreated(
-        id=key.id, name=key.name, prefix=key.prefix, scopes=key.scopes,
-        created_at=key.created_at, last_used_at=key.last_used_at, key=raw,
+        id=key.id,
+        name=key.name,
+        prefix=key.prefix,
+        scopes=key.scopes,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+        key=raw,
     ).model_dump(mode="json")
     await idempotency.remember(status.HTTP_201_CREATED, answer)
     return answer

@@ -47,7 +47,11 @@ async def _create_admin(email: str, password: str, name: str) -> None:
     try:
         async with runtime.db.write() as session, session.begin():
             await service.create(
-                session, kit=runtime.auth, email=email, password=password, name=name,
+                session,
+                kit=runtime.auth,
+                email=email,
+                password=password,
+                name=name,
                 role=ROLE_ADMIN,
             )
     finally:
@@ -63,7 +67,11 @@ async def ensure_first_admin(email: str) -> str | None:
                 return None
             password = secrets.token_urlsafe(18)
             await service.create(
-                session, kit=runtime.auth, email=email, password=password, name="Admin",
+                session,
+                kit=runtime.auth,
+                email=email,
+                password=password,
+                name="Admin",
                 role=ROLE_ADMIN,
             )
             return password

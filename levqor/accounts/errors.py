@@ -1,15 +1,15 @@
 """Accounts errors.
 
-    Unauthorized
-    ├── InvalidCredentials   401 invalid_credentials  (keeps writes: the failure is recorded)
-    ├── InvalidToken         401 invalid_token
-    └── TokenReused          401 token_reused         (keeps writes: the family is revoked)
-    Conflict
-    └── EmailTaken           409 email_taken
-    RateLimited
-    └── LoginLocked          429 login_locked
-    Forbidden
-    └── MissingScope         403 insufficient_scope
+Unauthorized
+├── InvalidCredentials   401 invalid_credentials  (keeps writes: the failure is recorded)
+├── InvalidToken         401 invalid_token
+└── TokenReused          401 token_reused         (keeps writes: the family is revoked)
+Conflict
+└── EmailTaken           409 email_taken
+RateLimited
+└── LoginLocked          429 login_locked
+Forbidden
+└── MissingScope         403 insufficient_scope
 """
 
 from __future__ import annotations

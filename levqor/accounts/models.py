@@ -12,6 +12,7 @@ from levqor.db.base import Base, UTCDateTime, new_id, utcnow
 
 ROLE_USER = "user"
 ROLE_ADMIN = "admin"
+API_KEY_SCOPES = ("read", "write")
 
 
 class User(Base):

@@ -98,7 +98,7 @@ class MemoryLimiter:
         self._buckets.clear()
 
 
-TOKEN_BUCKET_LUA = """
+BUCKET_SCRIPT_LUA = """
 local capacity = tonumber(ARGV[1])
 local rate_per_ms = tonumber(ARGV[2])
 local clock = redis.call('TIME')
@@ -121,7 +121,7 @@ return {allowed, tostring(tokens), tostring(now_ms)}
 class RedisLimiter:
     def __init__(self, redis: Redis, *, key_prefix: str) -> None:
         self._redis = redis
-        self._script = redis.register_script(TOKEN_BUCKET_LUA)
+        self._script = redis.register_script(BUCKET_SCRIPT_LUA)
         self._prefix = f"{key_prefix}rl:"
 
     async def hit(self, key: str, policy: Policy) -> Decision:

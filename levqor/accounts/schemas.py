@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from levqor.accounts.models import API_KEY_SCOPES
 
 Scope = Literal["read", "write"]
 
@@ -43,7 +45,7 @@ class UserRead(BaseModel):
 class TokensOut(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int
 
 
@@ -55,7 +57,9 @@ class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    scopes: list[Scope] = Field(default_factory=lambda: ["read", "write"], min_length=1)
+    scopes: list[Scope] = Field(
+        default_factory=lambda: cast(list[Scope], list(API_KEY_SCOPES)), min_length=1
+    )
 
 
 class ApiKeyRead(BaseModel):

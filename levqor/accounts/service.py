@@ -21,6 +21,7 @@ from levqor.accounts.errors import (
     TokenReused,
 )
 from levqor.accounts.models import (
+    API_KEY_SCOPES,
     ROLE_ADMIN,
     ROLE_USER,
     ApiKey,
@@ -46,7 +47,6 @@ from levqor.logging import get_logger
 
 log = get_logger("levqor.accounts")
 
-ALL_SCOPES = ("read", "write")
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
 
 
@@ -239,7 +239,9 @@ async def _issue_pair(
 ) -> TokenPair:
     raw = new_refresh_token()
     expires_at = now + _refresh_ttl(kit)
-    session.add(RefreshToken(family_id=family.id, token_hash=sha256_hex(raw), expires_at=expires_at))
+    session.add(
+        RefreshToken(family_id=family.id, token_hash=sha256_hex(raw), expires_at=expires_at)
+    )
     family.expires_at = expires_at
     access, _claims = kit.access_tokens.issue(user_id=user_id, session_id=family.id, now=now)
     await session.flush()
@@ -280,7 +282,9 @@ async def refresh(session: AsyncSession, *, kit: AuthKit, refresh_token: str) ->
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount == 0:  # type: ignore[attr-defined]
-        used_at = await session.scalar(select(RefreshToken.used_at).where(RefreshToken.id == token.id))
+        used_at = await session.scalar(
+            select(RefreshToken.used_at).where(RefreshToken.id == token.id)
+        )
         grace = timedelta(seconds=kit.settings.refresh_reuse_grace_s)
         if used_at is None or now - used_at > grace:
             await revoke_family(session, kit=kit, family=family, reason="reuse", now=now)
@@ -315,7 +319,10 @@ async def logout(
         await revoke_family(session, kit=kit, family=family, reason="logout", now=now)
     if principal is not None and principal.jti and principal.token_expires_at:
         await revoke_access_token(
-            session, kit=kit, jti=principal.jti, user_id=principal.user.id,
+            session,
+            kit=kit,
+            jti=principal.jti,
+            user_id=principal.user.id,
             expires_at=principal.token_expires_at,
         )
     if family is not None or principal is not None:
@@ -349,13 +356,9 @@ async def authenticate_access_token(
     if claims.jti in kit.revoked or claims.sid in kit.revoked:
         raise InvalidToken("The token has been revoked.")
     jti_revoked = exists().where(RevokedAccessToken.jti == claims.jti)
-    sid_revoked = exists().where(
-        TokenFamily.id == claims.sid, TokenFamily.revoked_at.is_not(None)
-    )
+    sid_revoked = exists().where(TokenFamily.id == claims.sid, TokenFamily.revoked_at.is_not(None))
     row = (
-        await session.execute(
-            select(User, jti_revoked, sid_revoked).where(User.id == claims.sub)
-        )
+        await session.execute(select(User, jti_revoked, sid_revoked).where(User.id == claims.sub))
     ).first()
     if row is None or not row[0].is_active:
         raise InvalidToken()
@@ -364,8 +367,12 @@ async def authenticate_access_token(
         kit.revoked.add(claims.jti if is_jti_revoked else claims.sid)
         raise InvalidToken("The token has been revoked.")
     return Principal(
-        user=user, via="jwt", scopes=frozenset(ALL_SCOPES), jti=claims.jti,
-        session_id=claims.sid, token_expires_at=claims.expires_at,
+        user=user,
+        via="jwt",
+        scopes=frozenset(API_KEY_SCOPES),
+        jti=claims.jti,
+        session_id=claims.sid,
+        token_expires_at=claims.expires_at,
     )
 
 

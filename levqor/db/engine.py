@@ -1,9 +1,12 @@
 """Engine and session factories.
 
-Two session factories share one pool: `read` opens ordinary transactions, `write` opens
-`BEGIN IMMEDIATE` ones on SQLite. A deferred SQLite transaction that reads and then writes
-fails with SQLITE_BUSY (not a wait) when another writer committed in between; taking the
-write lock up front makes concurrent writers queue on the busy timeout instead.
+Two session factories share one pool:
+
+- `read` runs in autocommit: each statement is its own snapshot and no BEGIN/COMMIT round
+  trips are spent (a GET that loads the caller's user is one round trip, not three).
+- `write` opens a real transaction; on SQLite `BEGIN IMMEDIATE`, because a deferred SQLite
+  transaction that reads and then writes fails with SQLITE_BUSY (not a wait) when another
+  writer committed in between; taking the write lock up front makes writers queue instead.
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from levqor.config import Settings
 
 IMMEDIATE = "levqor_sqlite_immediate"
+AUTOCOMMIT = "levqor_autocommit"
 
 
 @dataclass(frozen=True)
@@ -35,10 +44,11 @@ class Database:
 
 def create_database(settings: Settings) -> Database:
     engine = make_engine(settings)
+    read_engine = engine.execution_options(isolation_level="AUTOCOMMIT", **{AUTOCOMMIT: True})
     write_engine = engine.execution_options(**{IMMEDIATE: True})
     return Database(
         engine=engine,
-        read=async_sessionmaker(engine, expire_on_commit=False),
+        read=async_sessionmaker(read_engine, expire_on_commit=False),
         write=async_sessionmaker(write_engine, expire_on_commit=False),
     )
 
@@ -51,7 +61,9 @@ def make_engine(settings: Settings) -> AsyncEngine:
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
         return engine
     return create_async_engine(
-        url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size,
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
     )
 
@@ -70,5 +82,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        immediate = connection.get_execution_options().get(IMMEDIATE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = connection.get_execution_options()
+        if options.get(AUTOCOMMIT):
+            return
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(IMMEDIATE) else "BEGIN")

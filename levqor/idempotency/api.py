@@ -1,12 +1,12 @@
 """The `Idempotency` dependency a create-endpoint takes.
 
-    @router.post("/things", status_code=201)
-    async def create_thing(..., idempotency: IdempotencyDep) -> Any:
-        if (replayed := await idempotency.replay()) is not None:
-            return replayed
-        answer = ...
-        await idempotency.remember(201, answer)
-        return answer
+@router.post("/things", status_code=201)
+async def create_thing(..., idempotency: IdempotencyDep) -> Any:
+    if (replayed := await idempotency.replay()) is not None:
+        return replayed
+    answer = ...
+    await idempotency.remember(201, answer)
+    return answer
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ class Idempotency:
         if self.key is None:
             return None
         stored = await service.lookup(
-            self.session, user_id=self.user_id, key=self.key,
-            fingerprint=self.fingerprint, cipher=self.runtime_cipher,
+            self.session,
+            user_id=self.user_id,
+            key=self.key,
+            fingerprint=self.fingerprint,
+            cipher=self.runtime_cipher,
         )
         if stored is None:
             return None
@@ -49,8 +52,12 @@ class Idempotency:
         if self.key is None:
             return
         await service.remember(
-            self.session, user_id=self.user_id, key=self.key, fingerprint=self.fingerprint,
-            answer=service.StoredAnswer(status_code, body), cipher=self.runtime_cipher,
+            self.session,
+            user_id=self.user_id,
+            key=self.key,
+            fingerprint=self.fingerprint,
+            answer=service.StoredAnswer(status_code, body),
+            cipher=self.runtime_cipher,
         )
 
 

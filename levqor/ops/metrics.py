@@ -11,6 +11,4 @@ RATELIMIT_FALLBACK = Counter(
 RATELIMIT_REDIS_UP = Gauge(
     "levqor_ratelimit_redis_up", "1 while the rate limiter reaches Redis, 0 while it falls back."
 )
-RATELIMITED = Counter(
-    "levqor_ratelimited_total", "Requests refused with 429.", ["policy"]
-)
+RATELIMITED = Counter("levqor_ratelimited_total", "Requests refused with 429.", ["policy"])

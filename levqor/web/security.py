@@ -23,9 +23,9 @@ DOCS_CSP = (
 DOCS_PATHS = frozenset({"/docs", "/redoc"})
 
 
-def security_headers(*, hsts_preload: bool, csp: str = CONTENT_SECURITY_POLICY) -> list[
-    tuple[bytes, bytes]
-]:
+def security_headers(
+    *, hsts_preload: bool, csp: str = CONTENT_SECURITY_POLICY
+) -> list[tuple[bytes, bytes]]:
     hsts = "max-age=63072000; includeSubDomains" + ("; preload" if hsts_preload else "")
     pairs = {
         "content-security-policy": csp,

@@ -28,7 +28,8 @@ async def test_key_is_shown_once_and_stored_hashed(
     account = await signup()
     created = await create_key(client, account)
     assert created["id"].startswith("key_")
-    assert created["key"].startswith("lvq_") and len(created["key"]) >= 4 + 43
+    assert created["key"].startswith("lvq_")
+    assert len(created["key"]) >= 4 + 43
     assert created["key"].startswith(created["prefix"])
     assert created["scopes"] == ["read", "write"]
 
@@ -64,7 +65,9 @@ async def test_deleted_key_is_refused_on_the_next_request(
 ) -> None:
     account = await signup()
     created = await create_key(client, account)
-    assert (await client.get("/api/v1/me", headers={"X-Api-Key": created["key"]})).status_code == 200
+    assert (
+        await client.get("/api/v1/me", headers={"X-Api-Key": created["key"]})
+    ).status_code == 200
     deleted = await client.delete(f"/api/v1/api-keys/{created['id']}", headers=account.headers)
     assert deleted.status_code == 204
     refused = await client.get("/api/v1/me", headers={"X-Api-Key": created["key"]})
@@ -127,7 +130,8 @@ async def test_idempotency_keys_are_per_user(
     one, two = await signup(), await signup()
     for account in (one, two):
         response = await client.post(
-            "/api/v1/api-keys", json={"name": "ci"},
+            "/api/v1/api-keys",
+            json={"name": "ci"},
             headers={**account.headers, "Idempotency-Key": "same"},
         )
         assert response.status_code == 201

@@ -76,9 +76,7 @@ async def test_duplicate_email_in_any_case_is_409(client: httpx.AsyncClient, sig
 
 @pytest.mark.parametrize("email", ["not-an-email", "a@b", "two@@example.com", ""])
 async def test_invalid_email_is_refused(client: httpx.AsyncClient, email: str) -> None:
-    response = await client.post(
-        "/api/v1/auth/signup", json={"email": email, "password": PASSWORD}
-    )
+    response = await client.post("/api/v1/auth/signup", json={"email": email, "password": PASSWORD})
     assert response.status_code in (400, 422)
     assert response.headers["content-type"].startswith("application/problem+json")
 
@@ -98,7 +96,9 @@ async def test_login_with_right_password(client: httpx.AsyncClient, signup: Any)
     )
     assert response.status_code == 200
     tokens = response.json()
-    me = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    me = await client.get(
+        "/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
     assert me.json()["id"] == account.id
 
 
@@ -168,7 +168,9 @@ async def test_lock_ends_when_failures_leave_the_window(
 ) -> None:
     account = await signup()
     for _ in range(5):
-        await client.post("/api/v1/auth/login", json={"email": account.email, "password": "bad1bad1"})
+        await client.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": "bad1bad1"}
+        )
     async with runtime.db.write() as session, session.begin():
         for failure in (await session.scalars(select(LoginFailure))).all():
             failure.failed_at = utcnow() - timedelta(minutes=16)
@@ -191,16 +193,20 @@ async def test_parallel_guesses_cannot_pass_the_lockout(
     assert statuses.count(429) == 7
 
 
-async def test_successful_login_clears_failures(
-    client: httpx.AsyncClient, signup: Any
-) -> None:
+async def test_successful_login_clears_failures(client: httpx.AsyncClient, signup: Any) -> None:
     account = await signup()
     for _ in range(4):
-        await client.post("/api/v1/auth/login", json={"email": account.email, "password": "bad1bad1"})
-    ok = await client.post("/api/v1/auth/login", json={"email": account.email, "password": PASSWORD})
+        await client.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": "bad1bad1"}
+        )
+    ok = await client.post(
+        "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+    )
     assert ok.status_code == 200
     for _ in range(4):
-        await client.post("/api/v1/auth/login", json={"email": account.email, "password": "bad1bad1"})
+        await client.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": "bad1bad1"}
+        )
     still_ok = await client.post(
         "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
     )
@@ -240,7 +246,9 @@ async def test_reused_refresh_token_revokes_the_whole_login(
     reuse = await client.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
     assert_problem(reuse, 401, "token_reused")
 
-    newest = await client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    newest = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
+    )
     assert_problem(newest, 401, "invalid_token")
     for access in (account.access_token, first["access_token"]):
         me = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {access}"})
@@ -249,7 +257,8 @@ async def test_reused_refresh_token_revokes_the_whole_login(
     async with runtime.db.read() as session:
         family = await session.scalar(select(TokenFamily))
         events = (await session.scalars(select(SecurityEvent.kind))).all()
-    assert family is not None and family.revoked_reason == "reuse"
+    assert family is not None
+    assert family.revoked_reason == "reuse"
     assert "refresh_token_reuse" in events
 
 
@@ -264,10 +273,13 @@ async def test_reuse_is_detected_across_processes(
         await client.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
     ).json()
     await client.post(
-        "/api/v1/auth/logout", json={"refresh_token": first["refresh_token"]},
+        "/api/v1/auth/logout",
+        json={"refresh_token": first["refresh_token"]},
         headers={"Authorization": f"Bearer {first['access_token']}"},
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=other), base_url="http://t"
+    ) as c:
         me = await c.get("/api/v1/me", headers={"Authorization": f"Bearer {first['access_token']}"})
     await other_runtime.close()
     assert_problem(me, 401, "invalid_token")
@@ -297,7 +309,9 @@ async def test_unknown_refresh_token_is_401(client: httpx.AsyncClient) -> None:
 async def test_logout_stops_refresh_and_access(client: httpx.AsyncClient, signup: Any) -> None:
     account = await signup()
     response = await client.post(
-        "/api/v1/auth/logout", json={"refresh_token": account.refresh_token}, headers=account.headers
+        "/api/v1/auth/logout",
+        json={"refresh_token": account.refresh_token},
+        headers=account.headers,
     )
     assert response.status_code == 204
     me = await client.get("/api/v1/me", headers=account.headers)
@@ -314,17 +328,29 @@ async def test_logout_leaves_other_logins_working(client: httpx.AsyncClient, sig
         await client.post("/api/v1/auth/login", json={"email": account.email, "password": PASSWORD})
     ).json()
     await client.post(
-        "/api/v1/auth/logout", json={"refresh_token": account.refresh_token}, headers=account.headers
+        "/api/v1/auth/logout",
+        json={"refresh_token": account.refresh_token},
+        headers=account.headers,
     )
-    me = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {other['access_token']}"})
+    me = await client.get(
+        "/api/v1/me", headers={"Authorization": f"Bearer {other['access_token']}"}
+    )
     assert me.status_code == 200
 
 
 def _token(settings: Settings, **claims: Any) -> str:
     assert settings.jwt_secret is not None
     now = int(time.time())
-    payload = {"iss": "levqor", "sub": "usr_x", "jti": "j", "sid": "fam_x", "typ": "access",
-               "iat": now, "exp": now + 600, **claims}
+    payload = {
+        "iss": "levqor",
+        "sub": "usr_x",
+        "jti": "j",
+        "sid": "fam_x",
+        "typ": "access",
+        "iat": now,
+        "exp": now + 600,
+        **claims,
+    }
     return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
@@ -405,7 +431,7 @@ async def test_token_missing_claims_is_rejected(
 
 async def test_tampered_token_is_rejected(client: httpx.AsyncClient, signup: Any) -> None:
     account = await signup()
-    head, body, signature = account.access_token.split(".")
+    head, _body, signature = account.access_token.split(".")
     claims = jwt.decode(account.access_token, options={"verify_signature": False})
     claims["sub"] = "usr_someoneelse"
     response = await client.get(
@@ -443,4 +469,6 @@ async def test_password_is_rehashed_when_parameters_change(
         stored = await session.scalar(select(User.password_hash))
     await runtime.close()
     assert response.status_code == 200
-    assert stored is not None and stored.startswith("$argon2id$") and ",t=3," in stored
+    assert stored is not None
+    assert stored.startswith("$argon2id$")
+    assert ",t=3," in stored

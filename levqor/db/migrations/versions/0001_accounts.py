@@ -44,7 +44,9 @@ def upgrade() -> None:
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
         sa.Column("revoked_reason", sa.String(32), nullable=True),
         sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_token_families_user_id_users"),
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_token_families_user_id_users"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_token_families")),
@@ -60,8 +62,10 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.Column("used_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["family_id"], ["token_families.id"],
-            name=op.f("fk_refresh_tokens_family_id_token_families"), ondelete="CASCADE",
+            ["family_id"],
+            ["token_families.id"],
+            name=op.f("fk_refresh_tokens_family_id_token_families"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_refresh_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_refresh_tokens_token_hash")),
@@ -74,14 +78,14 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.Column("revoked_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_revoked_access_tokens_user_id_users"),
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_revoked_access_tokens_user_id_users"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("jti", name=op.f("pk_revoked_access_tokens")),
     )
-    op.create_index(
-        op.f("ix_revoked_access_tokens_user_id"), "revoked_access_tokens", ["user_id"]
-    )
+    op.create_index(op.f("ix_revoked_access_tokens_user_id"), "revoked_access_tokens", ["user_id"])
     op.create_index(
         op.f("ix_revoked_access_tokens_expires_at"), "revoked_access_tokens", ["expires_at"]
     )
@@ -120,7 +124,9 @@ def upgrade() -> None:
         sa.Column("detail", sa.JSON(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_security_events_user_id_users"),
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_security_events_user_id_users"),
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_security_events")),
@@ -136,7 +142,9 @@ def upgrade() -> None:
         sa.Column("response_encrypted", sa.Text(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_idempotency_keys_user_id_users"),
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_idempotency_keys_user_id_users"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),

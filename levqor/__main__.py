@@ -1,0 +1,3 @@
+from levqor.cli import main
+
+main()

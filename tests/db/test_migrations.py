@@ -1,0 +1,113 @@
+"""Migrations upgrade and downgrade cleanly, and match the models, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from levqor.config import Settings
+from levqor.db import migrate
+from levqor.db.models import metadata
+from tests.conftest import TEST_DATABASE_URL, _settings
+
+
+def sqlite_settings(tmp_path: Path) -> Settings:
+    return _settings(data_dir=tmp_path)
+
+
+@pytest.fixture
+def scratch_postgres(tmp_path: Path) -> Iterator[Settings]:
+    """A database of its own, so downgrading cannot disturb the other tests."""
+    if TEST_DATABASE_URL is None:
+        pytest.skip("LEVQOR_TEST_DATABASE_URL not set")
+    name = f"levqor_migrations_{uuid.uuid4().hex[:8]}"
+    admin_url = Settings(database_url=TEST_DATABASE_URL, _env_file=None).sqlalchemy_url
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    base = admin_url.rsplit("/", 1)[0]
+    yield _settings(data_dir=tmp_path, database_url=f"{base}/{name}")
+    asyncio.run(_admin(admin_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        await connection.execute(text(statement))
+    await engine.dispose()
+
+
+async def _tables(settings: Settings) -> set[str]:
+    engine = create_async_engine(settings.sqlalchemy_url)
+    async with engine.connect() as connection:
+        names = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    await engine.dispose()
+    return names - {"alembic_version"}
+
+
+async def _differences(settings: Settings) -> list[Any]:
+    def compare(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    engine = create_async_engine(settings.sqlalchemy_url)
+    async with engine.connect() as connection:
+        diff = await connection.run_sync(compare)
+    await engine.dispose()
+    return diff
+
+
+def check_round_trip(settings: Settings) -> None:
+    migrate.upgrade(settings)
+    assert asyncio.run(_tables(settings)) == set(metadata.tables)
+    assert asyncio.run(_differences(settings)) == []
+    assert migrate.current_revision_sync(settings) == migrate.head_revision()
+
+    migrate.downgrade(settings, "base")
+    assert asyncio.run(_tables(settings)) == set()
+    assert migrate.current_revision_sync(settings) is None
+
+    migrate.upgrade(settings)
+    assert migrate.current_revision_sync(settings) == migrate.head_revision()
+
+
+def test_sqlite_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
+    check_round_trip(sqlite_settings(tmp_path))
+
+
+def test_postgres_upgrade_downgrade_upgrade(scratch_postgres: Settings) -> None:
+    check_round_trip(scratch_postgres)
+
+
+def test_every_model_table_is_created_by_a_migration(tmp_path: Path) -> None:
+    settings = sqlite_settings(tmp_path)
+    migrate.upgrade(settings)
+    assert asyncio.run(_differences(settings)) == []
+
+
+async def test_app_refuses_to_start_on_an_old_schema(tmp_path: Path) -> None:
+    from levqor.app import create_app
+
+    app = create_app(sqlite_settings(tmp_path))
+    with pytest.raises(RuntimeError, match="levqor migrate"):
+        async with app.router.lifespan_context(app):
+            pass
+    await app.state.runtime.close()
+
+
+async def test_app_starts_on_a_migrated_schema(tmp_path: Path) -> None:
+    from levqor.app import create_app
+
+    settings = sqlite_settings(tmp_path)
+    migrate.upgrade(settings)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        pass

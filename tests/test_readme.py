@@ -1,0 +1,25 @@
+"""The README is part of the contract: its settings table lists every setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from levqor.config import Settings
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_every_setting_is_documented() -> None:
+    text = README.read_text()
+    missing = [
+        f"LEVQOR_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`LEVQOR_{name.upper()}`" not in text
+    ]
+    assert missing == []
+
+
+def test_readme_opens_with_run_and_test() -> None:
+    lines = README.read_text().splitlines()
+    commands = [line for line in lines[:8] if line.startswith("make ")]
+    assert [line.split()[1] for line in commands] == ["run", "test"]

@@ -1,0 +1,92 @@
+"""`levqor up` from nothing: migrates, creates the first admin once, serves."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.peers import free_port
+
+
+class UpProcess:
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_")}
+        env["LEVQOR_LOG_JSON"] = "true"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "levqor",
+                "up",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+        )
+        self.output = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"levqor up exited: {self.process.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise TimeoutError("levqor up did not answer")
+
+    def stop(self) -> str:
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=15)
+        self.output = out
+        return out
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "levqor-data"
+
+
+def test_first_start_creates_an_admin_that_can_log_in(data_dir: Path) -> None:
+    first = UpProcess(data_dir)
+    try:
+        first.wait_ready()
+        assert httpx.get(f"{first.url}/ready").json()["checks"] == {"database": "ok"}
+    finally:
+        output = first.stop()
+    match = re.search(r"e-mail\s+(\S+)\s+password\s+(\S+)", output)
+    assert match, output
+    email, password = match.groups()
+    assert (data_dir / "levqor.db").exists()
+
+    second = UpProcess(data_dir)
+    try:
+        second.wait_ready()
+        login = httpx.post(
+            f"{second.url}/api/v1/auth/login", json={"email": email, "password": password}
+        )
+        assert login.status_code == 200
+        assert login.json()["user"]["role"] == "admin"
+    finally:
+        again = second.stop()
+    assert "First start" not in again
+    assert password not in again
