@@ -81,12 +81,25 @@ def postgres_database(admin_url: str) -> Iterator[str]:
 @contextmanager
 def levqor_serve(env: dict[str, str], workers: int) -> Iterator[str]:
     port = free_port()
-    subprocess.run([sys.executable, "-m", "levqor", "migrate"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "levqor", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "levqor", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "levqor",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -105,15 +118,24 @@ def levqor_serve(env: dict[str, str], workers: int) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def run_wrk(url: str, path: str, script: str, *, threads: int, connections: int,
-            duration_s: int, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def run_wrk(
+    url: str,
+    path: str,
+    script: str,
+    *,
+    threads: int,
+    connections: int,
+    duration_s: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script + WRK_DONE)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "-s", handle.name]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
-    output = subprocess.run(command + [url + path], capture_output=True, text=True,
-                            check=True).stdout
+    output = subprocess.run(
+        [*command, url + path], capture_output=True, text=True, check=True
+    ).stdout
     os.unlink(handle.name)
     raw = json.loads(output.split("WRKJSON ", 1)[1].splitlines()[0])
     seconds = raw["duration_us"] / 1e6
@@ -131,8 +153,9 @@ def run_wrk(url: str, path: str, script: str, *, threads: int, connections: int,
 
 def logins(url: str, count: int) -> tuple[str, list[str]]:
     email = f"bench-{time.time_ns()}@example.com"
-    body = httpx.post(f"{url}/api/v1/auth/signup",
-                      json={"email": email, "password": PASSWORD}).json()
+    body = httpx.post(
+        f"{url}/api/v1/auth/signup", json={"email": email, "password": PASSWORD}
+    ).json()
     refresh_tokens = []
     with httpx.Client(base_url=url) as client:
         for _ in range(count):
@@ -145,24 +168,46 @@ def bench_backend(name: str, env: dict[str, str], args: argparse.Namespace) -> d
     with levqor_serve(env, args.workers) as url:
         access_token, refresh_tokens = logins(url, args.connections)
         auth = {"Authorization": f"Bearer {access_token}"}
-        run_wrk(url, "/api/v1/me", "", threads=2, connections=args.connections,
-                duration_s=2, headers=auth)  # warm-up
-        me = run_wrk(url, "/api/v1/me", "", threads=2, connections=args.connections,
-                     duration_s=args.duration, headers=auth)
+        run_wrk(
+            url,
+            "/api/v1/me",
+            "",
+            threads=2,
+            connections=args.connections,
+            duration_s=2,
+            headers=auth,
+        )  # warm-up
+        me = run_wrk(
+            url,
+            "/api/v1/me",
+            "",
+            threads=2,
+            connections=args.connections,
+            duration_s=args.duration,
+            headers=auth,
+        )
         script = REFRESH_SCRIPT % ", ".join(f'"{token}"' for token in refresh_tokens)
-        refresh = run_wrk(url, "/", script, threads=args.connections,
-                          connections=args.connections, duration_s=args.duration)
+        refresh = run_wrk(
+            url,
+            "/",
+            script,
+            threads=args.connections,
+            connections=args.connections,
+            duration_s=args.duration,
+        )
     return {"backend": name, "get_me": me, "post_refresh": refresh}
 
 
 def base_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_")}
-    env.update({
-        "LEVQOR_DATA_DIR": str(data_dir),
-        "LEVQOR_RATE_LIMIT_PER_MINUTE": UNLIMITED,
-        "LEVQOR_RATE_LIMIT_AUTH_PER_MINUTE": UNLIMITED,
-        "LEVQOR_LOGIN_MAX_FAILURES": UNLIMITED,
-    })
+    env.update(
+        {
+            "LEVQOR_DATA_DIR": str(data_dir),
+            "LEVQOR_RATE_LIMIT_PER_MINUTE": UNLIMITED,
+            "LEVQOR_RATE_LIMIT_AUTH_PER_MINUTE": UNLIMITED,
+            "LEVQOR_LOGIN_MAX_FAILURES": UNLIMITED,
+        }
+    )
     return env
 
 

@@ -14,7 +14,8 @@ from levqor.runtime import Runtime
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs plain `def` dependencies in a thread pool.
     runtime: Runtime = request.app.state.runtime
     return runtime
 

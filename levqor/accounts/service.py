@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import bindparam, delete, exists, func, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -348,6 +348,14 @@ async def authenticate(session: AsyncSession, *, kit: AuthKit, credential: str) 
     return await authenticate_access_token(session, kit=kit, token=credential)
 
 
+# Built once: constructing and cache-keying it per request was a visible share of a GET.
+USER_WITH_REVOCATIONS = select(
+    User,
+    exists().where(RevokedAccessToken.jti == bindparam("jti")),
+    exists().where(TokenFamily.id == bindparam("sid"), TokenFamily.revoked_at.is_not(None)),
+).where(User.id == bindparam("sub"))
+
+
 async def authenticate_access_token(
     session: AsyncSession, *, kit: AuthKit, token: str
 ) -> Principal:
@@ -355,10 +363,10 @@ async def authenticate_access_token(
     claims = kit.access_tokens.decode(token)
     if claims.jti in kit.revoked or claims.sid in kit.revoked:
         raise InvalidToken("The token has been revoked.")
-    jti_revoked = exists().where(RevokedAccessToken.jti == claims.jti)
-    sid_revoked = exists().where(TokenFamily.id == claims.sid, TokenFamily.revoked_at.is_not(None))
     row = (
-        await session.execute(select(User, jti_revoked, sid_revoked).where(User.id == claims.sub))
+        await session.execute(
+            USER_WITH_REVOCATIONS, {"sub": claims.sub, "jti": claims.jti, "sid": claims.sid}
+        )
     ).first()
     if row is None or not row[0].is_active:
         raise InvalidToken()
@@ -392,15 +400,21 @@ async def authenticate_api_key(session: AsyncSession, *, api_key: str) -> Princi
 
 
 async def _touch_api_key(session: AsyncSession, key: ApiKey) -> None:
-    """Record use at most once a minute; a lost update here must never fail a request."""
+    """Record use at most once a minute; a lost update here must never fail a request.
+
+    On a GET (an autocommit session) the UPDATE is its own short transaction; on SQLite it
+    may time out waiting for the write lock, which only loses this timestamp.
+    """
     now = utcnow()
     if key.last_used_at is not None and now - key.last_used_at < API_KEY_TOUCH_INTERVAL:
         return
     try:
-        async with session.begin_nested():
-            await session.execute(
-                update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
-            )
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key.id)
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
     except OperationalError as exc:
         log.info("api_key_touch_skipped", key_id=key.id, error=str(exc.orig))
 

@@ -1,12 +1,17 @@
-"""Engine and session factories.
+"""Engines and session factories.
 
-Two session factories share one pool:
+- `read` sessions run on their own pool, in autocommit from connect on: each statement is
+  its own snapshot and no BEGIN/COMMIT round trips are spent, so a GET that loads the
+  caller's user costs one round trip, not three. (Switching a pooled connection's
+  isolation per checkout would spend the round trips autocommit is meant to save.)
+- `write` sessions open a real transaction; on SQLite `BEGIN IMMEDIATE`, because a deferred
+  SQLite transaction that reads and then writes fails with SQLITE_BUSY (not a wait) when
+  another writer committed in between; taking the write lock up front makes writers queue.
 
-- `read` runs in autocommit: each statement is its own snapshot and no BEGIN/COMMIT round
-  trips are spent (a GET that loads the caller's user is one round trip, not three).
-- `write` opens a real transaction; on SQLite `BEGIN IMMEDIATE`, because a deferred SQLite
-  transaction that reads and then writes fails with SQLITE_BUSY (not a wait) when another
-  writer committed in between; taking the write lock up front makes writers queue instead.
+No pre-ping: it costs a round trip per checkout. A connection that died with the server
+fails its request once, and SQLAlchemy then invalidates the whole pool. No overflow either:
+overflow connections are opened and closed per use under load (a TCP and TLS handshake per
+request); past `pool_size` busy connections a request waits for one instead.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ AUTOCOMMIT = "levqor_autocommit"
 @dataclass(frozen=True)
 class Database:
     engine: AsyncEngine
+    read_engine: AsyncEngine
     read: async_sessionmaker[AsyncSession]
     write: async_sessionmaker[AsyncSession]
 
@@ -39,33 +45,36 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     async def dispose(self) -> None:
+        await self.read_engine.dispose()
         await self.engine.dispose()
 
 
 def create_database(settings: Settings) -> Database:
     engine = make_engine(settings)
-    read_engine = engine.execution_options(isolation_level="AUTOCOMMIT", **{AUTOCOMMIT: True})
-    write_engine = engine.execution_options(**{IMMEDIATE: True})
+    read_engine = make_engine(settings, autocommit=True)
     return Database(
         engine=engine,
+        read_engine=read_engine,
         read=async_sessionmaker(read_engine, expire_on_commit=False),
-        write=async_sessionmaker(write_engine, expire_on_commit=False),
+        write=async_sessionmaker(
+            engine.execution_options(**{IMMEDIATE: True}), expire_on_commit=False
+        ),
     )
 
 
-def make_engine(settings: Settings) -> AsyncEngine:
+def make_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
     url = settings.sqlalchemy_url
+    options: dict[str, Any] = {"pool_size": settings.db_pool_size, "max_overflow": 0}
+    if autocommit:
+        options["isolation_level"] = "AUTOCOMMIT"
+        options["execution_options"] = {AUTOCOMMIT: True}
+        options["pool_reset_on_return"] = None  # nothing to roll back in autocommit
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=settings.db_pool_size, max_overflow=0)
+        engine = create_async_engine(url, **options)
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
         return engine
-    return create_async_engine(
-        url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
-    )
+    return create_async_engine(url, pool_recycle=1800, **options)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
