@@ -11,6 +11,7 @@ import uvicorn
 from rich.console import Console
 
 from levqor import __version__
+from levqor import serve as server
 from levqor.accounts import cli as accounts_cli
 from levqor.config import load_settings
 from levqor.db import cli as db_cli
@@ -79,19 +80,13 @@ def serve(
     workers: int = typer.Option(os.cpu_count() or 2, help="API processes."),
 ) -> None:
     """The API alone, for production: several processes behind one port."""
-    settings = load_settings()  # generates missing secrets once, before the workers fork
+    settings = load_settings()  # generates missing secrets once, before the workers start
     configure_logging(settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        "levqor.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_level="warning",
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-    )
+    if workers == 1:
+        server.run_worker(host, port, settings.forwarded_allow_ips)
+    elif server.serve(host, port, workers, settings.forwarded_allow_ips) != 0:
+        console.print("[red]The API could not start; see the log above.[/red]")
+        raise typer.Exit(1)
 
 
 def main() -> None:

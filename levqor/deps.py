@@ -26,11 +26,11 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed before the response is sent.
 
-    Reads open a plain transaction; other methods open a write transaction (BEGIN
-    IMMEDIATE on SQLite). A LevqorError rolls back unless it says `keep_writes`.
+    Reads run in autocommit; other methods open a write transaction (BEGIN IMMEDIATE on
+    SQLite). A LevqorError rolls back unless it says `keep_writes`.
     """
-    factory = runtime.db.read if request.method in READ_METHODS else runtime.db.write
-    async with factory() as session:
+    write = request.method not in READ_METHODS
+    async with runtime.db.session(write=write) as session:
         await session.begin()
         try:
             yield session

@@ -8,6 +8,10 @@
   SQLite transaction that reads and then writes fails with SQLITE_BUSY (not a wait) when
   another writer committed in between; taking the write lock up front makes writers queue.
 
+On SQLite, one write transaction at a time per process holds the database's write lock;
+the others wait on an asyncio lock. SQLite's own busy handler waits by sleeping in steps
+of up to 100 ms, which turned contention between pooled connections into long tails.
+
 No pre-ping: it costs a round trip per checkout. A connection that died with the server
 fails its request once, and SQLAlchemy then invalidates the whole pool. No overflow either:
 overflow connections are opened and closed per use under load (a TCP and TLS handshake per
@@ -16,6 +20,9 @@ request); past `pool_size` busy connections a request waits for one instead.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +46,20 @@ class Database:
     read_engine: AsyncEngine
     read: async_sessionmaker[AsyncSession]
     write: async_sessionmaker[AsyncSession]
+    write_lock: asyncio.Lock | None = None
+
+    @asynccontextmanager
+    async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
+        """A session for reading (autocommit) or writing (serialised per process on SQLite)."""
+        if not write:
+            async with self.read() as session:
+                yield session
+        elif self.write_lock is None:
+            async with self.write() as session:
+                yield session
+        else:
+            async with self.write_lock, self.write() as session:
+                yield session
 
     @property
     def is_sqlite(self) -> bool:
@@ -59,6 +80,7 @@ def create_database(settings: Settings) -> Database:
         write=async_sessionmaker(
             engine.execution_options(**{IMMEDIATE: True}), expire_on_commit=False
         ),
+        write_lock=asyncio.Lock() if engine.dialect.name == "sqlite" else None,
     )
 
 
