@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from cryptography.fernet import MultiFernet
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from levqor.accounts.kit import AuthKit
 from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
-from levqor.accounts.service import AuthKit
 from levqor.config import Settings
 from levqor.crypto import build_cipher
 from levqor.db.engine import Database, create_database

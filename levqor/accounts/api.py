@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from levqor.accounts import service
+from levqor.accounts import service, sessions
 from levqor.accounts.api_deps import AnonymousLimit, CurrentUser, OptionalUser
+from levqor.accounts.kit import TokenPair
 from levqor.accounts.models import User
 from levqor.accounts.schemas import (
     ApiKeyCreate,
@@ -20,7 +21,6 @@ from levqor.accounts.schemas import (
     TokensOut,
     UserRead,
 )
-from levqor.accounts.service import TokenPair
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.idempotency.api import IdempotencyDep
 
@@ -55,7 +55,7 @@ async def login(body: LoginIn, session: SessionDep, runtime: RuntimeDep) -> Sess
 
 @auth_router.post("/refresh")
 async def refresh(body: RefreshIn, session: SessionDep, runtime: RuntimeDep) -> TokensOut:
-    pair = await service.refresh(session, kit=runtime.auth, refresh_token=body.refresh_token)
+    pair = await sessions.refresh(session, kit=runtime.auth, refresh_token=body.refresh_token)
     return TokensOut(
         access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
     )
@@ -65,7 +65,7 @@ async def refresh(body: RefreshIn, session: SessionDep, runtime: RuntimeDep) -> 
 async def logout(
     body: RefreshIn, session: SessionDep, runtime: RuntimeDep, principal: OptionalUser
 ) -> Response:
-    await service.logout(
+    await sessions.logout(
         session, kit=runtime.auth, refresh_token=body.refresh_token, principal=principal
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

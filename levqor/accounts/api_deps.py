@@ -14,8 +14,8 @@ from fastapi import Depends, Request
 
 from levqor.accounts import service
 from levqor.accounts.errors import InvalidToken, MissingScope
+from levqor.accounts.kit import Principal
 from levqor.accounts.ratelimit import Decision, Policy
-from levqor.accounts.service import Principal
 from levqor.deps import READ_METHODS, RuntimeDep, SessionDep
 from levqor.errors import Forbidden, RateLimited, Unauthorized
 from levqor.middleware import add_response_headers
@@ -95,12 +95,12 @@ async def authenticated(request: Request, runtime: RuntimeDep, session: SessionD
 async def optional_user(
     request: Request, runtime: RuntimeDep, session: SessionDep
 ) -> Principal | None:
-    if bearer_credential(request) is None:
-        return None
+    """The caller when a valid credential is given; None (not 401) otherwise."""
     try:
-        return await service.authenticate(
-            session, kit=runtime.auth, credential=bearer_credential(request) or ""
-        )
+        credential = bearer_credential(request)
+        if credential is None:
+            return None
+        return await service.authenticate(session, kit=runtime.auth, credential=credential)
     except Unauthorized:
         return None
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from levqor.accounts import service
+from levqor.accounts import service, sessions
 from levqor.accounts.models import ROLE_ADMIN
 from levqor.config import load_settings
 from levqor.errors import LevqorError
@@ -96,7 +96,7 @@ async def _prune() -> dict[str, int]:
     runtime = build_runtime(load_settings())
     try:
         async with runtime.db.write() as session, session.begin():
-            report = await service.prune_expired(session, kit=runtime.auth)
+            report = await sessions.prune_expired(session, kit=runtime.auth)
             idempotency = await idempotency_service.prune(session)
     finally:
         await runtime.close()

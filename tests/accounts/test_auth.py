@@ -472,3 +472,16 @@ async def test_password_is_rehashed_when_parameters_change(
     assert stored is not None
     assert stored.startswith("$argon2id$")
     assert ",t=3," in stored
+
+
+async def test_concurrent_writes_all_succeed(client: httpx.AsyncClient) -> None:
+    """Eighteen signups at once (under the auth limit): on SQLite they queue, none fails."""
+    responses = await asyncio.gather(
+        *[
+            client.post(
+                "/api/v1/auth/signup", json={"email": f"many{i}@example.com", "password": PASSWORD}
+            )
+            for i in range(18)
+        ]
+    )
+    assert [r.status_code for r in responses] == [201] * 18
