@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +125,24 @@ def app(settings: Settings, runtime: Runtime) -> FastAPI:
     return create_app(settings, runtime)
 
 
+@asynccontextmanager
+async def serve_app(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    """An app of its own (other settings, or a second API process) and a client for it."""
+    runtime = build_runtime(settings)
+    try:
+        async with client_for(create_app(settings, runtime)) as http:
+            yield http, runtime
+    finally:
+        await runtime.close()
+
+
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
+    async with client_for(app) as http:
         yield http
 
 

@@ -9,9 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from levqor.app import create_app
-from levqor.runtime import build_runtime
-from tests.conftest import assert_problem
+from tests.conftest import assert_problem, serve_app
 
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=63072000; includeSubDomains",
@@ -53,11 +51,8 @@ async def test_ready_checks_database(client: httpx.AsyncClient) -> None:
 
 async def test_ready_is_503_naming_the_database_that_failed(make_settings: Any) -> None:
     settings = make_settings(database_url="sqlite:////nonexistent-dir/levqor.db", redis_url=None)
-    runtime = build_runtime(settings)
-    app = create_app(settings, runtime)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with serve_app(settings) as (c, _runtime):
         response = await c.get("/ready")
-    await runtime.close()
     body = assert_problem(response, 503, "not_ready")
     assert body["checks"]["database"].startswith("failed")
     assert "database" in body["detail"]
@@ -83,11 +78,8 @@ async def test_security_headers_on_html(client: httpx.AsyncClient) -> None:
 
 async def test_hsts_preload_is_opt_in(make_settings: Any, fresh_database: None) -> None:
     settings = make_settings(hsts_preload=True)
-    runtime = build_runtime(settings)
-    app = create_app(settings, runtime)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with serve_app(settings) as (c, _runtime):
         response = await c.get("/health")
-    await runtime.close()
     assert response.headers["strict-transport-security"].endswith("; preload")
 
 
@@ -173,12 +165,9 @@ async def test_cors_is_off_unless_configured(client: httpx.AsyncClient) -> None:
 
 async def test_cors_allows_configured_origins(make_settings: Any, fresh_database: None) -> None:
     settings = make_settings(cors_origins="https://app.example")
-    runtime = build_runtime(settings)
-    app = create_app(settings, runtime)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with serve_app(settings) as (c, _runtime):
         allowed = await c.get("/health", headers={"Origin": "https://app.example"})
         refused = await c.get("/health", headers={"Origin": "https://evil.example"})
-    await runtime.close()
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in refused.headers
 
@@ -188,12 +177,9 @@ async def test_metrics_require_token_when_set(
     make_settings: Any, fresh_database: None, path: str
 ) -> None:
     settings = make_settings(metrics_token="m" * 40)
-    runtime = build_runtime(settings)
-    app = create_app(settings, runtime)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with serve_app(settings) as (c, _runtime):
         refused = await c.get(path)
         allowed = await c.get(path, headers={"Authorization": "Bearer " + "m" * 40})
-    await runtime.close()
     assert_problem(refused, 401, "unauthorized")
     assert allowed.status_code == 200
     assert "levqor_ratelimited_total" in allowed.text

@@ -18,11 +18,10 @@ from sqlalchemy import func, select
 
 from levqor.accounts.models import LoginFailure, SecurityEvent, TokenFamily, User
 from levqor.accounts.tokens import AccessTokens
-from levqor.app import create_app
 from levqor.config import Settings
 from levqor.db.base import utcnow
-from levqor.runtime import Runtime, build_runtime
-from tests.conftest import PASSWORD, assert_problem
+from levqor.runtime import Runtime
+from tests.conftest import PASSWORD, assert_problem, serve_app
 
 
 async def test_signup_returns_user_and_tokens(client: httpx.AsyncClient) -> None:
@@ -56,13 +55,10 @@ async def test_me_returns_the_user(client: httpx.AsyncClient, signup: Any) -> No
 
 async def test_free_credits_follow_the_setting(make_settings: Any, fresh_database: None) -> None:
     settings = make_settings(free_credits=7)
-    runtime = build_runtime(settings)
-    app = create_app(settings, runtime)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with serve_app(settings) as (c, _runtime):
         response = await c.post(
             "/api/v1/auth/signup", json={"email": "c@example.com", "password": PASSWORD}
         )
-    await runtime.close()
     assert response.json()["user"]["credits"] == 7
 
 
@@ -267,8 +263,6 @@ async def test_reuse_is_detected_across_processes(
 ) -> None:
     """A second API process (its own in-memory state) sees the revocation in the database."""
     account = await signup()
-    other_runtime = build_runtime(settings)
-    other = create_app(settings, other_runtime)
     first = (
         await client.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
     ).json()
@@ -277,11 +271,10 @@ async def test_reuse_is_detected_across_processes(
         json={"refresh_token": first["refresh_token"]},
         headers={"Authorization": f"Bearer {first['access_token']}"},
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=other), base_url="http://t"
-    ) as c:
-        me = await c.get("/api/v1/me", headers={"Authorization": f"Bearer {first['access_token']}"})
-    await other_runtime.close()
+    async with serve_app(settings) as (other_process, _runtime):
+        me = await other_process.get(
+            "/api/v1/me", headers={"Authorization": f"Bearer {first['access_token']}"}
+        )
     assert_problem(me, 401, "invalid_token")
 
 
@@ -452,22 +445,16 @@ async def test_password_is_rehashed_when_parameters_change(
     make_settings: Any, fresh_database: None
 ) -> None:
     old = make_settings()
-    runtime = build_runtime(old)
-    app = create_app(old, runtime)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with serve_app(old) as (c, _old_runtime):
         await c.post("/api/v1/auth/signup", json={"email": "r@example.com", "password": PASSWORD})
-    await runtime.close()
 
     stronger = make_settings(argon2_time_cost=3)
-    runtime = build_runtime(stronger)
-    app = create_app(stronger, runtime)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with serve_app(stronger) as (c, runtime):
         response = await c.post(
             "/api/v1/auth/login", json={"email": "r@example.com", "password": PASSWORD}
         )
-    async with runtime.db.read() as session:
-        stored = await session.scalar(select(User.password_hash))
-    await runtime.close()
+        async with runtime.db.read() as session:
+            stored = await session.scalar(select(User.password_hash))
     assert response.status_code == 200
     assert stored is not None
     assert stored.startswith("$argon2id$")

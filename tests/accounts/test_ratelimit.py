@@ -11,9 +11,7 @@ import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from levqor.accounts.ratelimit import MemoryLimiter, Policy, RedisLimiter, ResilientLimiter
-from levqor.app import create_app
-from levqor.runtime import build_runtime
-from tests.conftest import TEST_REDIS_URL, assert_problem
+from tests.conftest import TEST_REDIS_URL, assert_problem, serve_app
 
 
 async def burn(client: httpx.AsyncClient, headers: dict[str, str], count: int) -> list[int]:
@@ -69,13 +67,6 @@ async def test_failed_authentication_spends_the_ip_budget(client: httpx.AsyncCli
     assert statuses[60] == 429
 
 
-async def with_app(settings: Any) -> tuple[httpx.AsyncClient, Any]:
-    runtime = build_runtime(settings)
-    app = create_app(settings, runtime)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
-    return client, runtime
-
-
 async def signup_on(client: httpx.AsyncClient, email: str) -> dict[str, str]:
     body = (
         await client.post("/api/v1/auth/signup", json={"email": email, "password": "p" * 10})
@@ -88,23 +79,19 @@ async def test_limit_follows_the_plan(make_settings: Any, fresh_database: None) 
 
     from levqor.accounts.models import User
 
-    client, runtime = await with_app(make_settings(rate_limit_plans={"pro": 3}))
-    headers = await signup_on(client, "pro@example.com")
-    async with runtime.db.write() as session, session.begin():
-        await session.execute(update(User).values(plan="pro"))
-    statuses = await burn(client, headers, 4)
-    await client.aclose()
-    await runtime.close()
+    async with serve_app(make_settings(rate_limit_plans={"pro": 3})) as (client, runtime):
+        headers = await signup_on(client, "pro@example.com")
+        async with runtime.db.write() as session, session.begin():
+            await session.execute(update(User).values(plan="pro"))
+        statuses = await burn(client, headers, 4)
     assert statuses == [200, 200, 200, 429]
 
 
 async def test_limit_per_route(make_settings: Any, fresh_database: None) -> None:
-    client, runtime = await with_app(make_settings(rate_limit_routes={"GET /api/v1/me": 2}))
-    headers = await signup_on(client, "route@example.com")
-    statuses = await burn(client, headers, 3)
-    keys = await client.get("/api/v1/api-keys", headers=headers)
-    await client.aclose()
-    await runtime.close()
+    async with serve_app(make_settings(rate_limit_routes={"GET /api/v1/me": 2})) as (client, _):
+        headers = await signup_on(client, "route@example.com")
+        statuses = await burn(client, headers, 3)
+        keys = await client.get("/api/v1/api-keys", headers=headers)
     assert statuses == [200, 200, 429]
     assert keys.status_code == 200
 
@@ -132,35 +119,38 @@ async def test_redis_bucket_is_atomic_under_concurrency() -> None:
     assert sum(decision.allowed for decision in decisions) == 50
 
 
+async def redis_keys(url: str, pattern: str) -> list[bytes | str]:
+    probe = Redis.from_url(url)
+    try:
+        return list(await probe.keys(pattern))
+    finally:
+        await probe.aclose()
+
+
 async def test_redis_down_falls_back_to_memory_and_comes_back(
     make_settings: Any, fresh_database: None, redis_server: Any
 ) -> None:
     settings = make_settings(redis_url=redis_server.url, redis_retry_interval_s=0)
-    client, runtime = await with_app(settings)
-    limiter = runtime.limiter
-    assert isinstance(limiter, ResilientLimiter)
-    headers = await signup_on(client, "redis@example.com")
-    assert await burn(client, headers, 5) == [200] * 5
-    probe = Redis.from_url(redis_server.url)
-    assert await probe.keys(f"{settings.redis_key_prefix}rl:user:*")
-    await probe.aclose()
+    buckets = f"{settings.redis_key_prefix}rl:user:*"
+    async with serve_app(settings) as (client, runtime):
+        limiter = runtime.limiter
+        assert isinstance(limiter, ResilientLimiter)
+        headers = await signup_on(client, "redis@example.com")
+        assert await burn(client, headers, 5) == [200] * 5
+        assert await redis_keys(redis_server.url, buckets)
 
-    redis_server.stop()
-    statuses = await burn(client, headers, 61)
-    ready = await client.get("/ready")
-    assert all(status < 500 for status in statuses)
-    assert statuses[:60] == [200] * 60  # a fresh in-memory bucket ...
-    assert statuses[60] == 429  # ... still limits
-    assert limiter.redis_up is False
-    assert_problem(ready, 503, "not_ready")
-    assert ready.json()["checks"]["redis"].startswith("failed")
+        redis_server.stop()
+        statuses = await burn(client, headers, 61)
+        ready = await client.get("/ready")
+        assert all(status < 500 for status in statuses)
+        assert statuses[:60] == [200] * 60  # a fresh in-memory bucket ...
+        assert statuses[60] == 429  # ... still limits
+        assert limiter.redis_up is False
+        assert_problem(ready, 503, "not_ready")
+        assert ready.json()["checks"]["redis"].startswith("failed")
 
-    redis_server.start()
-    back = await client.get("/api/v1/me", headers=headers)
-    assert back.status_code == 200  # Redis's bucket for this user was lost with the restart
-    assert limiter.redis_up is True
-    probe = Redis.from_url(redis_server.url)
-    assert await probe.keys(f"{settings.redis_key_prefix}rl:user:*")
-    await probe.aclose()
-    await client.aclose()
-    await runtime.close()
+        redis_server.start()
+        back = await client.get("/api/v1/me", headers=headers)
+        assert back.status_code == 200  # the restarted Redis has a fresh bucket
+        assert limiter.redis_up is True
+        assert await redis_keys(redis_server.url, buckets)
