@@ -22,6 +22,7 @@ from levqor.ops import api as ops_api
 from levqor.runtime import Runtime, build_runtime
 from levqor.web import pages
 from levqor.web.security import SecurityHeadersMiddleware
+from levqor.workflows import api as workflows_api
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -48,6 +49,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(ops_api.router)
     app.include_router(accounts_api.auth_router)
     app.include_router(accounts_api.router)
+    app.include_router(workflows_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), "static")
     return app

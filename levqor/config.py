@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("levqor-data")
+    public_url: str = "http://127.0.0.1:8000"
     database_url: str | None = None
     redis_url: str | None = None
     redis_key_prefix: str = "levqor:"
@@ -129,6 +130,11 @@ class Settings(BaseSettings):
         if self.argon2_memory_kib < ARGON2_MIN_MEMORY_KIB or work < ARGON2_MIN_WORK:
             raise ValueError("argon2 parameters are below the OWASP minimum (m=19 MiB, t=2)")
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")
 
     @property
     def sqlalchemy_url(self) -> str:

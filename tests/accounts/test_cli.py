@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from levqor.accounts.models import LoginFailure, RefreshToken, TokenFamily, User
 from levqor.cli import app
 from levqor.config import Settings
+from levqor.db import migrate
 from levqor.db.base import utcnow
 from levqor.runtime import build_runtime
 
@@ -104,4 +105,4 @@ def test_migrate_command_reports_the_revision(
     monkeypatch.setenv("LEVQOR_DATA_DIR", str(tmp_path))
     result = runner.invoke(app, ["migrate"])
     assert result.exit_code == 0, result.output
-    assert "Database at 0001" in result.output
+    assert f"Database at {migrate.head_revision()}" in result.output

@@ -1,0 +1,1 @@
+"""Connectors: one module per service, a registry, encrypted credentials."""

@@ -1,0 +1,33 @@
+"""What a connector declares: its actions and each action's parameter schema.
+
+A connector is one module that builds a `Connector` and registers it (see `registry`).
+The engine validates a step's params against `Action.params` when a workflow is saved
+(template strings are checked after rendering, at run time) and serves
+`Action.params.model_json_schema()` in the catalogue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    params: type[BaseModel]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Connector:
+    name: str
+    actions: dict[str, Action]
+    description: str = ""
+    credential_fields: tuple[str, ...] = field(default=())
+
+    @property
+    def single_action(self) -> Action | None:
+        """The action used when a step leaves `action` out."""
+        return next(iter(self.actions.values())) if len(self.actions) == 1 else None

@@ -1,0 +1,1 @@
+"""Workflow definitions, versions, template rendering, the planner."""

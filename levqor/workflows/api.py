@@ -1,0 +1,126 @@
+"""Workflow routes: thin; parse, authorize, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+
+from levqor.accounts.api_deps import CurrentUser
+from levqor.deps import RuntimeDep, SessionDep
+from levqor.idempotency.api import IdempotencyDep
+from levqor.runtime import Runtime
+from levqor.workflows import service
+from levqor.workflows.schemas import RollbackIn, VersionRead, WorkflowIn, WorkflowRead
+from levqor.workflows.service import WorkflowState
+
+router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
+
+
+def _read(state: WorkflowState, runtime: Runtime) -> WorkflowRead:
+    workflow = state.workflow
+    webhook_url = None
+    if workflow.trigger_type == "webhook":
+        token = service.webhook_token(workflow, runtime.cipher)
+        webhook_url = f"{runtime.settings.public_url}/hooks/{workflow.id}/{token}"
+    return WorkflowRead(
+        id=workflow.id,
+        name=workflow.name,
+        version=state.current.version,
+        trigger=workflow.trigger_type,
+        definition=state.current.definition,
+        webhook_url=webhook_url,
+        created_at=workflow.created_at,
+        updated_at=workflow.updated_at,
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkflowRead)
+async def create_workflow(
+    body: WorkflowIn,
+    principal: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    idempotency: IdempotencyDep,
+) -> Any:
+    if (replayed := await idempotency.replay()) is not None:
+        return replayed
+    state = await service.create(
+        session, user=principal.user, definition=body.definition, cipher=runtime.cipher
+    )
+    answer = _read(state, runtime).model_dump(mode="json")
+    await idempotency.remember(status.HTTP_201_CREATED, answer)
+    return answer
+
+
+@router.get("")
+async def list_workflows(
+    principal: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[WorkflowRead]:
+    states = await service.list_for_user(session, user=principal.user, limit=limit)
+    return [_read(state, runtime) for state in states]
+
+
+@router.get("/{workflow_id}")
+async def get_workflow(
+    workflow_id: str, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> WorkflowRead:
+    state = await service.get_state(session, user=principal.user, workflow_id=workflow_id)
+    return _read(state, runtime)
+
+
+@router.put("/{workflow_id}")
+async def update_workflow(
+    workflow_id: str,
+    body: WorkflowIn,
+    principal: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> WorkflowRead:
+    state = await service.update(
+        session, user=principal.user, workflow_id=workflow_id, definition=body.definition
+    )
+    return _read(state, runtime)
+
+
+@router.get("/{workflow_id}/versions")
+async def list_versions(
+    workflow_id: str, principal: CurrentUser, session: SessionDep
+) -> list[VersionRead]:
+    workflow, versions = await service.list_versions(
+        session, user=principal.user, workflow_id=workflow_id
+    )
+    return [
+        VersionRead(
+            version=version.version,
+            current=version.version == workflow.current_version,
+            definition=version.definition,
+            created_at=version.created_at,
+        )
+        for version in versions
+    ]
+
+
+@router.post("/{workflow_id}/rollback")
+async def rollback_workflow(
+    workflow_id: str,
+    body: RollbackIn,
+    principal: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> WorkflowRead:
+    state = await service.rollback(
+        session, user=principal.user, workflow_id=workflow_id, version=body.version
+    )
+    return _read(state, runtime)
+
+
+@router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_workflow(
+    workflow_id: str, principal: CurrentUser, session: SessionDep
+) -> Response:
+    await service.delete(session, user=principal.user, workflow_id=workflow_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

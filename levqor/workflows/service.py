@@ -1,0 +1,150 @@
+"""Workflows and their versions. Plain async functions; they flush, never commit."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from cryptography.fernet import MultiFernet
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor import errors
+from levqor.accounts.models import User
+from levqor.accounts.tokens import sha256_hex
+from levqor.db.base import utcnow
+from levqor.workflows.definition import WorkflowDefinition, check
+from levqor.workflows.models import Workflow, WorkflowVersion
+
+
+@dataclass(frozen=True)
+class WorkflowState:
+    """A workflow with its current version."""
+
+    workflow: Workflow
+    current: WorkflowVersion
+
+
+async def create(
+    session: AsyncSession, *, user: User, definition: WorkflowDefinition, cipher: MultiFernet
+) -> WorkflowState:
+    check(definition)
+    token = secrets.token_urlsafe(24)
+    workflow = Workflow(
+        user_id=user.id,
+        name=definition.name,
+        current_version=1,
+        trigger_type=definition.trigger.type,
+        webhook_token_hash=sha256_hex(token),
+        webhook_token_encrypted=cipher.encrypt(token.encode()).decode(),
+    )
+    session.add(workflow)
+    await session.flush()
+    version = WorkflowVersion(workflow_id=workflow.id, version=1, definition=definition.dump())
+    session.add(version)
+    await session.flush()
+    return WorkflowState(workflow, version)
+
+
+async def get(
+    session: AsyncSession, *, user: User, workflow_id: str, for_update: bool = False
+) -> Workflow:
+    """The user's workflow; NotFound for a deleted one or another user's (never leak it)."""
+    query = select(Workflow).where(
+        Workflow.id == workflow_id, Workflow.user_id == user.id, Workflow.deleted_at.is_(None)
+    )
+    workflow = await session.scalar(query.with_for_update() if for_update else query)
+    if workflow is None:
+        raise errors.NotFound("No such workflow.")
+    return workflow
+
+
+async def get_state(session: AsyncSession, *, user: User, workflow_id: str) -> WorkflowState:
+    workflow = await get(session, user=user, workflow_id=workflow_id)
+    return WorkflowState(workflow, await _version(session, workflow, workflow.current_version))
+
+
+async def _version(session: AsyncSession, workflow: Workflow, number: int) -> WorkflowVersion:
+    version = await session.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == number
+        )
+    )
+    if version is None:
+        raise errors.NotFound(f"Workflow {workflow.id} has no version {number}.")
+    return version
+
+
+async def list_for_user(session: AsyncSession, *, user: User, limit: int) -> list[WorkflowState]:
+    rows = await session.execute(
+        select(Workflow, WorkflowVersion)
+        .join(
+            WorkflowVersion,
+            (WorkflowVersion.workflow_id == Workflow.id)
+            & (WorkflowVersion.version == Workflow.current_version),
+        )
+        .where(Workflow.user_id == user.id, Workflow.deleted_at.is_(None))
+        .order_by(Workflow.created_at.desc(), Workflow.id)
+        .limit(limit)
+    )
+    return [WorkflowState(workflow, version) for workflow, version in rows]
+
+
+async def update(
+    session: AsyncSession, *, user: User, workflow_id: str, definition: WorkflowDefinition
+) -> WorkflowState:
+    """Save a new immutable version and make it current."""
+    check(definition)
+    workflow = await get(session, user=user, workflow_id=workflow_id, for_update=True)
+    newest = await session.scalar(
+        select(WorkflowVersion.version)
+        .where(WorkflowVersion.workflow_id == workflow.id)
+        .order_by(WorkflowVersion.version.desc())
+        .limit(1)
+    )
+    version = WorkflowVersion(
+        workflow_id=workflow.id, version=(newest or 0) + 1, definition=definition.dump()
+    )
+    session.add(version)
+    workflow.current_version = version.version
+    workflow.name = definition.name
+    workflow.trigger_type = definition.trigger.type
+    await session.flush()
+    return WorkflowState(workflow, version)
+
+
+async def list_versions(
+    session: AsyncSession, *, user: User, workflow_id: str
+) -> tuple[Workflow, list[WorkflowVersion]]:
+    workflow = await get(session, user=user, workflow_id=workflow_id)
+    versions = await session.scalars(
+        select(WorkflowVersion)
+        .where(WorkflowVersion.workflow_id == workflow.id)
+        .order_by(WorkflowVersion.version.desc())
+    )
+    return workflow, list(versions)
+
+
+async def rollback(
+    session: AsyncSession, *, user: User, workflow_id: str, version: int
+) -> WorkflowState:
+    """Make an earlier version current again (versions themselves never change)."""
+    workflow = await get(session, user=user, workflow_id=workflow_id, for_update=True)
+    target = await _version(session, workflow, version)
+    definition = WorkflowDefinition.model_validate(target.definition)
+    workflow.current_version = target.version
+    workflow.name = definition.name
+    workflow.trigger_type = definition.trigger.type
+    await session.flush()
+    return WorkflowState(workflow, target)
+
+
+async def delete(session: AsyncSession, *, user: User, workflow_id: str) -> None:
+    """Hide the workflow; its versions (and the runs that name them) stay readable."""
+    workflow = await get(session, user=user, workflow_id=workflow_id, for_update=True)
+    workflow.deleted_at = utcnow()
+    await session.flush()
+
+
+def webhook_token(workflow: Workflow, cipher: MultiFernet) -> str:
+    return cipher.decrypt(workflow.webhook_token_encrypted.encode()).decode()
