@@ -16,6 +16,7 @@ from levqor.accounts import api as accounts_api
 from levqor.config import Settings, load_settings
 from levqor.db import migrate
 from levqor.handlers import register_error_handlers
+from levqor.jobs import api as jobs_api
 from levqor.logging import configure_logging
 from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestContextMiddleware
 from levqor.ops import api as ops_api
@@ -50,6 +51,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(accounts_api.auth_router)
     app.include_router(accounts_api.router)
     app.include_router(workflows_api.router)
+    app.include_router(jobs_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), "static")
     return app

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     rate_limit_plans: dict[str, int] = Field(default_factory=dict)
     rate_limit_routes: dict[str, int] = Field(default_factory=dict)
     free_credits: int = Field(50, ge=0)
+    run_cost_credits: int = Field(1, ge=0)
+    max_running_jobs_per_user: int = Field(10, ge=1)
+    job_lease_s: float = Field(30, gt=0)
+    worker_poll_interval_s: float = Field(1.0, gt=0)
+    worker_shutdown_timeout_s: float = Field(25, ge=0)
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"

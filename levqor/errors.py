@@ -3,6 +3,7 @@
     LevqorError
     ├── InvalidRequest        400 invalid_request
     ├── Unauthorized          401 unauthorized
+    ├── PaymentRequired       402 insufficient_credits
     ├── Forbidden             403 forbidden
     ├── NotFound              404 not_found
     ├── Conflict              409 conflict
@@ -50,6 +51,13 @@ class InvalidRequest(LevqorError):
 
     status = 400
     code = "invalid_request"
+
+
+class PaymentRequired(LevqorError):
+    """Not enough credits."""
+
+    status = 402
+    code = "insufficient_credits"
 
 
 class Unauthorized(LevqorError):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from cryptography.fernet import MultiFernet
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -22,6 +23,8 @@ class Runtime:
     limiter: Limiter
     cipher: MultiFernet
     redis: Redis | None
+    # Set when a run is queued in this process, so a worker here starts it at once.
+    job_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def close(self) -> None:
         await self.limiter.close()

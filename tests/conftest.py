@@ -195,3 +195,13 @@ def redis_server(tmp_path: Path) -> Iterator[Any]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def http_peer() -> Iterator[Any]:
+    from tests.peers import HttpPeer
+
+    peer = HttpPeer()
+    peer.start()
+    yield peer
+    peer.stop()

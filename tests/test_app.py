@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import assert_problem, serve_app
+from tests.peers import free_port
 
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=63072000; includeSubDomains",
@@ -50,7 +51,10 @@ async def test_ready_checks_database(client: httpx.AsyncClient) -> None:
 
 
 async def test_ready_is_503_naming_the_database_that_failed(make_settings: Any) -> None:
-    settings = make_settings(database_url="sqlite:////nonexistent-dir/levqor.db", redis_url=None)
+    # A database server that is down: nothing listens on this loopback port.
+    settings = make_settings(
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/levqor", redis_url=None
+    )
     async with serve_app(settings) as (c, _runtime):
         response = await c.get("/ready")
     body = assert_problem(response, 503, "not_ready")

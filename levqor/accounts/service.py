@@ -214,6 +214,23 @@ async def delete_api_key(session: AsyncSession, *, user: User, key_id: str) -> N
     await record_event(session, user_id=user.id, kind="api_key_deleted", detail={"key_id": key_id})
 
 
+# --- credits (the billing issue moves these behind a ledger) ---------------------------
+
+
+async def debit_credits(session: AsyncSession, *, user_id: str, amount: int) -> None:
+    """Take `amount` credits atomically, or raise PaymentRequired and take nothing."""
+    if amount == 0:
+        return
+    result = await session.execute(
+        update(User)
+        .where(User.id == user_id, User.credits >= amount)
+        .values(credits=User.credits - amount)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise errors.PaymentRequired(f"A run costs {amount} credits; your balance is too low.")
+
+
 # --- admin -----------------------------------------------------------------------------
 
 

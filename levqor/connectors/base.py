@@ -3,14 +3,33 @@
 A connector is one module that builds a `Connector` and registers it (see `registry`).
 The engine validates a step's params against `Action.params` when a workflow is saved
 (template strings are checked after rendering, at run time) and serves
-`Action.params.model_json_schema()` in the catalogue.
+`Action.params.model_json_schema()` in the catalogue. At run time it calls
+`run(action, params, credential, context)`, which returns JSON output or raises one of
+`connectors.errors`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a running step may use besides its params."""
+
+    http: httpx.AsyncClient
+    job_id: str
+    step_id: str
+    data: Mapping[str, Any]  # {"input": ..., "steps": {id: {"output": ...}}}
+    timeout_s: float
+
+
+Run = Callable[[str, dict[str, Any], dict[str, Any] | None, StepContext], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -24,6 +43,7 @@ class Action:
 class Connector:
     name: str
     actions: dict[str, Action]
+    run: Run
     description: str = ""
     credential_fields: tuple[str, ...] = field(default=())
 

@@ -16,6 +16,13 @@ class UnknownAction(errors.InvalidRequest):
 CONNECTORS: dict[str, Connector] = {connector.name: connector for connector in builtin.CONNECTORS}
 
 
+def get(connector: str) -> Connector:
+    found = CONNECTORS.get(connector)
+    if found is None:
+        raise UnknownAction(f"unknown connector '{connector}'")
+    return found
+
+
 def resolve(connector: str, action: str | None) -> Action:
     found = CONNECTORS.get(connector)
     if found is None:

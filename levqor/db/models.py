@@ -5,8 +5,15 @@ from __future__ import annotations
 from levqor.accounts import models as accounts_models
 from levqor.db.base import Base
 from levqor.idempotency import models as idempotency_models
+from levqor.jobs import models as jobs_models
 from levqor.workflows import models as workflows_models
 
 metadata = Base.metadata
 
-__all__ = ["accounts_models", "idempotency_models", "metadata", "workflows_models"]
+__all__ = [
+    "accounts_models",
+    "idempotency_models",
+    "jobs_models",
+    "metadata",
+    "workflows_models",
+]

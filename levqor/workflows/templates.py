@@ -107,7 +107,10 @@ def _render_string(source: str, context: Mapping[str, Any]) -> Any:
 
 def truthy(condition: str, context: Mapping[str, Any]) -> bool:
     """Evaluate an `if`/`condition` template; rendered text "false", "0", "" are false."""
-    value = render(condition, context)
+    return is_true(render(condition, context))
+
+
+def is_true(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("", "false", "0", "no", "none", "null")
     return bool(value)

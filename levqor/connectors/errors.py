@@ -1,0 +1,43 @@
+"""How a step failed, classified for the engine.
+
+    ConnectorError            not retryable: a 4xx, a validation error, bad params
+    ├── RetryableError        network trouble, 5xx, 408: retried with backoff
+    └── RateLimitedError      429: retried after `retry_after_s` when the service says
+
+Foreign errors (httpx, SMTP, Stripe) are translated into these where they enter.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """The step failed and retrying will not help."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class RetryableError(ConnectorError):
+    """The step failed for a reason that may pass."""
+
+    retryable = True
+
+
+class RateLimitedError(RetryableError):
+    """The service asked us to slow down."""
+
+
+class Reschedule(Exception):
+    """A step asks the engine to continue the run later without holding a worker."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"continue in {seconds} s")
+        self.seconds = seconds
+
+
+class StopRun(Exception):
+    """A step ends the run successfully (a filter whose condition is false)."""

@@ -1,0 +1,1 @@
+"""The durable job queue: runs, workers, retries, dead letters, the scheduler."""

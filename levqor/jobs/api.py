@@ -1,0 +1,175 @@
+"""Runs and jobs routes: thin; parse, authorize, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Query, status
+
+from levqor.accounts.api_deps import CurrentUser
+from levqor.deps import RuntimeDep, SessionDep
+from levqor.idempotency.api import IdempotencyDep
+from levqor.jobs import service
+from levqor.jobs.models import RETRYING, Job, JobStep
+from levqor.jobs.schemas import IntakeIn, JobPage, JobRead, RunIn, RunQueued, StepRead
+
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+Status = Annotated[
+    str | None,
+    Query(pattern="^(queued|running|succeeded|retrying|failed|cancelled)$"),
+]
+
+
+def _read(job: Job, steps: list[JobStep] | None = None) -> JobRead:
+    return JobRead(
+        job_id=job.id,
+        workflow_id=job.workflow_id,
+        workflow_version=job.workflow_version,
+        status=job.status,
+        attempts=job.attempts,
+        next_attempt_at=job.run_at if job.status == RETRYING else None,
+        result=job.result,
+        error=job.error,
+        steps=[
+            StepRead(
+                id=step.step_id,
+                status=step.status,
+                output=step.output,
+                error=step.error,
+                attempts=step.attempts,
+                started_at=step.started_at,
+                finished_at=step.finished_at,
+            )
+            for step in steps or []
+        ],
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+async def _start(
+    workflow_id: str,
+    payload: Any,
+    priority: str,
+    run_at: Any,
+    callback_url: Any,
+    principal: Any,
+    session: Any,
+    runtime: Any,
+    idempotency: Any,
+    background: BackgroundTasks,
+) -> Any:
+    if (replayed := await idempotency.replay()) is not None:
+        return replayed
+    job = await service.start_run(
+        session,
+        user=principal.user,
+        workflow_id=workflow_id,
+        input=payload,
+        priority=priority,
+        run_at=run_at,
+        callback_url=str(callback_url) if callback_url else None,
+        cost=runtime.settings.run_cost_credits,
+    )
+    answer = RunQueued(job_id=job.id).model_dump()
+    await idempotency.remember(status.HTTP_202_ACCEPTED, answer)
+    background.add_task(runtime.job_wakeup.set)  # after the commit: a worker here starts it
+    return answer
+
+
+@router.post("/workflows/{workflow_id}/runs", status_code=202, response_model=RunQueued)
+async def run_workflow(
+    workflow_id: str,
+    body: RunIn,
+    principal: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    idempotency: IdempotencyDep,
+    background: BackgroundTasks,
+) -> Any:
+    return await _start(
+        workflow_id,
+        body.input,
+        body.priority,
+        body.run_at,
+        body.callback_url,
+        principal,
+        session,
+        runtime,
+        idempotency,
+        background,
+    )
+
+
+@router.post("/intake", status_code=202, response_model=RunQueued)
+async def intake(
+    body: IntakeIn,
+    principal: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    idempotency: IdempotencyDep,
+    background: BackgroundTasks,
+) -> Any:
+    return await _start(
+        body.workflow,
+        body.payload,
+        body.priority,
+        None,
+        body.callback_url,
+        principal,
+        session,
+        runtime,
+        idempotency,
+        background,
+    )
+
+
+@router.get("/jobs")
+async def list_jobs(
+    principal: CurrentUser,
+    session: SessionDep,
+    status_filter: Annotated[Status, Query(alias="status")] = None,
+    workflow_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    jobs, next_cursor = await service.list_for_user(
+        session,
+        user=principal.user,
+        status=status_filter,
+        workflow_id=workflow_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return JobPage(data=[_read(job) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get("/jobs/{job_id}")
+@router.get("/status/{job_id}", include_in_schema=False)
+async def get_job(job_id: str, principal: CurrentUser, session: SessionDep) -> JobRead:
+    detail = await service.get(session, user=principal.user, job_id=job_id)
+    return _read(detail.job, detail.steps)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, principal: CurrentUser, session: SessionDep) -> JobRead:
+    return _read(await service.cancel(session, user=principal.user, job_id=job_id))
+
+
+@router.post("/jobs/{job_id}/retry", status_code=202)
+async def retry_job(
+    job_id: str,
+    principal: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    background: BackgroundTasks,
+) -> JobRead:
+    job = await service.retry(session, user=principal.user, job_id=job_id)
+    background.add_task(runtime.job_wakeup.set)
+    return _read(job)
+
+
+@router.get("/dead-letters")
+async def dead_letters(principal: CurrentUser, session: SessionDep) -> list[JobRead]:
+    return [_read(job) for job in await service.dead_letters(session, user=principal.user)]

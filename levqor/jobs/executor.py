@@ -1,0 +1,197 @@
+"""Run one claimed job: its workflow version's steps, in order, checkpointing each.
+
+A step that already succeeded (a resumed run, a replay) is not run again: its stored
+output feeds the templates of the steps after it. Errors are classified by the
+connectors: retryable ones reschedule the job with backoff until the step's attempts
+run out, the rest fail the job at once (the dead-letter queue), unless the step says
+`on_error: continue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from levqor.connectors import registry
+from levqor.connectors.base import StepContext
+from levqor.connectors.errors import ConnectorError, Reschedule, StopRun
+from levqor.db.base import utcnow
+from levqor.db.engine import Database
+from levqor.jobs import queue
+from levqor.jobs.queue import Claimed
+from levqor.jobs.retry import backoff_s
+from levqor.logging import get_logger
+from levqor.workflows import templates
+from levqor.workflows.definition import Step, WorkflowDefinition
+from levqor.workflows.models import WorkflowVersion
+
+log = get_logger("levqor.executor")
+MAX_STORED_OUTPUT_CHARS = 64 * 1024
+FINISHED_STEP = ("succeeded", "skipped", "continued")
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    message: str
+    retryable: bool
+    retry_after_s: float | None = None
+
+
+class Executor:
+    def __init__(self, db: Database, http: httpx.AsyncClient, *, worker_id: str) -> None:
+        self.db = db
+        self.http = http
+        self.worker_id = worker_id
+
+    async def run(self, job: Claimed) -> None:
+        definition = await self._definition(job)
+        async with self.db.session(write=False) as session:
+            done = await queue.load_steps(session, job_id=job.id)
+        data: dict[str, Any] = {"input": job.input, "steps": {}}
+        last_output: Any = None
+        for position, step in enumerate(definition.steps):
+            checkpoint = done.get(step.id)
+            if checkpoint is not None and checkpoint.status in FINISHED_STEP:
+                data["steps"][step.id] = {"output": checkpoint.output}
+                last_output = checkpoint.output
+                continue
+            attempt = (checkpoint.attempts if checkpoint else 0) + 1
+            outcome = await self._run_step(job, step, position, attempt, data)
+            if outcome is None:
+                return  # the job was rescheduled, stopped, failed or lost; all recorded
+            last_output = data["steps"][step.id]["output"]
+        await self._write(queue.succeed, job, result=last_output, now=utcnow())
+
+    async def _definition(self, job: Claimed) -> WorkflowDefinition:
+        async with self.db.session(write=False) as session:
+            stored = await session.scalar(
+                select(WorkflowVersion.definition).where(
+                    WorkflowVersion.workflow_id == job.workflow_id,
+                    WorkflowVersion.version == job.workflow_version,
+                )
+            )
+        return WorkflowDefinition.model_validate(stored)
+
+    async def _run_step(
+        self, job: Claimed, step: Step, position: int, attempt: int, data: dict[str, Any]
+    ) -> bool | None:
+        """Run one step; True to go on, None when the job stops here."""
+        started = utcnow()
+        record = {
+            "step_id": step.id,
+            "position": position,
+            "attempts": attempt,
+            "started_at": started,
+        }
+        try:
+            if step.if_ is not None and not templates.truthy(step.if_, data):
+                data["steps"][step.id] = {"output": None}
+                return await self._checkpoint(job, record, "skipped", None)
+            output = await self._call(job, step, data)
+        except StopRun:
+            data["steps"][step.id] = {"output": {"passed": False}}
+            await self._checkpoint(job, record, "succeeded", {"passed": False})
+            await self._write(queue.succeed, job, result={"passed": False}, now=utcnow())
+            return None
+        except Reschedule as pause:
+            await self._checkpoint(job, record, "succeeded", {})
+            run_at = utcnow() + timedelta(seconds=pause.seconds)
+            await self._write(queue.continue_at, job, run_at=run_at)
+            return None
+        except Exception as exc:  # every failure is classified and recorded
+            return await self._failed(job, step, record, attempt, data, classify(exc))
+        data["steps"][step.id] = {"output": output}
+        return await self._checkpoint(job, record, "succeeded", output)
+
+    async def _call(self, job: Claimed, step: Step, data: dict[str, Any]) -> Any:
+        connector = registry.get(step.connector)
+        action = registry.resolve(step.connector, step.action)
+        params = templates.render(step.params, data)
+        context = StepContext(
+            http=self.http, job_id=job.id, step_id=step.id, data=data, timeout_s=step.timeout_s
+        )
+        return await asyncio.wait_for(
+            connector.run(action.name, params, None, context), timeout=step.timeout_s
+        )
+
+    async def _failed(
+        self,
+        job: Claimed,
+        step: Step,
+        record: dict[str, Any],
+        attempt: int,
+        data: dict[str, Any],
+        failure: StepFailure,
+    ) -> bool | None:
+        log.info(
+            "step_failed",
+            job_id=job.id,
+            step=step.id,
+            attempt=attempt,
+            retryable=failure.retryable,
+            error=failure.message,
+        )
+        if step.on_error == "continue":
+            data["steps"][step.id] = {"output": None, "error": failure.message}
+            return await self._checkpoint(job, record, "continued", None, failure.message)
+        await self._checkpoint(job, record, "failed", None, failure.message)
+        error = f"step '{step.id}': {failure.message}"
+        if failure.retryable and attempt < step.retry.max_attempts:
+            delay = backoff_s(attempt, step.retry, retry_after_s=failure.retry_after_s)
+            run_at = utcnow() + timedelta(seconds=delay)
+            await self._write(queue.retry_at, job, run_at=run_at, error=error)
+        else:
+            await self._write(queue.fail, job, error=error, now=utcnow())
+        return None
+
+    async def _checkpoint(
+        self,
+        job: Claimed,
+        record: dict[str, Any],
+        status: str,
+        output: Any,
+        error: str | None = None,
+    ) -> bool | None:
+        values = {
+            **record,
+            "status": status,
+            "output": _bounded(output),
+            "error": error,
+            "finished_at": utcnow(),
+        }
+        async with self.db.session(write=True) as session, session.begin():
+            kept = await queue.save_step(session, job_id=job.id, worker_id=self.worker_id, **values)
+        return True if kept else None
+
+    async def _write(self, operation: Any, job: Claimed, **values: Any) -> None:
+        async with self.db.session(write=True) as session, session.begin():
+            owned = await operation(session, job_id=job.id, worker_id=self.worker_id, **values)
+        if not owned:
+            log.info("job_lost", job_id=job.id, worker=self.worker_id)
+
+
+def classify(exc: BaseException) -> StepFailure:
+    if isinstance(exc, ConnectorError):
+        return StepFailure(exc.message, exc.retryable, exc.retry_after_s)
+    if isinstance(exc, TimeoutError):
+        return StepFailure("the step timed out", retryable=True)
+    if isinstance(exc, templates.TemplateFailed | registry.UnknownAction):
+        return StepFailure(exc.detail, retryable=False)
+    if isinstance(exc, ValueError):  # params that rendered to the wrong shape
+        return StepFailure(f"invalid params: {exc}", retryable=False)
+    log.exception("step_crashed")
+    return StepFailure(f"internal error: {type(exc).__name__}", retryable=False)
+
+
+def _bounded(output: Any) -> Any:
+    """Step outputs are stored whole up to a size; past it, a truncated preview."""
+    text = json.dumps(output, default=str)
+    if len(text) <= MAX_STORED_OUTPUT_CHARS:
+        return output
+    return {"truncated": True, "preview": text[:MAX_STORED_OUTPUT_CHARS]}

@@ -1,0 +1,63 @@
+"""Request and response bodies of the runs and jobs API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
+
+Priority = Literal["low", "normal", "high"]
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any = Field(default_factory=dict)
+    priority: Priority = "normal"
+    run_at: AwareDatetime | None = None
+    callback_url: HttpUrl | None = None
+
+
+class IntakeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str
+    payload: Any = Field(default_factory=dict)
+    priority: Priority = "normal"
+    callback_url: HttpUrl | None = None
+
+
+class RunQueued(BaseModel):
+    job_id: str
+    status: Literal["queued"] = "queued"
+
+
+class StepRead(BaseModel):
+    id: str
+    status: str
+    output: Any
+    error: str | None
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobRead(BaseModel):
+    job_id: str
+    workflow_id: str
+    workflow_version: int
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None = Field(None, description="Set while retrying.")
+    result: Any = None
+    error: str | None = None
+    steps: list[StepRead] = Field(default_factory=list)
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    data: list[JobRead]
+    next_cursor: str | None

@@ -1,0 +1,166 @@
+"""Runs as users see them: start, list, inspect, cancel, retry. Flush, never commit."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor import errors
+from levqor.accounts import service as accounts_service
+from levqor.accounts.models import User
+from levqor.db.base import utcnow
+from levqor.jobs import queue
+from levqor.jobs.models import (
+    CANCELLED,
+    FAILED,
+    FINAL_STATES,
+    PRIORITIES,
+    QUEUED,
+    RUNNING,
+    WAITING_STATES,
+    Job,
+    JobStep,
+)
+from levqor.workflows import service as workflows_service
+
+
+class NotRetryable(errors.Conflict):
+    """Only a failed job can be retried."""
+
+    code = "job_not_failed"
+
+
+class AlreadyFinished(errors.Conflict):
+    """The job has already finished."""
+
+    code = "job_finished"
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    job: Job
+    steps: list[JobStep]
+
+
+async def start_run(
+    session: AsyncSession,
+    *,
+    user: User,
+    workflow_id: str,
+    input: Any,
+    priority: str = "normal",
+    run_at: datetime | None = None,
+    callback_url: str | None = None,
+    cost: int,
+) -> Job:
+    """Debit the run's credits and queue it, in the caller's one transaction."""
+    workflow = await workflows_service.get(session, user=user, workflow_id=workflow_id)
+    await accounts_service.debit_credits(session, user_id=user.id, amount=cost)
+    job = Job(
+        user_id=user.id,
+        workflow_id=workflow.id,
+        workflow_version=workflow.current_version,
+        priority=PRIORITIES[priority],
+        input=input,
+        run_at=run_at or utcnow(),
+        callback_url=callback_url,
+    )
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def get(session: AsyncSession, *, user: User, job_id: str) -> JobDetail:
+    job = await session.scalar(select(Job).where(Job.id == job_id, Job.user_id == user.id))
+    if job is None:
+        raise errors.NotFound("No such job.")
+    steps = await session.scalars(
+        select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.position)
+    )
+    return JobDetail(job, list(steps))
+
+
+async def list_for_user(
+    session: AsyncSession,
+    *,
+    user: User,
+    status: str | None = None,
+    workflow_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated: the cursor is the last (created_at, id) seen."""
+    query = select(Job).where(Job.user_id == user.id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if workflow_id is not None:
+        query = query.where(Job.workflow_id == workflow_id)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < last_id))
+        )
+    rows = list(
+        await session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
+    page, more = rows[:limit], len(rows) > limit
+    return page, encode_cursor(page[-1]) if more else None
+
+
+def encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created_at), job_id
+    except ValueError as exc:
+        raise errors.InvalidRequest("Invalid cursor.", field="cursor") from exc
+
+
+async def cancel(session: AsyncSession, *, user: User, job_id: str) -> Job:
+    """A waiting or running job becomes cancelled at once; a worker holding it lets go."""
+    detail = await get(session, user=user, job_id=job_id)
+    job = detail.job
+    if job.status in FINAL_STATES:
+        raise AlreadyFinished(f"The job has already {job.status}.")
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_((*WAITING_STATES, RUNNING)))
+        .values(status=CANCELLED, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise AlreadyFinished("The job finished in the meantime.")
+    await session.refresh(job)
+    return job
+
+
+async def retry(session: AsyncSession, *, user: User, job_id: str) -> Job:
+    """Replay a failed job from its last checkpoint; finished steps are not repeated."""
+    job = (await get(session, user=user, job_id=job_id)).job
+    if job.status != FAILED:
+        raise NotRetryable(f"The job is {job.status}, not failed.")
+    await queue.reset_failed_steps(session, job_id=job.id)
+    job.status = QUEUED
+    job.run_at = utcnow()
+    job.error = None
+    job.finished_at = None
+    await session.flush()
+    return job
+
+
+async def dead_letters(session: AsyncSession, *, user: User, limit: int = 100) -> list[Job]:
+    rows = await session.scalars(
+        select(Job)
+        .where(Job.user_id == user.id, Job.status == FAILED)
+        .order_by(Job.finished_at.desc(), Job.id)
+        .limit(limit)
+    )
+    return list(rows)

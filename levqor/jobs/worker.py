@@ -1,0 +1,147 @@
+"""The worker loop: claim due jobs, run them concurrently, keep their leases alive.
+
+Waking: in the same process (`levqor up`) a new run sets `wake`; otherwise the worker
+polls every `poll_interval_s`. Shutdown (SIGTERM): stop claiming, let running jobs finish
+for up to `shutdown_timeout_s`, then hand back the rest so another worker resumes them
+from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+import httpx
+
+from levqor.db.base import utcnow
+from levqor.jobs import queue
+from levqor.jobs.executor import Executor
+from levqor.jobs.queue import Claimed
+from levqor.logging import get_logger
+from levqor.runtime import Runtime
+
+log = get_logger("levqor.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int = 10,
+        worker_id: str | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.concurrency = concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease = timedelta(seconds=settings.job_lease_s)
+        self.poll_interval_s = settings.worker_poll_interval_s
+        self.shutdown_timeout_s = settings.worker_shutdown_timeout_s
+        self.http = http or httpx.AsyncClient(follow_redirects=False)
+        self.executor = Executor(runtime.db, self.http, worker_id=self.worker_id)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.wake = runtime.job_wakeup
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker_started", worker=self.worker_id, concurrency=self.concurrency)
+        beat = asyncio.create_task(self._heartbeat(stop))
+        try:
+            while not stop.is_set():
+                claimed = await self.claim_and_start()
+                if not claimed:
+                    await self._sleep(stop)
+        finally:
+            beat.cancel()
+            await self._shutdown()
+
+    async def claim_and_start(self) -> int:
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            return 0
+        async with self.runtime.db.session(write=True) as session, session.begin():
+            jobs = await queue.claim(
+                session,
+                worker_id=self.worker_id,
+                limit=free,
+                lease=self.lease,
+                now=utcnow(),
+                max_running_per_user=self.runtime.settings.max_running_jobs_per_user,
+            )
+        for job in jobs:
+            self.running[job.id] = asyncio.create_task(self._execute(job))
+        return len(jobs)
+
+    async def drain(self, *, timeout_s: float = 30) -> None:
+        """Run until nothing is due or running (tests and one-shot use)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                started = await self.claim_and_start()
+                if self.running:
+                    await asyncio.wait(list(self.running.values()), timeout=0.05)
+                elif not started and not await self._anything_due_soon():
+                    return
+                else:
+                    await asyncio.sleep(0.01)
+
+    async def _anything_due_soon(self) -> bool:
+        from sqlalchemy import func, select
+
+        from levqor.jobs.models import RUNNING, WAITING_STATES, Job
+
+        horizon = utcnow() + timedelta(seconds=2)
+        async with self.runtime.db.session(write=False) as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(
+                    ((Job.status.in_(WAITING_STATES)) & (Job.run_at <= horizon))
+                    | (Job.status == RUNNING)
+                )
+            )
+        return bool(count)
+
+    async def _execute(self, job: Claimed) -> None:
+        try:
+            await self.executor.run(job)
+        except Exception:
+            log.exception("job_crashed", job_id=job.id)
+        finally:
+            self.running.pop(job.id, None)
+            self.wake.set()  # a slot is free
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        self.wake.clear()
+        waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+        await asyncio.wait(
+            waiters, timeout=self.poll_interval_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in waiters:
+            waiter.cancel()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        interval = self.lease.total_seconds() / 3
+        while not stop.is_set():
+            await asyncio.sleep(interval)
+            if self.running:
+                async with self.runtime.db.session(write=True) as session, session.begin():
+                    await queue.heartbeat(
+                        session, worker_id=self.worker_id, lease=self.lease, now=utcnow()
+                    )
+
+    async def _shutdown(self) -> None:
+        if self.running:
+            log.info("worker_finishing", jobs=len(self.running))
+            await asyncio.wait(list(self.running.values()), timeout=self.shutdown_timeout_s)
+        for task in self.running.values():
+            task.cancel()
+        async with self.runtime.db.session(write=True) as session, session.begin():
+            handed_back = await queue.release(session, worker_id=self.worker_id, now=utcnow())
+        if handed_back:
+            log.info("worker_handed_back", jobs=handed_back)
+        await self.http.aclose()
+        log.info("worker_stopped", worker=self.worker_id)
