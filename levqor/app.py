@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from levqor.config import Settings, load_settings
 from levqor.db import migrate
 from levqor.handlers import register_error_handlers
 from levqor.jobs import api as jobs_api
+from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
 from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestContextMiddleware
 from levqor.ops import api as ops_api
@@ -35,7 +37,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.check_schema_on_start:
             await _refuse_outdated_schema(settings)
-        yield
+        async with _embedded_worker(active):
+            yield
         if owned:
             await active.close()
 
@@ -83,6 +86,22 @@ def _middleware(settings: Settings) -> list[Middleware]:
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
     return stack
+
+
+@asynccontextmanager
+async def _embedded_worker(runtime: Runtime) -> AsyncIterator[None]:
+    """`levqor up`: a worker in the API's own process, so one command runs everything."""
+    if not runtime.settings.embedded_worker:
+        yield
+        return
+    stop = asyncio.Event()
+    worker = Worker(runtime, concurrency=runtime.settings.embedded_worker_concurrency)
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 async def _refuse_outdated_schema(settings: Settings) -> None:

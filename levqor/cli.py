@@ -16,12 +16,14 @@ from levqor.accounts import cli as accounts_cli
 from levqor.config import load_settings
 from levqor.db import cli as db_cli
 from levqor.db import migrate as migrations
+from levqor.jobs import cli as jobs_cli
 from levqor.logging import configure_logging
 
 app = typer.Typer(help="Levqor: self-hosted workflow automation.", no_args_is_help=True)
 app.command("migrate")(db_cli.migrate)
 app.command("create-admin")(accounts_cli.create_admin)
 app.add_typer(accounts_cli.tokens_app, name="tokens")
+app.command("worker")(jobs_cli.worker)
 console = Console()
 
 
@@ -44,6 +46,7 @@ def up(
     """Everything in one process on the embedded SQLite default: migrate, then serve."""
     if data_dir is not None:
         os.environ["LEVQOR_DATA_DIR"] = str(data_dir)
+    os.environ["LEVQOR_EMBEDDED_WORKER"] = "true"  # one process: API and a worker
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     migrations.upgrade(settings)

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     access_log: bool = True
     check_schema_on_start: bool = True
+    embedded_worker: bool = False
+    embedded_worker_concurrency: int = Field(4, ge=1)
 
     @field_validator("allow_private_urls", "cors_origins", "encryption_keys", mode="before")
     @classmethod

@@ -61,6 +61,35 @@ class UpProcess:
         return out
 
 
+def assert_a_workflow_runs(url: str, token: str) -> None:
+    """What a new user does first: create a workflow, run it, watch it finish."""
+    headers = {"Authorization": f"Bearer {token}"}
+    definition = {
+        "name": "hello",
+        "steps": [
+            {"id": "greet", "connector": "transform", "params": {"text": "Hi {{ input.name }}"}}
+        ],
+    }
+    workflow = httpx.post(
+        f"{url}/api/v1/workflows", json={"definition": definition}, headers=headers
+    ).json()
+    run = httpx.post(
+        f"{url}/api/v1/workflows/{workflow['id']}/runs",
+        json={"input": {"name": "Ada"}},
+        headers=headers,
+    )
+    assert run.status_code == 202
+    deadline = time.monotonic() + 20
+    job: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/api/v1/jobs/{run.json()['job_id']}", headers=headers).json()
+        if job["status"] == "succeeded":
+            break
+        time.sleep(0.05)
+    assert job["status"] == "succeeded", job
+    assert job["result"] == {"text": "Hi Ada"}
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "levqor-data"
@@ -86,6 +115,7 @@ def test_first_start_creates_an_admin_that_can_log_in(data_dir: Path) -> None:
         )
         assert login.status_code == 200
         assert login.json()["user"]["role"] == "admin"
+        assert_a_workflow_runs(second.url, login.json()["access_token"])
     finally:
         again = second.stop()
     assert "First start" not in again

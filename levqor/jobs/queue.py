@@ -30,6 +30,8 @@ from levqor.jobs.models import (
     JobStep,
 )
 
+CANDIDATES_PER_SLOT = 4
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -50,28 +52,41 @@ async def claim(
     now: datetime,
     max_running_per_user: int,
 ) -> list[Claimed]:
-    busy_users = (
-        select(Job.user_id)
+    """Take up to `limit` due jobs, at most `max_running_per_user` running per user.
+
+    Users already at their limit are left out in SQL; the batch itself is capped per user
+    here. Candidates are over-read so one user's backlog cannot fill a whole batch. (Two
+    claimers racing on PostgreSQL each see only committed claims, so a user can briefly
+    exceed the limit by one batch per concurrent claimer.)
+    """
+    running = (
+        select(Job.user_id, func.count().label("running"))
         .where(Job.status == RUNNING, Job.lease_expires_at >= now)
         .group_by(Job.user_id)
-        .having(func.count() >= max_running_per_user)
+        .subquery()
     )
-    due = (
-        select(Job.id)
-        .where(
-            or_(
-                and_(Job.status.in_(WAITING_STATES), Job.run_at <= now),
-                and_(Job.status == RUNNING, Job.lease_expires_at < now),
-            ),
-            Job.user_id.not_in(busy_users),
+    candidates = (
+        await session.execute(
+            select(Job.id, Job.user_id, func.coalesce(running.c.running, 0))
+            .outerjoin(running, running.c.user_id == Job.user_id)
+            .where(
+                or_(
+                    and_(Job.status.in_(WAITING_STATES), Job.run_at <= now),
+                    and_(Job.status == RUNNING, Job.lease_expires_at < now),
+                ),
+                func.coalesce(running.c.running, 0) < max_running_per_user,
+            )
+            .order_by(Job.priority.desc(), Job.run_at, Job.id)
+            .limit(limit * CANDIDATES_PER_SLOT)
+            .with_for_update(of=Job, skip_locked=True)
         )
-        .order_by(Job.priority.desc(), Job.run_at, Job.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    ).all()
+    chosen = _fair_share(candidates, limit, max_running_per_user)
+    if not chosen:
+        return []
     rows = await session.execute(
         update(Job)
-        .where(Job.id.in_(due.scalar_subquery()))
+        .where(Job.id.in_(chosen))
         .values(
             status=RUNNING,
             lease_owner=worker_id,
@@ -85,6 +100,19 @@ async def claim(
         .execution_options(synchronize_session=False)
     )
     return [Claimed(*row) for row in rows]
+
+
+def _fair_share(candidates: Any, limit: int, per_user: int) -> list[str]:
+    taken: dict[str, int] = {}
+    chosen: list[str] = []
+    for job_id, user_id, running in candidates:
+        count = taken.get(user_id, running)
+        if count < per_user:
+            taken[user_id] = count + 1
+            chosen.append(job_id)
+            if len(chosen) == limit:
+                break
+    return chosen
 
 
 def _owned(job_id: str, worker_id: str) -> Any:
