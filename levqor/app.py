@@ -55,6 +55,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(accounts_api.router)
     app.include_router(workflows_api.router)
     app.include_router(jobs_api.router)
+    app.include_router(jobs_api.hooks_router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), "static")
     return app

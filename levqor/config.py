@@ -61,6 +61,7 @@ class Settings(BaseSettings):
 
     rate_limit_per_minute: int = Field(60, ge=1)
     rate_limit_auth_per_minute: int = Field(20, ge=1)
+    rate_limit_webhook_per_minute: int = Field(600, ge=1)
     rate_limit_plans: dict[str, int] = Field(default_factory=dict)
     rate_limit_routes: dict[str, int] = Field(default_factory=dict)
     free_credits: int = Field(50, ge=0)

@@ -2,6 +2,7 @@
 
     LevqorError
     ├── InvalidRequest        400 invalid_request
+    │   └── InvalidJson       400 invalid_json
     ├── Unauthorized          401 unauthorized
     ├── PaymentRequired       402 insufficient_credits
     ├── Forbidden             403 forbidden
@@ -51,6 +52,12 @@ class InvalidRequest(LevqorError):
 
     status = 400
     code = "invalid_request"
+
+
+class InvalidJson(InvalidRequest):
+    """The request body is not valid JSON."""
+
+    code = "invalid_json"
 
 
 class PaymentRequired(LevqorError):

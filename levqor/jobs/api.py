@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Query, status
+import orjson
+from fastapi import APIRouter, BackgroundTasks, Query, Request, status
 
-from levqor.accounts.api_deps import CurrentUser
+from levqor import errors
+from levqor.accounts.api_deps import CurrentUser, enforce
+from levqor.accounts.ratelimit import Policy
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.idempotency.api import IdempotencyDep
 from levqor.jobs import service
@@ -14,6 +17,7 @@ from levqor.jobs.models import RETRYING, Job, JobStep
 from levqor.jobs.schemas import IntakeIn, JobPage, JobRead, RunIn, RunQueued, StepRead
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
+hooks_router = APIRouter(tags=["triggers"])
 Status = Annotated[
     str | None,
     Query(pattern="^(queued|running|succeeded|retrying|failed|cancelled)$"),
@@ -168,6 +172,44 @@ async def retry_job(
     job = await service.retry(session, user=principal.user, job_id=job_id)
     background.add_task(runtime.job_wakeup.set)
     return _read(job)
+
+
+@hooks_router.post("/hooks/{workflow_id}/{token}", status_code=202)
+async def webhook(
+    workflow_id: str,
+    token: str,
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    background: BackgroundTasks,
+) -> dict[str, str]:
+    """Start a run of a webhook-triggered workflow; any JSON body becomes its input."""
+    await enforce(
+        request,
+        runtime,
+        f"hook:{workflow_id}",
+        Policy("webhook", runtime.settings.rate_limit_webhook_per_minute),
+    )
+    payload = await _json_body(request)
+    job = await service.start_from_webhook(
+        session,
+        workflow_id=workflow_id,
+        token=token,
+        payload=payload,
+        cost=runtime.settings.run_cost_credits,
+    )
+    background.add_task(runtime.job_wakeup.set)
+    return {"job_id": job.id, "status": "queued"}
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidJson("The webhook body must be JSON.") from exc
 
 
 @router.get("/dead-letters")

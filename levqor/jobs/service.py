@@ -75,6 +75,17 @@ async def start_run(
     return job
 
 
+async def start_from_webhook(
+    session: AsyncSession, *, workflow_id: str, token: str, payload: Any, cost: int
+) -> Job:
+    """The webhook trigger: the request body becomes the run's input."""
+    workflow = await workflows_service.get_by_webhook(session, workflow_id=workflow_id, token=token)
+    owner = await session.get(User, workflow.user_id)
+    if owner is None or not owner.is_active:
+        raise errors.NotFound("No such webhook.")
+    return await start_run(session, user=owner, workflow_id=workflow.id, input=payload, cost=cost)
+
+
 async def get(session: AsyncSession, *, user: User, job_id: str) -> JobDetail:
     job = await session.scalar(select(Job).where(Job.id == job_id, Job.user_id == user.id))
     if job is None:

@@ -118,6 +118,16 @@ async def rollback_workflow(
     return _read(state, runtime)
 
 
+@router.post("/{workflow_id}/webhook/rotate")
+async def rotate_webhook(
+    workflow_id: str, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> WorkflowRead:
+    state = await service.rotate_webhook_token(
+        session, user=principal.user, workflow_id=workflow_id, cipher=runtime.cipher
+    )
+    return _read(state, runtime)
+
+
 @router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_workflow(
     workflow_id: str, principal: CurrentUser, session: SessionDep

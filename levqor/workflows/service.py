@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -144,6 +145,30 @@ async def delete(session: AsyncSession, *, user: User, workflow_id: str) -> None
     workflow = await get(session, user=user, workflow_id=workflow_id, for_update=True)
     workflow.deleted_at = utcnow()
     await session.flush()
+
+
+async def rotate_webhook_token(
+    session: AsyncSession, *, user: User, workflow_id: str, cipher: MultiFernet
+) -> WorkflowState:
+    """A new secret webhook URL; the old one stops working at once."""
+    workflow = await get(session, user=user, workflow_id=workflow_id, for_update=True)
+    token = secrets.token_urlsafe(24)
+    workflow.webhook_token_hash = sha256_hex(token)
+    workflow.webhook_token_encrypted = cipher.encrypt(token.encode()).decode()
+    await session.flush()
+    return WorkflowState(workflow, await _version(session, workflow, workflow.current_version))
+
+
+async def get_by_webhook(session: AsyncSession, *, workflow_id: str, token: str) -> Workflow:
+    """The workflow a webhook call names; NotFound alike for any wrong part of the URL."""
+    workflow = await session.scalar(
+        select(Workflow).where(Workflow.id == workflow_id, Workflow.deleted_at.is_(None))
+    )
+    expected = workflow.webhook_token_hash if workflow is not None else sha256_hex("")
+    matches = hmac.compare_digest(expected, sha256_hex(token))
+    if workflow is None or not matches or workflow.trigger_type != "webhook":
+        raise errors.NotFound("No such webhook.")
+    return workflow
 
 
 def webhook_token(workflow: Workflow, cipher: MultiFernet) -> str:
