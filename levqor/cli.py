@@ -24,6 +24,7 @@ app.command("migrate")(db_cli.migrate)
 app.command("create-admin")(accounts_cli.create_admin)
 app.add_typer(accounts_cli.tokens_app, name="tokens")
 app.command("worker")(jobs_cli.worker)
+app.add_typer(jobs_cli.jobs_app, name="jobs")
 console = Console()
 
 

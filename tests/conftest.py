@@ -205,3 +205,15 @@ def http_peer() -> Iterator[Any]:
     peer.start()
     yield peer
     peer.stop()
+
+
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The environment a `levqor` command needs to reach this test's database."""
+    monkeypatch.setenv("LEVQOR_DATA_DIR", str(settings.data_dir))
+    assert settings.jwt_secret is not None
+    monkeypatch.setenv("LEVQOR_JWT_SECRET", settings.jwt_secret.get_secret_value())
+    monkeypatch.setenv("LEVQOR_ENCRYPTION_KEYS", settings.encryption_keys[0].get_secret_value())
+    if settings.database_url:
+        monkeypatch.setenv("LEVQOR_DATABASE_URL", settings.database_url)
+    return settings

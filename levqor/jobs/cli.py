@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+from datetime import UTC, datetime
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from levqor.config import load_settings
+from levqor.jobs import service
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
 from levqor.runtime import build_runtime
@@ -30,5 +35,41 @@ async def _run(concurrency: int) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await Worker(runtime, concurrency=concurrency).run(stop)
+    finally:
+        await runtime.close()
+
+
+jobs_app = typer.Typer(help="The job queue.", no_args_is_help=True)
+
+
+@jobs_app.command("replay")
+def replay(
+    workflow: str = typer.Option(None, help="Only this workflow's failed jobs."),
+    since: datetime = typer.Option(None, help="Only jobs that failed at or after this time (UTC)."),
+    user: str = typer.Option(None, help="Only this user's (id) failed jobs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Put failed jobs (the dead-letter queue) back in the queue; they resume from their
+    last checkpoint."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    replayed = asyncio.run(_replay(workflow, since, user))
+    if as_json:
+        typer.echo(json.dumps({"replayed": replayed}))
+        return
+    table = Table("replayed job")
+    for job_id in replayed:
+        table.add_row(job_id)
+    Console().print(table)
+    Console().print(f"{len(replayed)} job(s) queued again.")
+
+
+async def _replay(workflow: str | None, since: datetime | None, user: str | None) -> list[str]:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.session(write=True) as session, session.begin():
+            return await service.replay_failed(
+                session, workflow_id=workflow, since=since, user_id=user
+            )
     finally:
         await runtime.close()

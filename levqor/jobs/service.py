@@ -158,13 +158,14 @@ async def retry(session: AsyncSession, *, user: User, job_id: str) -> Job:
     job = (await get(session, user=user, job_id=job_id)).job
     if job.status != FAILED:
         raise NotRetryable(f"The job is {job.status}, not failed.")
-    await queue.reset_failed_steps(session, job_id=job.id)
-    job.status = QUEUED
-    job.run_at = utcnow()
-    job.error = None
-    job.finished_at = None
-    await session.flush()
+    await _requeue(session, job)
     return job
+
+
+async def _requeue(session: AsyncSession, job: Job) -> None:
+    await queue.reset_failed_steps(session, job_id=job.id)
+    job.status, job.run_at, job.error, job.finished_at = QUEUED, utcnow(), None, None
+    await session.flush()
 
 
 async def dead_letters(session: AsyncSession, *, user: User, limit: int = 100) -> list[Job]:
@@ -175,3 +176,25 @@ async def dead_letters(session: AsyncSession, *, user: User, limit: int = 100) -
         .limit(limit)
     )
     return list(rows)
+
+
+async def replay_failed(
+    session: AsyncSession,
+    *,
+    workflow_id: str | None = None,
+    since: datetime | None = None,
+    user_id: str | None = None,
+) -> list[str]:
+    """Operator replay: every failed job matching the filters goes back to the queue."""
+    query = select(Job).where(Job.status == FAILED)
+    if workflow_id is not None:
+        query = query.where(Job.workflow_id == workflow_id)
+    if since is not None:
+        query = query.where(Job.finished_at >= since)
+    if user_id is not None:
+        query = query.where(Job.user_id == user_id)
+    replayed = []
+    for job in await session.scalars(query.order_by(Job.finished_at).with_for_update()):
+        await _requeue(session, job)
+        replayed.append(job.id)
+    return replayed

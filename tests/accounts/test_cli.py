@@ -22,17 +22,6 @@ from levqor.runtime import build_runtime
 runner = CliRunner()
 
 
-@pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("LEVQOR_DATA_DIR", str(settings.data_dir))
-    assert settings.jwt_secret is not None
-    monkeypatch.setenv("LEVQOR_JWT_SECRET", settings.jwt_secret.get_secret_value())
-    monkeypatch.setenv("LEVQOR_ENCRYPTION_KEYS", settings.encryption_keys[0].get_secret_value())
-    if settings.database_url:
-        monkeypatch.setenv("LEVQOR_DATABASE_URL", settings.database_url)
-    return settings
-
-
 def _query(settings: Settings, statement: Any) -> Any:
     async def run() -> Any:
         runtime = build_runtime(settings)
