@@ -18,6 +18,7 @@ from levqor.config import Settings, load_settings
 from levqor.db import migrate
 from levqor.handlers import register_error_handlers
 from levqor.jobs import api as jobs_api
+from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
 from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestContextMiddleware
@@ -37,7 +38,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.check_schema_on_start:
             await _refuse_outdated_schema(settings)
-        async with _embedded_worker(active):
+        async with _embedded_jobs(active):
             yield
         if owned:
             await active.close()
@@ -90,19 +91,22 @@ def _middleware(settings: Settings) -> list[Middleware]:
 
 
 @asynccontextmanager
-async def _embedded_worker(runtime: Runtime) -> AsyncIterator[None]:
-    """`levqor up`: a worker in the API's own process, so one command runs everything."""
-    if not runtime.settings.embedded_worker:
+async def _embedded_jobs(runtime: Runtime) -> AsyncIterator[None]:
+    """`levqor up`: a worker and the scheduler in the API's own process."""
+    if not runtime.settings.embedded_jobs:
         yield
         return
     stop = asyncio.Event()
     worker = Worker(runtime, concurrency=runtime.settings.embedded_worker_concurrency)
-    task = asyncio.create_task(worker.run(stop))
+    tasks = [
+        asyncio.create_task(worker.run(stop)),
+        asyncio.create_task(Scheduler(runtime).run(stop)),
+    ]
     try:
         yield
     finally:
         stop.set()
-        await task
+        await asyncio.gather(*tasks)
 
 
 async def _refuse_outdated_schema(settings: Settings) -> None:

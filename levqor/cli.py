@@ -24,6 +24,7 @@ app.command("migrate")(db_cli.migrate)
 app.command("create-admin")(accounts_cli.create_admin)
 app.add_typer(accounts_cli.tokens_app, name="tokens")
 app.command("worker")(jobs_cli.worker)
+app.command("scheduler")(jobs_cli.scheduler)
 app.add_typer(jobs_cli.jobs_app, name="jobs")
 console = Console()
 
@@ -47,7 +48,7 @@ def up(
     """Everything in one process on the embedded SQLite default: migrate, then serve."""
     if data_dir is not None:
         os.environ["LEVQOR_DATA_DIR"] = str(data_dir)
-    os.environ["LEVQOR_EMBEDDED_WORKER"] = "true"  # one process: API and a worker
+    os.environ["LEVQOR_EMBEDDED_JOBS"] = "true"  # one process: API, a worker, the scheduler
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     migrations.upgrade(settings)

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(30, gt=0)
     worker_poll_interval_s: float = Field(1.0, gt=0)
     worker_shutdown_timeout_s: float = Field(25, ge=0)
+    scheduler_interval_s: float = Field(5, gt=0)
+    upkeep_interval_s: float = Field(3600, gt=0)
+    job_retention_days: int = Field(30, ge=1)
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -93,7 +96,7 @@ class Settings(BaseSettings):
     log_json: bool = True
     access_log: bool = True
     check_schema_on_start: bool = True
-    embedded_worker: bool = False
+    embedded_jobs: bool = False
     embedded_worker_concurrency: int = Field(4, ge=1)
 
     @field_validator("allow_private_urls", "cors_origins", "encryption_keys", mode="before")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from levqor.config import load_settings
 from levqor.jobs import service
+from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
 from levqor.runtime import build_runtime
@@ -35,6 +36,25 @@ async def _run(concurrency: int) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await Worker(runtime, concurrency=concurrency).run(stop)
+    finally:
+        await runtime.close()
+
+
+def scheduler() -> None:
+    """Fire cron schedules and run upkeep. Several may run: each fire time fires once."""
+    settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    asyncio.run(_schedule())
+
+
+async def _schedule() -> None:
+    runtime = build_runtime(load_settings())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await Scheduler(runtime).run(stop)
     finally:
         await runtime.close()
 

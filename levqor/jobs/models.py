@@ -52,6 +52,21 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ScheduleFire(Base):
+    """One fire time of a schedule. The unique key makes it fire once, whichever of
+    several schedulers gets there first."""
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (UniqueConstraint("workflow_id", "fire_at", name="uq_schedule_fires"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    fire_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class JobStep(Base):
     """A step's checkpoint: once `succeeded`, a resumed run does not repeat it."""
 

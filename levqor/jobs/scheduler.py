@@ -1,0 +1,176 @@
+"""`levqor scheduler`: fire cron schedules exactly once per fire time, and run upkeep.
+
+Several schedulers may run. Each tick, every one of them computes each scheduled
+workflow's latest due fire time and tries to insert it into `schedule_fires` together
+with the run, in one transaction; the unique (workflow, fire time) key lets exactly one
+succeed. Only the latest due fire time is considered, so after downtime a schedule runs
+once, not once per missed time; fire times before the current version existed are not
+due. A fire whose owner lacks credits is recorded as skipped, not retried every tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor import errors
+from levqor.accounts import sessions as account_sessions
+from levqor.accounts.models import User
+from levqor.db.base import utcnow
+from levqor.idempotency import service as idempotency_service
+from levqor.jobs import service
+from levqor.jobs.models import FINAL_STATES, Job, ScheduleFire
+from levqor.logging import get_logger
+from levqor.runtime import Runtime
+from levqor.workflows.models import Workflow, WorkflowVersion
+
+log = get_logger("levqor.scheduler")
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    workflow_id: str
+    cron: str
+    timezone: str
+    since: datetime  # the current version's creation: earlier fire times are not due
+
+
+def latest_fire(cron: str, timezone: str, now: datetime) -> datetime:
+    """The last fire time at or before `now`, in UTC."""
+    local_now = now.astimezone(ZoneInfo(timezone))
+    fire: datetime = croniter(cron, local_now + timedelta(seconds=1)).get_prev(datetime)
+    return fire.astimezone(now.tzinfo)
+
+
+class Scheduler:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.last_upkeep: datetime | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = self.runtime.settings.scheduler_interval_s
+        log.info("scheduler_started", interval_s=interval)
+        while not stop.is_set():
+            try:
+                await self.tick(utcnow())
+            except Exception:  # a bad tick must not stop the schedules
+                log.exception("scheduler_tick_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    async def tick(self, now: datetime) -> list[str]:
+        """Fire what is due at `now`; the ids of the jobs this scheduler started."""
+        started = [
+            job_id for wf in await self._scheduled() if (job_id := await self._fire(wf, now))
+        ]
+        upkeep_every = timedelta(seconds=self.runtime.settings.upkeep_interval_s)
+        if self.last_upkeep is None or now - self.last_upkeep >= upkeep_every:
+            await self.upkeep(now)
+            self.last_upkeep = now
+        if started:
+            self.runtime.job_wakeup.set()
+        return started
+
+    async def _scheduled(self) -> list[Scheduled]:
+        async with self.runtime.db.session(write=False) as session:
+            rows = await session.execute(
+                select(Workflow.id, WorkflowVersion.definition, WorkflowVersion.created_at)
+                .join(
+                    WorkflowVersion,
+                    (WorkflowVersion.workflow_id == Workflow.id)
+                    & (WorkflowVersion.version == Workflow.current_version),
+                )
+                .where(Workflow.trigger_type == "schedule", Workflow.deleted_at.is_(None))
+            )
+        return [
+            Scheduled(
+                wf_id,
+                definition["trigger"]["cron"],
+                definition["trigger"].get("timezone", "UTC"),
+                since,
+            )
+            for wf_id, definition, since in rows
+        ]
+
+    async def _fire(self, scheduled: Scheduled, now: datetime) -> str | None:
+        workflow_id = scheduled.workflow_id
+        fire_at = latest_fire(scheduled.cron, scheduled.timezone, now)
+        if fire_at < scheduled.since:
+            return None
+        async with self.runtime.db.session(write=True) as session, session.begin():
+            if not await _claim_fire(session, workflow_id, fire_at):
+                return None  # fired already, by us or another scheduler
+            return await self._start(session, workflow_id, fire_at)
+
+    async def _start(
+        self, session: AsyncSession, workflow_id: str, fire_at: datetime
+    ) -> str | None:
+        workflow = await session.get(Workflow, workflow_id)
+        owner = await session.get(User, workflow.user_id) if workflow else None
+        fire = await session.scalar(
+            select(ScheduleFire).where(
+                ScheduleFire.workflow_id == workflow_id, ScheduleFire.fire_at == fire_at
+            )
+        )
+        assert fire is not None
+        if owner is None:
+            fire.outcome = "skipped_no_owner"
+            return None
+        try:
+            async with session.begin_nested():
+                job = await service.start_run(
+                    session,
+                    user=owner,
+                    workflow_id=workflow_id,
+                    input={"scheduled_for": fire_at.isoformat()},
+                    cost=self.runtime.settings.run_cost_credits,
+                )
+        except errors.PaymentRequired:
+            fire.outcome = "skipped_no_credits"
+            log.warning("schedule_skipped_no_credits", workflow_id=workflow_id)
+            return None
+        fire.job_id, fire.outcome = job.id, "started"
+        log.info(
+            "schedule_fired", workflow_id=workflow_id, fire_at=fire_at.isoformat(), job_id=job.id
+        )
+        return job.id
+
+    async def upkeep(self, now: datetime) -> dict[str, int]:
+        """Delete what can no longer matter. Idempotent, so several schedulers may run it."""
+        cutoff = now - timedelta(days=self.runtime.settings.job_retention_days)
+        async with self.runtime.db.session(write=True) as session, session.begin():
+            tokens = await account_sessions.prune_expired(session, kit=self.runtime.auth)
+            keys = await idempotency_service.prune(session)
+            old_jobs = await session.execute(
+                delete(Job).where(Job.status.in_(FINAL_STATES), Job.finished_at < cutoff)
+            )
+            old_fires = await session.execute(
+                delete(ScheduleFire).where(ScheduleFire.fire_at < cutoff)
+            )
+        counts = {
+            "refresh_tokens": tokens.refresh_tokens,
+            "idempotency_keys": keys,
+            "jobs": int(old_jobs.rowcount),  # type: ignore[attr-defined]
+            "schedule_fires": int(old_fires.rowcount),  # type: ignore[attr-defined]
+        }
+        log.info("upkeep", **counts)
+        return counts
+
+
+async def _claim_fire(session: AsyncSession, workflow_id: str, fire_at: datetime) -> bool:
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    result = await session.execute(
+        insert(ScheduleFire)
+        .values(workflow_id=workflow_id, fire_at=fire_at, outcome="claimed", created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["workflow_id", "fire_at"])
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
