@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from levqor.connectors.errors import ConnectorError, Reschedule, StopRun
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
 from levqor.jobs import queue
+from levqor.jobs.models import JobStep
 from levqor.jobs.queue import Claimed
 from levqor.jobs.retry import backoff_s
 from levqor.logging import get_logger
@@ -34,6 +36,7 @@ from levqor.workflows.models import WorkflowVersion
 log = get_logger("levqor.executor")
 MAX_STORED_OUTPUT_CHARS = 64 * 1024
 FINISHED_STEP = ("succeeded", "skipped", "continued")
+DEFINITION_CACHE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,14 @@ class Executor:
         self.db = db
         self.http = http
         self.worker_id = worker_id
+        self._definitions: OrderedDict[tuple[str, int], WorkflowDefinition] = OrderedDict()
 
     async def run(self, job: Claimed) -> None:
         definition = await self._definition(job)
-        async with self.db.session(write=False) as session:
-            done = await queue.load_steps(session, job_id=job.id)
+        done = await self._checkpoints(job)
         data: dict[str, Any] = {"input": job.input, "steps": {}}
         last_output: Any = None
+        final = len(definition.steps) - 1
         for position, step in enumerate(definition.steps):
             checkpoint = done.get(step.id)
             if checkpoint is not None and checkpoint.status in FINISHED_STEP:
@@ -62,13 +66,32 @@ class Executor:
                 last_output = checkpoint.output
                 continue
             attempt = (checkpoint.attempts if checkpoint else 0) + 1
-            outcome = await self._run_step(job, step, position, attempt, data)
-            if outcome is None:
-                return  # the job was rescheduled, stopped, failed or lost; all recorded
+            outcome = await self._run_step(
+                job, step, position, attempt, data, last=position == final
+            )
+            if outcome is None or position == final:
+                return  # finished (the last checkpoint wrote it), or stopped here; recorded
             last_output = data["steps"][step.id]["output"]
         await self._write(queue.succeed, job, result=last_output, now=utcnow())
 
+    async def _checkpoints(self, job: Claimed) -> dict[str, JobStep]:
+        if job.attempts == 1:
+            return {}  # a job's first claim: nothing can have been checkpointed yet
+        async with self.db.session(write=False) as session:
+            return await queue.load_steps(session, job_id=job.id)
+
     async def _definition(self, job: Claimed) -> WorkflowDefinition:
+        """Versions never change, so each is read and validated once per process."""
+        key = (job.workflow_id, job.workflow_version)
+        cached = self._definitions.get(key)
+        if cached is None:
+            cached = await self._load_definition(job)
+            self._definitions[key] = cached
+            if len(self._definitions) > DEFINITION_CACHE_SIZE:
+                self._definitions.popitem(last=False)
+        return cached
+
+    async def _load_definition(self, job: Claimed) -> WorkflowDefinition:
         async with self.db.session(write=False) as session:
             stored = await session.scalar(
                 select(WorkflowVersion.definition).where(
@@ -79,9 +102,17 @@ class Executor:
         return WorkflowDefinition.model_validate(stored)
 
     async def _run_step(
-        self, job: Claimed, step: Step, position: int, attempt: int, data: dict[str, Any]
+        self,
+        job: Claimed,
+        step: Step,
+        position: int,
+        attempt: int,
+        data: dict[str, Any],
+        *,
+        last: bool = False,
     ) -> bool | None:
-        """Run one step; True to go on, None when the job stops here."""
+        """Run one step; True to go on, None when the job stops here. The last step's
+        checkpoint also marks the job succeeded, in the same transaction."""
         started = utcnow()
         record = {
             "step_id": step.id,
@@ -92,7 +123,7 @@ class Executor:
         try:
             if step.if_ is not None and not templates.truthy(step.if_, data):
                 data["steps"][step.id] = {"output": None}
-                return await self._checkpoint(job, record, "skipped", None)
+                return await self._checkpoint(job, record, "skipped", None, finish=last)
             output = await self._call(job, step, data)
         except StopRun:
             data["steps"][step.id] = {"output": {"passed": False}}
@@ -105,9 +136,9 @@ class Executor:
             await self._write(queue.continue_at, job, run_at=run_at)
             return None
         except Exception as exc:  # every failure is classified and recorded
-            return await self._failed(job, step, record, attempt, data, classify(exc))
+            return await self._failed(job, step, record, attempt, data, classify(exc), last=last)
         data["steps"][step.id] = {"output": output}
-        return await self._checkpoint(job, record, "succeeded", output)
+        return await self._checkpoint(job, record, "succeeded", output, finish=last)
 
     async def _call(self, job: Claimed, step: Step, data: dict[str, Any]) -> Any:
         connector = registry.get(step.connector)
@@ -128,6 +159,8 @@ class Executor:
         attempt: int,
         data: dict[str, Any],
         failure: StepFailure,
+        *,
+        last: bool = False,
     ) -> bool | None:
         log.info(
             "step_failed",
@@ -139,7 +172,9 @@ class Executor:
         )
         if step.on_error == "continue":
             data["steps"][step.id] = {"output": None, "error": failure.message}
-            return await self._checkpoint(job, record, "continued", None, failure.message)
+            return await self._checkpoint(
+                job, record, "continued", None, failure.message, finish=last
+            )
         await self._checkpoint(job, record, "failed", None, failure.message)
         error = f"step '{step.id}': {failure.message}"
         if failure.retryable and attempt < step.retry.max_attempts:
@@ -157,16 +192,23 @@ class Executor:
         status: str,
         output: Any,
         error: str | None = None,
+        *,
+        finish: bool = False,
     ) -> bool | None:
+        now = utcnow()
         values = {
             **record,
             "status": status,
             "output": _bounded(output),
             "error": error,
-            "finished_at": utcnow(),
+            "finished_at": now,
         }
         async with self.db.session(write=True) as session, session.begin():
             kept = await queue.save_step(session, job_id=job.id, worker_id=self.worker_id, **values)
+            if kept and finish:
+                await queue.succeed(
+                    session, job_id=job.id, worker_id=self.worker_id, result=output, now=now
+                )
         return True if kept else None
 
     async def _write(self, operation: Any, job: Claimed, **values: Any) -> None:
