@@ -12,9 +12,19 @@ from levqor.accounts.api_deps import CurrentUser, enforce
 from levqor.accounts.ratelimit import Policy
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.idempotency.api import IdempotencyDep
-from levqor.jobs import service
+from levqor.jobs import callbacks, service
 from levqor.jobs.models import RETRYING, Job, JobStep
-from levqor.jobs.schemas import IntakeIn, JobPage, JobRead, RunIn, RunQueued, StepRead
+from levqor.jobs.schemas import (
+    CallbackAttemptRead,
+    CallbackRead,
+    CallbackSecretRead,
+    IntakeIn,
+    JobPage,
+    JobRead,
+    RunIn,
+    RunQueued,
+    StepRead,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 hooks_router = APIRouter(tags=["triggers"])
@@ -210,6 +220,53 @@ async def _json_body(request: Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise errors.InvalidJson("The webhook body must be JSON.") from exc
+
+
+@router.get("/callbacks/secret")
+async def callback_secret(
+    principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> CallbackSecretRead:
+    secret = await callbacks.signing_secret(
+        session, user_id=principal.user.id, cipher=runtime.cipher
+    )
+    return CallbackSecretRead(secret=secret)
+
+
+@router.post("/callbacks/secret/rotate")
+async def rotate_callback_secret(
+    principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> CallbackSecretRead:
+    secret = await callbacks.signing_secret(
+        session, user_id=principal.user.id, cipher=runtime.cipher, rotate=True
+    )
+    return CallbackSecretRead(secret=secret)
+
+
+@router.get("/jobs/{job_id}/callbacks")
+async def job_callbacks(
+    job_id: str, principal: CurrentUser, session: SessionDep
+) -> list[CallbackRead]:
+    detail = await service.get(session, user=principal.user, job_id=job_id)
+    return [
+        CallbackRead(
+            id=delivery.id,
+            url=delivery.url,
+            status=delivery.status,
+            next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
+            delivered_at=delivery.delivered_at,
+            attempts=[
+                CallbackAttemptRead(
+                    attempt=a.attempt,
+                    at=a.at,
+                    status_code=a.status_code,
+                    error=a.error,
+                    duration_ms=a.duration_ms,
+                )
+                for a in attempts
+            ],
+        )
+        for delivery, attempts in await callbacks.for_job(session, job_id=detail.job.id)
+    ]
 
 
 @router.get("/dead-letters")

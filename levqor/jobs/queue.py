@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor.jobs import callbacks
 from levqor.jobs.models import (
     QUEUED,
     RETRYING,
@@ -147,10 +148,40 @@ async def still_owned(session: AsyncSession, *, job_id: str, worker_id: str) -> 
     return found is not None
 
 
+async def _finish(session: AsyncSession, job_id: str, worker_id: str, **values: Any) -> bool:
+    """A final status; the run's callback is queued in the same transaction."""
+    row = (
+        await session.execute(
+            update(Job)
+            .where(_owned(job_id, worker_id))
+            .values(**values, lease_owner=None, lease_expires_at=None)
+            .returning(
+                Job.user_id, Job.workflow_id, Job.status, Job.result, Job.error, Job.callback_url
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    if row is None:
+        return False
+    user_id, workflow_id, status, result, error, url = row
+    if url:
+        await callbacks.enqueue(
+            session,
+            job_id=job_id,
+            user_id=user_id,
+            workflow_id=workflow_id,
+            status=status,
+            result=result,
+            error=error,
+            url=url,
+        )
+    return True
+
+
 async def succeed(
     session: AsyncSession, *, job_id: str, worker_id: str, result: Any, now: datetime
 ) -> bool:
-    return await _guarded(
+    return await _finish(
         session,
         job_id,
         worker_id,
@@ -158,8 +189,6 @@ async def succeed(
         result=result,
         error=None,
         finished_at=now,
-        lease_owner=None,
-        lease_expires_at=None,
     )
 
 
@@ -167,16 +196,7 @@ async def fail(
     session: AsyncSession, *, job_id: str, worker_id: str, error: str, now: datetime
 ) -> bool:
     """Final failure: the job goes to the dead-letter queue."""
-    return await _guarded(
-        session,
-        job_id,
-        worker_id,
-        status="failed",
-        error=error,
-        finished_at=now,
-        lease_owner=None,
-        lease_expires_at=None,
-    )
+    return await _finish(session, job_id, worker_id, status="failed", error=error, finished_at=now)
 
 
 async def retry_at(

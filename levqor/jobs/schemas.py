@@ -61,3 +61,24 @@ class JobRead(BaseModel):
 class JobPage(BaseModel):
     data: list[JobRead]
     next_cursor: str | None
+
+
+class CallbackSecretRead(BaseModel):
+    secret: str = Field(description="Verify `webhook-signature` with this (Standard Webhooks).")
+
+
+class CallbackAttemptRead(BaseModel):
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+class CallbackRead(BaseModel):
+    id: str = Field(description="The `webhook-id` header, the same on every try.")
+    url: str
+    status: str
+    attempts: list[CallbackAttemptRead]
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None

@@ -14,7 +14,7 @@ from levqor import errors
 from levqor.accounts import service as accounts_service
 from levqor.accounts.models import User
 from levqor.db.base import utcnow
-from levqor.jobs import queue
+from levqor.jobs import callbacks, queue
 from levqor.jobs.models import (
     CANCELLED,
     FAILED,
@@ -150,6 +150,17 @@ async def cancel(session: AsyncSession, *, user: User, job_id: str) -> Job:
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise AlreadyFinished("The job finished in the meantime.")
     await session.refresh(job)
+    if job.callback_url:
+        await callbacks.enqueue(
+            session,
+            job_id=job.id,
+            user_id=job.user_id,
+            workflow_id=job.workflow_id,
+            status=CANCELLED,
+            result=None,
+            error=None,
+            url=job.callback_url,
+        )
     return job
 
 

@@ -17,7 +17,7 @@ from datetime import timedelta
 import httpx
 
 from levqor.db.base import utcnow
-from levqor.jobs import queue
+from levqor.jobs import callbacks, queue
 from levqor.jobs.executor import Executor
 from levqor.jobs.queue import Claimed
 from levqor.logging import get_logger
@@ -45,6 +45,7 @@ class Worker:
         self.http = http or httpx.AsyncClient(follow_redirects=False)
         self.executor = Executor(runtime.db, self.http, worker_id=self.worker_id)
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.sending: dict[str, asyncio.Task[None]] = {}  # callback deliveries
         self.wake = runtime.job_wakeup
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -60,6 +61,40 @@ class Worker:
             await self._shutdown()
 
     async def claim_and_start(self) -> int:
+        return await self._start_jobs() + await self._start_deliveries()
+
+    async def _start_deliveries(self) -> int:
+        free = self.concurrency - len(self.sending)
+        if free <= 0:
+            return 0
+        async with self.runtime.db.session(write=True) as session, session.begin():
+            due = await callbacks.claim(
+                session, worker_id=self.worker_id, limit=free, lease=self.lease, now=utcnow()
+            )
+        for delivery in due:
+            self.sending[delivery.id] = asyncio.create_task(self._deliver(delivery))
+        return len(due)
+
+    async def _deliver(self, delivery: callbacks.ClaimedDelivery) -> None:
+        try:
+            await callbacks.deliver(
+                delivery,
+                db=self.runtime.db,
+                http=self.http,
+                cipher=self.runtime.cipher,
+                settings=self.runtime.settings,
+                worker_id=self.worker_id,
+            )
+        except Exception:
+            log.exception("callback_crashed", delivery_id=delivery.id)
+        finally:
+            self.sending.pop(delivery.id, None)
+
+    @property
+    def busy(self) -> list[asyncio.Task[None]]:
+        return [*self.running.values(), *self.sending.values()]
+
+    async def _start_jobs(self) -> int:
         free = self.concurrency - len(self.running)
         if free <= 0:
             return 0
@@ -81,8 +116,8 @@ class Worker:
         async with asyncio.timeout(timeout_s):
             while True:
                 started = await self.claim_and_start()
-                if self.running:
-                    await asyncio.wait(list(self.running.values()), timeout=0.05)
+                if self.busy:
+                    await asyncio.wait(self.busy, timeout=0.05)
                 elif not started and not await self._anything_due_soon():
                     return
                 else:
@@ -91,11 +126,11 @@ class Worker:
     async def _anything_due_soon(self) -> bool:
         from sqlalchemy import func, select
 
-        from levqor.jobs.models import RUNNING, WAITING_STATES, Job
+        from levqor.jobs.models import RUNNING, WAITING_STATES, CallbackDelivery, Job
 
         horizon = utcnow() + timedelta(seconds=2)
         async with self.runtime.db.session(write=False) as session:
-            count = await session.scalar(
+            jobs = await session.scalar(
                 select(func.count())
                 .select_from(Job)
                 .where(
@@ -103,7 +138,18 @@ class Worker:
                     | (Job.status == RUNNING)
                 )
             )
-        return bool(count)
+            deliveries = await session.scalar(
+                select(func.count())
+                .select_from(CallbackDelivery)
+                .where(
+                    (CallbackDelivery.status == "sending")
+                    | (
+                        (CallbackDelivery.status == "pending")
+                        & (CallbackDelivery.next_attempt_at <= horizon)
+                    )
+                )
+            )
+        return bool(jobs or deliveries)
 
     async def _execute(self, job: Claimed) -> None:
         try:
@@ -134,10 +180,10 @@ class Worker:
                     )
 
     async def _shutdown(self) -> None:
-        if self.running:
-            log.info("worker_finishing", jobs=len(self.running))
-            await asyncio.wait(list(self.running.values()), timeout=self.shutdown_timeout_s)
-        for task in self.running.values():
+        if self.busy:
+            log.info("worker_finishing", jobs=len(self.running), callbacks=len(self.sending))
+            await asyncio.wait(self.busy, timeout=self.shutdown_timeout_s)
+        for task in self.busy:
             task.cancel()
         async with self.runtime.db.session(write=True) as session, session.begin():
             handed_back = await queue.release(session, worker_id=self.worker_id, now=utcnow())

@@ -1,0 +1,220 @@
+"""Signed callbacks: when a run with a `callback_url` ends, POST it per Standard Webhooks.
+
+The delivery row is written in the same transaction as the job's final status, so a
+finished run's callback cannot be lost. Workers claim due deliveries under a lease, as
+they claim jobs. Every try is recorded; a non-2xx answer or a network error is retried
+(`callback_backoff_s`, four times longer each try, capped at 6 h) until
+`callback_max_attempts`. The `webhook-id` stays the same across tries, so a receiver can
+drop duplicates; each user verifies with their own `whsec_` secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from cryptography.fernet import MultiFernet
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from standardwebhooks.webhooks import Webhook
+
+from levqor.config import Settings
+from levqor.db.base import utcnow
+from levqor.db.engine import Database
+from levqor.jobs.models import CallbackAttempt, CallbackDelivery, CallbackSecret
+from levqor.logging import get_logger
+
+log = get_logger("levqor.callbacks")
+MAX_BACKOFF = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    id: str
+    user_id: str
+    url: str
+    payload: Any
+    attempts: int
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    job_id: str,
+    user_id: str,
+    workflow_id: str,
+    status: str,
+    result: Any,
+    error: str | None,
+    url: str,
+) -> None:
+    payload = {
+        "type": f"job.{status}",
+        "timestamp": utcnow().isoformat(),
+        "data": {
+            "job_id": job_id,
+            "workflow_id": workflow_id,
+            "status": status,
+            "result": result,
+            "error": error,
+        },
+    }
+    session.add(CallbackDelivery(job_id=job_id, user_id=user_id, url=url, payload=payload))
+    await session.flush()
+
+
+async def signing_secret(
+    session: AsyncSession, *, user_id: str, cipher: MultiFernet, rotate: bool = False
+) -> str:
+    """The user's `whsec_` secret, made on first use; `rotate` replaces it."""
+    stored = await session.get(CallbackSecret, user_id)
+    if stored is not None and not rotate:
+        return cipher.decrypt(stored.secret_encrypted.encode()).decode()
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    encrypted = cipher.encrypt(secret.encode()).decode()
+    if stored is None:
+        session.add(CallbackSecret(user_id=user_id, secret_encrypted=encrypted))
+    else:
+        stored.secret_encrypted, stored.created_at = encrypted, utcnow()
+    await session.flush()
+    return secret
+
+
+async def claim(
+    session: AsyncSession, *, worker_id: str, limit: int, lease: timedelta, now: datetime
+) -> list[ClaimedDelivery]:
+    due = (
+        select(CallbackDelivery.id)
+        .where(
+            or_(
+                and_(CallbackDelivery.status == "pending", CallbackDelivery.next_attempt_at <= now),
+                and_(CallbackDelivery.status == "sending", CallbackDelivery.lease_expires_at < now),
+            )
+        )
+        .order_by(CallbackDelivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = await session.execute(
+        update(CallbackDelivery)
+        .where(CallbackDelivery.id.in_(due.scalar_subquery()))
+        .values(
+            status="sending",
+            lease_owner=worker_id,
+            lease_expires_at=now + lease,
+            attempts=CallbackDelivery.attempts + 1,
+        )
+        .returning(
+            CallbackDelivery.id,
+            CallbackDelivery.user_id,
+            CallbackDelivery.url,
+            CallbackDelivery.payload,
+            CallbackDelivery.attempts,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return [ClaimedDelivery(*row) for row in rows]
+
+
+def signed_request(
+    delivery: ClaimedDelivery, secret: str, now: datetime
+) -> tuple[str, dict[str, str]]:
+    body = json.dumps(delivery.payload, separators=(",", ":"), default=str)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": delivery.id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(delivery.id, now, body),
+    }
+    return body, headers
+
+
+async def deliver(
+    delivery: ClaimedDelivery,
+    *,
+    db: Database,
+    http: httpx.AsyncClient,
+    cipher: MultiFernet,
+    settings: Settings,
+    worker_id: str,
+) -> None:
+    async with db.session(write=True) as session, session.begin():
+        secret = await signing_secret(session, user_id=delivery.user_id, cipher=cipher)
+    now = utcnow()
+    body, headers = signed_request(delivery, secret, now)
+    started = time.perf_counter()
+    status_code: int | None = None
+    error: str | None = None
+    try:
+        response = await http.post(
+            delivery.url, content=body, headers=headers, timeout=settings.callback_timeout_s
+        )
+        status_code = response.status_code
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    elapsed_ms = int((time.perf_counter() - started) * 1000)
+    async with db.session(write=True) as session, session.begin():
+        session.add(
+            CallbackAttempt(
+                delivery_id=delivery.id,
+                attempt=delivery.attempts,
+                status_code=status_code,
+                error=error,
+                duration_ms=elapsed_ms,
+            )
+        )
+        await session.execute(
+            update(CallbackDelivery)
+            .where(CallbackDelivery.id == delivery.id, CallbackDelivery.lease_owner == worker_id)
+            .values(**_outcome(delivery, error, settings), lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    log.info(
+        "callback_attempt",
+        delivery_id=delivery.id,
+        attempt=delivery.attempts,
+        status_code=status_code,
+        error=error,
+    )
+
+
+def _outcome(delivery: ClaimedDelivery, error: str | None, settings: Settings) -> dict[str, Any]:
+    now = utcnow()
+    if error is None:
+        return {"status": "delivered", "delivered_at": now}
+    if delivery.attempts >= settings.callback_max_attempts:
+        return {"status": "failed"}
+    wait = timedelta(seconds=settings.callback_backoff_s * 4 ** (delivery.attempts - 1))
+    return {"status": "pending", "next_attempt_at": now + min(wait, MAX_BACKOFF)}
+
+
+async def for_job(
+    session: AsyncSession, *, job_id: str
+) -> list[tuple[CallbackDelivery, list[CallbackAttempt]]]:
+    deliveries = list(
+        await session.scalars(
+            select(CallbackDelivery)
+            .where(CallbackDelivery.job_id == job_id)
+            .order_by(CallbackDelivery.created_at)
+        )
+    )
+    attempts = (
+        list(
+            await session.scalars(
+                select(CallbackAttempt)
+                .where(CallbackAttempt.delivery_id.in_([d.id for d in deliveries]))
+                .order_by(CallbackAttempt.attempt)
+            )
+        )
+        if deliveries
+        else []
+    )
+    return [(d, [a for a in attempts if a.delivery_id == d.id]) for d in deliveries]
