@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,6 +101,15 @@ async def claim(
         .execution_options(synchronize_session=False)
     )
     return [Claimed(*row) for row in rows]
+
+
+CHANNEL = "levqor_jobs"
+
+
+async def notify(session: AsyncSession) -> None:
+    """Wake listening workers on PostgreSQL; delivered when the transaction commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text(f"NOTIFY {CHANNEL}"))
 
 
 def _fair_share(candidates: Any, limit: int, per_user: int) -> list[str]:

@@ -72,6 +72,7 @@ async def start_run(
     )
     session.add(job)
     await session.flush()
+    await queue.notify(session)
     return job
 
 
@@ -177,6 +178,7 @@ async def _requeue(session: AsyncSession, job: Job) -> None:
     await queue.reset_failed_steps(session, job_id=job.id)
     job.status, job.run_at, job.error, job.finished_at = QUEUED, utcnow(), None, None
     await session.flush()
+    await queue.notify(session)
 
 
 async def dead_letters(session: AsyncSession, *, user: User, limit: int = 100) -> list[Job]:

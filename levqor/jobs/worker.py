@@ -17,7 +17,7 @@ from datetime import timedelta
 import httpx
 
 from levqor.db.base import utcnow
-from levqor.jobs import callbacks, queue
+from levqor.jobs import callbacks, listener, queue
 from levqor.jobs.executor import Executor
 from levqor.jobs.queue import Claimed
 from levqor.logging import get_logger
@@ -46,11 +46,19 @@ class Worker:
         self.executor = Executor(runtime.db, self.http, worker_id=self.worker_id)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.sending: dict[str, asyncio.Task[None]] = {}  # callback deliveries
+        self.listening = asyncio.Event()  # set while LISTEN/NOTIFY wakes this worker
         self.wake = runtime.job_wakeup
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker_started", worker=self.worker_id, concurrency=self.concurrency)
         beat = asyncio.create_task(self._heartbeat(stop))
+        listening = None
+        if not self.runtime.db.is_sqlite:
+            listening = asyncio.create_task(
+                listener.listen(
+                    self.runtime.settings.sqlalchemy_url, self.wake, stop, self.listening
+                )
+            )
         try:
             while not stop.is_set():
                 claimed = await self.claim_and_start()
@@ -58,6 +66,9 @@ class Worker:
                     await self._sleep(stop)
         finally:
             beat.cancel()
+            if listening is not None:
+                stop.set()
+                await listening
             await self._shutdown()
 
     async def claim_and_start(self) -> int:
