@@ -35,6 +35,7 @@ from levqor.accounts.models import User
 from levqor.config import Settings, load_settings
 from levqor.db import migrate
 from levqor.db.base import new_id, utcnow
+from levqor.jobs import queue
 from levqor.jobs.models import SUCCEEDED, Job
 from levqor.runtime import build_runtime
 from levqor.workflows.models import Workflow, WorkflowVersion
@@ -192,6 +193,7 @@ async def idle_latency(
             session.add(
                 Job(id=job_id, user_id=ids[0], workflow_id=ids[1], workflow_version=1, input={})
             )
+            await queue.notify(session)  # as the API does: wakes listening workers
         queued.append(job_id)
         await asyncio.sleep(0.05)
     await asyncio.sleep(2)
