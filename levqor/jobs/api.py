@@ -254,16 +254,7 @@ async def job_callbacks(
             status=delivery.status,
             next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
             delivered_at=delivery.delivered_at,
-            attempts=[
-                CallbackAttemptRead(
-                    attempt=a.attempt,
-                    at=a.at,
-                    status_code=a.status_code,
-                    error=a.error,
-                    duration_ms=a.duration_ms,
-                )
-                for a in attempts
-            ],
+            attempts=[CallbackAttemptRead.model_validate(a) for a in attempts],
         )
         for delivery, attempts in await callbacks.for_job(session, job_id=detail.job.id)
     ]

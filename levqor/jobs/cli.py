@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -16,7 +18,7 @@ from levqor.jobs import service
 from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
-from levqor.runtime import build_runtime
+from levqor.runtime import Runtime, build_runtime
 
 
 def worker(
@@ -25,17 +27,22 @@ def worker(
     """Run jobs. Start any number, on any hosts sharing the database; SIGTERM stops cleanly."""
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    asyncio.run(_run(concurrency))
+    asyncio.run(
+        _until_signalled(lambda runtime, stop: Worker(runtime, concurrency=concurrency).run(stop))
+    )
 
 
-async def _run(concurrency: int) -> None:
+async def _until_signalled(
+    start: Callable[[Runtime, asyncio.Event], Coroutine[Any, Any, None]],
+) -> None:
+    """Run a loop with its own runtime until SIGINT or SIGTERM asks it to stop."""
     runtime = build_runtime(load_settings())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await Worker(runtime, concurrency=concurrency).run(stop)
+        await start(runtime, stop)
     finally:
         await runtime.close()
 
@@ -44,19 +51,7 @@ def scheduler() -> None:
     """Fire cron schedules and run upkeep. Several may run: each fire time fires once."""
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    asyncio.run(_schedule())
-
-
-async def _schedule() -> None:
-    runtime = build_runtime(load_settings())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await Scheduler(runtime).run(stop)
-    finally:
-        await runtime.close()
+    asyncio.run(_until_signalled(lambda runtime, stop: Scheduler(runtime).run(stop)))
 
 
 jobs_app = typer.Typer(help="The job queue.", no_args_is_help=True)

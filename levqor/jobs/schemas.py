@@ -68,6 +68,8 @@ class CallbackSecretRead(BaseModel):
 
 
 class CallbackAttemptRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     attempt: int
     at: datetime
     status_code: int | None
