@@ -61,6 +61,9 @@ class Worker:
             )
         try:
             while not stop.is_set():
+                # Cleared before claiming, never after: a job that finishes (or arrives)
+                # while we claim sets it again, and the wait below then returns at once.
+                self.wake.clear()
                 claimed = await self.claim_and_start()
                 if not claimed:
                     await self._sleep(stop)
@@ -172,7 +175,6 @@ class Worker:
             self.wake.set()  # a slot is free
 
     async def _sleep(self, stop: asyncio.Event) -> None:
-        self.wake.clear()
         waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
         await asyncio.wait(
             waiters, timeout=self.poll_interval_s, return_when=asyncio.FIRST_COMPLETED

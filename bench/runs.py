@@ -1,0 +1,286 @@
+"""End-to-end runs: webhook -> one `http_request` step -> a local HTTP server.
+
+    python bench/runs.py [--backend sqlite|postgres|both] [--duration 10] [--connections 50]
+
+sqlite: `levqor up` (API, worker and scheduler in one process), started from nothing:
+time to first answer and resident memory are measured too. postgres: `levqor serve`
+plus `levqor worker` processes. wrk posts to the workflow's webhook URL; the report gives
+the webhook's answer latency, and runs/s counted from the first accepted call until every
+accepted run has succeeded. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from bench.api import WRK_DONE, free_port, postgres_database
+
+PASSWORD = "benchmark password 1"
+
+
+class Sink(BaseHTTPRequestHandler):
+    """The step's target: answers 200 at once."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+@contextmanager
+def sink() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_ready(url: str, timeout_s: float = 60) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        try:
+            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.TransportError:
+            time.sleep(0.01)
+    raise TimeoutError("no answer")
+
+
+def environment(data_dir: Path, database_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_")}
+    env.update(
+        {
+            "LEVQOR_DATA_DIR": str(data_dir),
+            "LEVQOR_ALLOW_PRIVATE_URLS": "127.0.0.1/32",
+            "LEVQOR_RATE_LIMIT_WEBHOOK_PER_MINUTE": str(10**9),
+            "LEVQOR_LOG_LEVEL": "WARNING",
+            "LEVQOR_RATE_LIMIT_PER_MINUTE": str(10**9),
+            "LEVQOR_FREE_CREDITS": str(10**9),
+            "LEVQOR_MAX_RUNNING_JOBS_PER_USER": "100000",
+            "LEVQOR_RATE_LIMIT_AUTH_PER_MINUTE": str(10**9),
+        }
+    )
+    if database_url:
+        env["LEVQOR_DATABASE_URL"] = database_url
+    return env
+
+
+def webhook_workflow(url: str, target: str) -> tuple[str, dict[str, str]]:
+    body = httpx.post(
+        f"{url}/api/v1/auth/signup",
+        json={"email": f"runs-{time.time_ns()}@example.com", "password": PASSWORD},
+    ).json()
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    definition = {
+        "name": "bench",
+        "trigger": {"type": "webhook"},
+        "steps": [
+            {
+                "id": "send",
+                "connector": "http_request",
+                "params": {"method": "POST", "url": target, "json": {"n": "{{ input.n }}"}},
+            }
+        ],
+    }
+    created = httpx.post(
+        f"{url}/api/v1/workflows", json={"definition": definition}, headers=headers
+    ).json()
+    return created["webhook_url"].split(":", 2)[2].split("/", 1)[1], headers
+
+
+def drive(url: str, hook_path: str, args: argparse.Namespace) -> dict[str, Any]:
+    script = (
+        'wrk.method = "POST"\nwrk.body = \'{"n": 1}\'\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script + WRK_DONE)
+    output = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{args.connections}",
+            f"-d{args.duration}s",
+            "-s",
+            handle.name,
+            f"{url}/{hook_path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(handle.name)
+    raw = json.loads(output.split("WRKJSON ", 1)[1].splitlines()[0])
+    return {
+        "accepted": raw["requests"] - raw["non_2xx"],
+        "non_2xx": raw["non_2xx"],
+        "webhook_requests_per_s": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        "webhook_p50_ms": raw["p50_us"] / 1000,
+        "webhook_p99_ms": raw["p99_us"] / 1000,
+    }
+
+
+def finished(url: str, headers: dict[str, str]) -> int:
+    total, cursor = 0, None
+    while True:
+        params: dict[str, Any] = {"status": "succeeded", "limit": 200}
+        if cursor:
+            params["cursor"] = cursor
+        page = httpx.get(f"{url}/api/v1/jobs", params=params, headers=headers, timeout=30).json()
+        total += len(page["data"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return total
+
+
+def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    with sink() as target:
+        hook_path, headers = webhook_workflow(url, target)
+        started = time.perf_counter()
+        result = drive(url, hook_path, args)
+        while finished(url, headers) < result["accepted"]:
+            if time.perf_counter() - started > args.timeout:
+                break
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - started
+        result["runs_succeeded"] = finished(url, headers)
+        result["end_to_end_runs_per_s"] = round(result["runs_succeeded"] / elapsed, 1)
+    return result
+
+
+def bench_up(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
+    env = environment(scratch / "up", None)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "levqor", "up", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        first_answer_s = wait_ready(url)
+        idle_rss = rss_mib(process.pid)
+        result = measure(url, args)
+        result.update(
+            {
+                "first_answer_s": round(first_answer_s, 2),
+                "idle_rss_mib": round(idle_rss, 1),
+                "loaded_rss_mib": round(rss_mib(process.pid), 1),
+            }
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return {"backend": "sqlite (levqor up, one process)", **result}
+
+
+def bench_postgres(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
+    with postgres_database(args.postgres) as database_url:
+        env = environment(scratch / "pg", database_url)
+        subprocess.run(
+            [sys.executable, "-m", "levqor", "migrate"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        port = free_port()
+        processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "levqor",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        ]
+        processes += [
+            subprocess.Popen(
+                [sys.executable, "-m", "levqor", "worker", "--concurrency", "20"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        ]
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url)
+            result = measure(url, args)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=60)
+    return {"backend": "postgres (serve x1 + worker x1)", **result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.backend in ("sqlite", "both"):
+            results.append(bench_up(Path(scratch), args))
+        if args.backend in ("postgres", "both"):
+            results.append(bench_postgres(Path(scratch), args))
+    print(
+        json.dumps(
+            {
+                "benchmark": "runs",
+                "connections": args.connections,
+                "duration_s": args.duration,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
