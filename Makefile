@@ -33,6 +33,7 @@ format: install
 bench: install
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/runs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
