@@ -106,7 +106,6 @@ async def enqueue(settings: Settings, user_id: str, workflow_id: str, count: int
             "input": {},
             "attempts": 0,
             "run_at": utcnow(),
-            "cancel_requested": False,
             "created_at": utcnow(),
         }
         for _ in range(count)

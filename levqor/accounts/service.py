@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import delete, exists, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,11 +36,6 @@ def normalise_email(email: str) -> str:
     except EmailNotValidError as exc:
         raise errors.InvalidRequest(str(exc), field="email") from exc
     return result.normalized.lower()
-
-
-async def get_by_email(session: AsyncSession, *, email: str) -> User | None:
-    result = await session.execute(select(User).where(User.email == normalise_email(email)))
-    return result.scalar_one_or_none()
 
 
 # --- signup and login -----------------------------------------------------------------
@@ -236,7 +231,3 @@ async def debit_credits(session: AsyncSession, *, user_id: str, amount: int) -> 
 
 async def has_admin(session: AsyncSession) -> bool:
     return bool(await session.scalar(select(exists().where(User.role == ROLE_ADMIN))))
-
-
-async def count_users(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(User)) or 0)

@@ -34,7 +34,6 @@ def upgrade() -> None:
         sa.Column("run_at", UTCDateTime(), nullable=False),
         sa.Column("lease_owner", sa.String(64), nullable=True),
         sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
-        sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("callback_url", sa.String(2048), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("started_at", UTCDateTime(), nullable=True),
