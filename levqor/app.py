@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from levqor import __version__
 from levqor.accounts import api as accounts_api
 from levqor.config import Settings, load_settings
+from levqor.connectors import api as connectors_api
 from levqor.db import migrate
 from levqor.handlers import register_error_handlers
 from levqor.jobs import api as jobs_api
@@ -55,6 +56,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(accounts_api.auth_router)
     app.include_router(accounts_api.router)
     app.include_router(workflows_api.router)
+    app.include_router(connectors_api.router)
     app.include_router(jobs_api.router)
     app.include_router(jobs_api.hooks_router)
     app.include_router(pages.router)
