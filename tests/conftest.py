@@ -79,6 +79,8 @@ def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
             "data_dir": tmp_path / "data",
             "redis_url": TEST_REDIS_URL,
             "redis_key_prefix": prefix,
+            # The local peers the tests start listen here; everything else stays refused.
+            "allow_private_urls": ["127.0.0.1/32"],
         }
         if TEST_DATABASE_URL:
             values["database_url"] = TEST_DATABASE_URL

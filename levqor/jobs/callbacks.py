@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
 from levqor.config import Settings
+from levqor.connectors import safety
+from levqor.connectors.errors import ConnectorError
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
 from levqor.jobs.models import CallbackAttempt, CallbackDelivery, CallbackSecret
@@ -151,6 +153,7 @@ async def deliver(
     started = time.perf_counter()
     status_code: int | None = None
     error: str | None = None
+    final = False  # a URL the guard refuses will never be delivered
     try:
         response = await http.post(
             delivery.url, content=body, headers=headers, timeout=settings.callback_timeout_s
@@ -158,7 +161,9 @@ async def deliver(
         status_code = response.status_code
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
-    except httpx.HTTPError as exc:
+    except safety.UnsafeUrl as exc:
+        error, final = exc.message, True
+    except (httpx.HTTPError, ConnectorError) as exc:
         error = f"{type(exc).__name__}: {exc}"
     elapsed_ms = int((time.perf_counter() - started) * 1000)
     async with db.session(write=True) as session, session.begin():
@@ -174,7 +179,11 @@ async def deliver(
         await session.execute(
             update(CallbackDelivery)
             .where(CallbackDelivery.id == delivery.id, CallbackDelivery.lease_owner == worker_id)
-            .values(**_outcome(delivery, error, settings), lease_owner=None, lease_expires_at=None)
+            .values(
+                **_outcome(delivery, error, settings, final=final),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
             .execution_options(synchronize_session=False)
         )
     log.info(
@@ -186,11 +195,13 @@ async def deliver(
     )
 
 
-def _outcome(delivery: ClaimedDelivery, error: str | None, settings: Settings) -> dict[str, Any]:
+def _outcome(
+    delivery: ClaimedDelivery, error: str | None, settings: Settings, *, final: bool = False
+) -> dict[str, Any]:
     now = utcnow()
     if error is None:
         return {"status": "delivered", "delivered_at": now}
-    if delivery.attempts >= settings.callback_max_attempts:
+    if final or delivery.attempts >= settings.callback_max_attempts:
         return {"status": "failed"}
     wait = timedelta(seconds=settings.callback_backoff_s * 4 ** (delivery.attempts - 1))
     return {"status": "pending", "next_attempt_at": now + min(wait, MAX_BACKOFF)}

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import httpx
 
+from levqor.connectors import safety
 from levqor.db.base import utcnow
 from levqor.jobs import callbacks, listener, queue
 from levqor.jobs.executor import Executor
@@ -42,7 +43,7 @@ class Worker:
         self.lease = timedelta(seconds=settings.job_lease_s)
         self.poll_interval_s = settings.worker_poll_interval_s
         self.shutdown_timeout_s = settings.worker_shutdown_timeout_s
-        self.http = http or httpx.AsyncClient(follow_redirects=False)
+        self.http = http or safety.guarded_client(settings.allow_private_urls)
         self.executor = Executor(runtime.db, self.http, worker_id=self.worker_id)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.sending: dict[str, asyncio.Task[None]] = {}  # callback deliveries

@@ -160,3 +160,34 @@ async def test_another_users_callbacks_are_404(client: httpx.AsyncClient, signup
     ).json()["job_id"]
     answer = await client.get(f"/api/v1/jobs/{job_id}/callbacks", headers=stranger.headers)
     assert_problem(answer, 404, "not_found")
+
+
+async def test_a_callback_to_a_refused_address_fails_once(
+    fast_callbacks: Any, http_peer: Any
+) -> None:
+    client, runtime = fast_callbacks
+    body = (
+        await client.post(
+            "/api/v1/auth/signup", json={"email": "ssrf@example.com", "password": "p" * 10}
+        )
+    ).json()
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    created = await client.post(
+        "/api/v1/workflows",
+        headers=headers,
+        json={"definition": {"name": "w", "steps": [{"id": "a", "connector": "transform"}]}},
+    )
+    port = http_peer.url.rsplit(":", 1)[1]
+    run = await client.post(
+        f"/api/v1/workflows/{created.json()['id']}/runs",
+        headers=headers,
+        json={"callback_url": f"http://127.0.0.2:{port}/callback"},
+    )
+    await drain(runtime)
+    history = (
+        await client.get(f"/api/v1/jobs/{run.json()['job_id']}/callbacks", headers=headers)
+    ).json()
+    assert history[0]["status"] == "failed"
+    assert len(history[0]["attempts"]) == 1
+    assert "private or internal" in history[0]["attempts"][0]["error"]
+    assert received(http_peer) == []

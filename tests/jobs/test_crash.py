@@ -24,6 +24,7 @@ def worker_process(settings: Settings) -> subprocess.Popen[str]:
             "LEVQOR_JWT_SECRET": settings.jwt_secret.get_secret_value(),
             "LEVQOR_ENCRYPTION_KEYS": settings.encryption_keys[0].get_secret_value(),
             "LEVQOR_JOB_LEASE_S": "2",
+            "LEVQOR_ALLOW_PRIVATE_URLS": "127.0.0.1/32",
             "LEVQOR_WORKER_POLL_INTERVAL_S": "0.1",
             "LEVQOR_WORKER_SHUTDOWN_TIMEOUT_S": "5",
         }

@@ -1,0 +1,118 @@
+"""Outbound safety: user-controlled URLs may not reach private or internal addresses.
+
+`check_url` resolves the host and refuses loopback, private, link-local (cloud metadata
+at 169.254.169.254), multicast, reserved and unspecified addresses, IPv4-mapped IPv6
+included, unless `LEVQOR_ALLOW_PRIVATE_URLS` names the host or a network holding them.
+`GuardedTransport` checks every request and then connects to the address it vetted (the
+Host header and TLS SNI keep the name), so a DNS answer that changes between the check
+and the connection (rebinding) cannot redirect it. Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import httpx
+
+from levqor.connectors.errors import ConnectorError
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class UnsafeUrl(ConnectorError):
+    """The URL points at an address outbound calls may not reach."""
+
+
+@dataclass(frozen=True)
+class AllowList:
+    hosts: frozenset[str]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> AllowList:
+        hosts, networks = set(), []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(entry.lower())
+        return cls(frozenset(hosts), tuple(networks))
+
+    def allows(self, host: str, address: Address) -> bool:
+        return host.lower() in self.hosts or any(address in net for net in self.networks)
+
+
+def is_public(address: Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return is_public(address.ipv4_mapped)
+    return not (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    )
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def check_url(url: str, allow: AllowList, resolve: Resolver = system_resolver) -> str:
+    """The address to connect to for `url`, or UnsafeUrl. Makes no connection."""
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise UnsafeUrl(f"only http and https URLs are allowed: {url}")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        candidates = [ipaddress.ip_address(parsed.host)]
+    except ValueError:
+        try:
+            candidates = [ipaddress.ip_address(a) for a in await resolve(parsed.host, port)]
+        except OSError as exc:
+            raise ConnectorError(f"cannot resolve {parsed.host}: {exc}") from exc
+    if not candidates:
+        raise ConnectorError(f"cannot resolve {parsed.host}")
+    for address in candidates:  # every answer must be acceptable, not just the first
+        if not is_public(address) and not allow.allows(parsed.host, address):
+            raise UnsafeUrl(
+                f"{parsed.host} resolves to {address}, a private or internal address; "
+                "LEVQOR_ALLOW_PRIVATE_URLS can allow it"
+            )
+    return str(candidates[0])
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """Checks each request's URL, then connects to the vetted address."""
+
+    def __init__(self, allow: AllowList, resolve: Resolver = system_resolver) -> None:
+        self._allow = allow
+        self._resolve = resolve
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        address = await check_url(str(request.url), self._allow, self._resolve)
+        host = request.url.host
+        if address != host:
+            pinned = address if ":" not in address else f"[{address}]"
+            request.url = request.url.copy_with(host=pinned)
+            request.headers.setdefault("host", host)
+            request.extensions = {**request.extensions, "sni_hostname": host}
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def guarded_client(allow_private: Iterable[str]) -> httpx.AsyncClient:
+    """The HTTP client for every user-controlled URL (steps, callbacks)."""
+    return httpx.AsyncClient(
+        transport=GuardedTransport(AllowList.parse(allow_private)), follow_redirects=False
+    )
