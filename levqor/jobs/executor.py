@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
 from levqor.connectors import registry
 from levqor.connectors.base import StepContext
@@ -29,9 +28,9 @@ from levqor.jobs.models import JobStep
 from levqor.jobs.queue import Claimed
 from levqor.jobs.retry import backoff_s
 from levqor.logging import get_logger
+from levqor.workflows import service as workflows_service
 from levqor.workflows import templates
 from levqor.workflows.definition import Step, WorkflowDefinition
-from levqor.workflows.models import WorkflowVersion
 
 log = get_logger("levqor.executor")
 MAX_STORED_OUTPUT_CHARS = 64 * 1024
@@ -93,13 +92,9 @@ class Executor:
 
     async def _load_definition(self, job: Claimed) -> WorkflowDefinition:
         async with self.db.session(write=False) as session:
-            stored = await session.scalar(
-                select(WorkflowVersion.definition).where(
-                    WorkflowVersion.workflow_id == job.workflow_id,
-                    WorkflowVersion.version == job.workflow_version,
-                )
+            return await workflows_service.definition_of(
+                session, workflow_id=job.workflow_id, version=job.workflow_version
             )
-        return WorkflowDefinition.model_validate(stored)
 
     async def _run_step(
         self,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -31,17 +30,10 @@ from levqor.jobs import service
 from levqor.jobs.models import FINAL_STATES, Job, ScheduleFire
 from levqor.logging import get_logger
 from levqor.runtime import Runtime
-from levqor.workflows.models import Workflow, WorkflowVersion
+from levqor.workflows import service as workflows_service
+from levqor.workflows.service import ScheduledWorkflow
 
 log = get_logger("levqor.scheduler")
-
-
-@dataclass(frozen=True)
-class Scheduled:
-    workflow_id: str
-    cron: str
-    timezone: str
-    since: datetime  # the current version's creation: earlier fire times are not due
 
 
 def latest_fire(cron: str, timezone: str, now: datetime) -> datetime:
@@ -80,28 +72,11 @@ class Scheduler:
             self.runtime.job_wakeup.set()
         return started
 
-    async def _scheduled(self) -> list[Scheduled]:
+    async def _scheduled(self) -> list[ScheduledWorkflow]:
         async with self.runtime.db.session(write=False) as session:
-            rows = await session.execute(
-                select(Workflow.id, WorkflowVersion.definition, WorkflowVersion.created_at)
-                .join(
-                    WorkflowVersion,
-                    (WorkflowVersion.workflow_id == Workflow.id)
-                    & (WorkflowVersion.version == Workflow.current_version),
-                )
-                .where(Workflow.trigger_type == "schedule", Workflow.deleted_at.is_(None))
-            )
-        return [
-            Scheduled(
-                wf_id,
-                definition["trigger"]["cron"],
-                definition["trigger"].get("timezone", "UTC"),
-                since,
-            )
-            for wf_id, definition, since in rows
-        ]
+            return await workflows_service.list_scheduled(session)
 
-    async def _fire(self, scheduled: Scheduled, now: datetime) -> str | None:
+    async def _fire(self, scheduled: ScheduledWorkflow, now: datetime) -> str | None:
         workflow_id = scheduled.workflow_id
         fire_at = latest_fire(scheduled.cron, scheduled.timezone, now)
         if fire_at < scheduled.since:
@@ -109,13 +84,12 @@ class Scheduler:
         async with self.runtime.db.session(write=True) as session, session.begin():
             if not await _claim_fire(session, workflow_id, fire_at):
                 return None  # fired already, by us or another scheduler
-            return await self._start(session, workflow_id, fire_at)
+            return await self._start(session, workflow_id, scheduled.user_id, fire_at)
 
     async def _start(
-        self, session: AsyncSession, workflow_id: str, fire_at: datetime
+        self, session: AsyncSession, workflow_id: str, user_id: str, fire_at: datetime
     ) -> str | None:
-        workflow = await session.get(Workflow, workflow_id)
-        owner = await session.get(User, workflow.user_id) if workflow else None
+        owner = await session.get(User, user_id)
         fire = await session.scalar(
             select(ScheduleFire).where(
                 ScheduleFire.workflow_id == workflow_id, ScheduleFire.fire_at == fire_at

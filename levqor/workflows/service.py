@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography.fernet import MultiFernet
 from sqlalchemy import select
@@ -173,3 +174,51 @@ async def get_by_webhook(session: AsyncSession, *, workflow_id: str, token: str)
 
 def webhook_token(workflow: Workflow, cipher: MultiFernet) -> str:
     return cipher.decrypt(workflow.webhook_token_encrypted.encode()).decode()
+
+
+async def definition_of(
+    session: AsyncSession, *, workflow_id: str, version: int
+) -> WorkflowDefinition:
+    """A version's definition, whatever the workflow's state (runs name their version)."""
+    stored = await session.scalar(
+        select(WorkflowVersion.definition).where(
+            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version
+        )
+    )
+    if stored is None:
+        raise errors.NotFound(f"Workflow {workflow_id} has no version {version}.")
+    return WorkflowDefinition.model_validate(stored)
+
+
+@dataclass(frozen=True)
+class ScheduledWorkflow:
+    workflow_id: str
+    user_id: str
+    cron: str
+    timezone: str
+    since: datetime  # the current version's creation
+
+
+async def list_scheduled(session: AsyncSession) -> list[ScheduledWorkflow]:
+    """Every live workflow whose current version has a schedule trigger."""
+    rows = await session.execute(
+        select(
+            Workflow.id, Workflow.user_id, WorkflowVersion.definition, WorkflowVersion.created_at
+        )
+        .join(
+            WorkflowVersion,
+            (WorkflowVersion.workflow_id == Workflow.id)
+            & (WorkflowVersion.version == Workflow.current_version),
+        )
+        .where(Workflow.trigger_type == "schedule", Workflow.deleted_at.is_(None))
+    )
+    return [
+        ScheduledWorkflow(
+            workflow_id,
+            user_id,
+            definition["trigger"]["cron"],
+            definition["trigger"].get("timezone", "UTC"),
+            since,
+        )
+        for workflow_id, user_id, definition, since in rows
+    ]
