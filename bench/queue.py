@@ -16,6 +16,7 @@ from pathlib import Path
 # Run as a script, this file's folder comes first on sys.path and "queue" would name this
 # file instead of the standard library module that asyncio and redis import.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+sys.path.insert(0, str(Path(__file__).parent.parent))
 
 import argparse
 import asyncio
@@ -25,12 +26,11 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import func, insert, select
 
+from bench.api import postgres_database
 from levqor.accounts.models import User
 from levqor.config import Settings, load_settings
 from levqor.db import migrate
@@ -41,19 +41,6 @@ from levqor.runtime import build_runtime
 from levqor.workflows.models import Workflow, WorkflowVersion
 
 DEFINITION = {"name": "noop", "steps": [{"id": "noop", "connector": "transform", "params": {}}]}
-
-
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    name = f"levqor_qbench_{int(time.time())}"
-    subprocess.run(["psql", admin_url, "-qc", f'CREATE DATABASE "{name}"'], check=True)
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        subprocess.run(
-            ["psql", admin_url, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
-            check=False,
-        )
 
 
 def environment(data_dir: Path, database_url: str | None) -> dict[str, str]:

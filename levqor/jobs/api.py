@@ -6,12 +6,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, BackgroundTasks, Query, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
 from levqor.accounts.api_deps import CurrentUser, enforce
+from levqor.accounts.kit import Principal
 from levqor.accounts.ratelimit import Policy
 from levqor.deps import RuntimeDep, SessionDep
-from levqor.idempotency.api import IdempotencyDep
+from levqor.idempotency.api import Idempotency, IdempotencyDep
 from levqor.jobs import callbacks, service
 from levqor.jobs.models import RETRYING, Job, JobStep
 from levqor.jobs.schemas import (
@@ -25,6 +27,7 @@ from levqor.jobs.schemas import (
     RunQueued,
     StepRead,
 )
+from levqor.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 hooks_router = APIRouter(tags=["triggers"])
@@ -64,14 +67,11 @@ def _read(job: Job, steps: list[JobStep] | None = None) -> JobRead:
 
 async def _start(
     workflow_id: str,
-    payload: Any,
-    priority: str,
-    run_at: Any,
-    callback_url: Any,
-    principal: Any,
-    session: Any,
-    runtime: Any,
-    idempotency: Any,
+    run: RunIn,
+    principal: Principal,
+    session: AsyncSession,
+    runtime: Runtime,
+    idempotency: Idempotency,
     background: BackgroundTasks,
 ) -> Any:
     if (replayed := await idempotency.replay()) is not None:
@@ -80,10 +80,10 @@ async def _start(
         session,
         user=principal.user,
         workflow_id=workflow_id,
-        input=payload,
-        priority=priority,
-        run_at=run_at,
-        callback_url=str(callback_url) if callback_url else None,
+        input=run.input,
+        priority=run.priority,
+        run_at=run.run_at,
+        callback_url=str(run.callback_url) if run.callback_url else None,
         cost=runtime.settings.run_cost_credits,
     )
     answer = RunQueued(job_id=job.id).model_dump()
@@ -102,18 +102,7 @@ async def run_workflow(
     idempotency: IdempotencyDep,
     background: BackgroundTasks,
 ) -> Any:
-    return await _start(
-        workflow_id,
-        body.input,
-        body.priority,
-        body.run_at,
-        body.callback_url,
-        principal,
-        session,
-        runtime,
-        idempotency,
-        background,
-    )
+    return await _start(workflow_id, body, principal, session, runtime, idempotency, background)
 
 
 @router.post("/intake", status_code=202, response_model=RunQueued)
@@ -125,18 +114,8 @@ async def intake(
     idempotency: IdempotencyDep,
     background: BackgroundTasks,
 ) -> Any:
-    return await _start(
-        body.workflow,
-        body.payload,
-        body.priority,
-        None,
-        body.callback_url,
-        principal,
-        session,
-        runtime,
-        idempotency,
-        background,
-    )
+    run = RunIn(input=body.payload, priority=body.priority, callback_url=body.callback_url)
+    return await _start(body.workflow, run, principal, session, runtime, idempotency, background)
 
 
 @router.get("/jobs")

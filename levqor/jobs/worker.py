@@ -15,11 +15,13 @@ import uuid
 from datetime import timedelta
 
 import httpx
+from sqlalchemy import func, select
 
 from levqor.connectors import safety
 from levqor.db.base import utcnow
 from levqor.jobs import callbacks, listener, queue
 from levqor.jobs.executor import Executor
+from levqor.jobs.models import RUNNING, WAITING_STATES, CallbackDelivery, Job
 from levqor.jobs.queue import Claimed
 from levqor.logging import get_logger
 from levqor.runtime import Runtime
@@ -139,10 +141,6 @@ class Worker:
                     await asyncio.sleep(0.01)
 
     async def _anything_due_soon(self) -> bool:
-        from sqlalchemy import func, select
-
-        from levqor.jobs.models import RUNNING, WAITING_STATES, CallbackDelivery, Job
-
         horizon = utcnow() + timedelta(seconds=2)
         async with self.runtime.db.session(write=False) as session:
             jobs = await session.scalar(
