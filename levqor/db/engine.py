@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -46,7 +47,15 @@ class Database:
     read_engine: AsyncEngine
     read: async_sessionmaker[AsyncSession]
     write: async_sessionmaker[AsyncSession]
+    write_engine: AsyncEngine | None = None
     write_lock: asyncio.Lock | None = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction on a bare connection, without an ORM session: the job
+        queue's hot path, where a session's bookkeeping costs more than the SQL."""
+        async with self._serialised(), (self.write_engine or self.engine).begin() as connection:
+            yield connection
 
     @asynccontextmanager
     async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
@@ -54,12 +63,13 @@ class Database:
         if not write:
             async with self.read() as session:
                 yield session
-        elif self.write_lock is None:
-            async with self.write() as session:
-                yield session
         else:
-            async with self.write_lock, self.write() as session:
+            async with self._serialised(), self.write() as session:
                 yield session
+
+    def _serialised(self) -> AbstractAsyncContextManager[Any]:
+        """On SQLite, one writer per process at a time (see the module's notes)."""
+        return self.write_lock if self.write_lock is not None else nullcontext()
 
     @property
     def is_sqlite(self) -> bool:
@@ -73,13 +83,13 @@ class Database:
 def create_database(settings: Settings) -> Database:
     engine = make_engine(settings)
     read_engine = make_engine(settings, autocommit=True)
+    write_engine = engine.execution_options(**{IMMEDIATE: True})
     return Database(
         engine=engine,
         read_engine=read_engine,
         read=async_sessionmaker(read_engine, expire_on_commit=False),
-        write=async_sessionmaker(
-            engine.execution_options(**{IMMEDIATE: True}), expire_on_commit=False
-        ),
+        write=async_sessionmaker(write_engine, expire_on_commit=False),
+        write_engine=write_engine,
         write_lock=asyncio.Lock() if engine.dialect.name == "sqlite" else None,
     )
 

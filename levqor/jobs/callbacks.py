@@ -20,16 +20,21 @@ from typing import Any
 
 import httpx
 from cryptography.fernet import MultiFernet
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from standardwebhooks.webhooks import Webhook
 
 from levqor.config import Settings
 from levqor.connectors import safety
 from levqor.connectors.errors import ConnectorError
-from levqor.db.base import utcnow
+from levqor.db.base import new_id, utcnow
 from levqor.db.engine import Database
-from levqor.jobs.models import CallbackAttempt, CallbackDelivery, CallbackSecret
+from levqor.jobs.models import (
+    CallbackAttempt,
+    CallbackDelivery,
+    CallbackSecret,
+    callback_deliveries_table,
+)
 from levqor.logging import get_logger
 
 log = get_logger("levqor.callbacks")
@@ -46,7 +51,7 @@ class ClaimedDelivery:
 
 
 async def enqueue(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     job_id: str,
     user_id: str,
@@ -67,8 +72,11 @@ async def enqueue(
             "error": error,
         },
     }
-    session.add(CallbackDelivery(job_id=job_id, user_id=user_id, url=url, payload=payload))
-    await session.flush()
+    await session.execute(
+        insert(callback_deliveries_table).values(
+            id=new_id("msg"), job_id=job_id, user_id=user_id, url=url, payload=payload
+        )
+    )
 
 
 async def signing_secret(

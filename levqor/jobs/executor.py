@@ -10,13 +10,13 @@ run out, the rest fail the job at once (the dead-letter queue), unless the step 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import orjson
 
 from levqor.connectors import registry
 from levqor.connectors.base import StepContext
@@ -27,13 +27,14 @@ from levqor.jobs import queue
 from levqor.jobs.models import JobStep
 from levqor.jobs.queue import Claimed
 from levqor.jobs.retry import backoff_s
+from levqor.jobs.writer import JobWriter
 from levqor.logging import get_logger
 from levqor.workflows import service as workflows_service
 from levqor.workflows import templates
 from levqor.workflows.definition import Step, WorkflowDefinition
 
 log = get_logger("levqor.executor")
-MAX_STORED_OUTPUT_CHARS = 64 * 1024
+MAX_STORED_OUTPUT_BYTES = 64 * 1024
 FINISHED_STEP = ("succeeded", "skipped", "continued")
 DEFINITION_CACHE_SIZE = 1000
 
@@ -50,7 +51,10 @@ class Executor:
         self.db = db
         self.http = http
         self.worker_id = worker_id
-        self._definitions: OrderedDict[tuple[str, int], WorkflowDefinition] = OrderedDict()
+        self.writer = JobWriter(db, worker_id=worker_id)
+        self._definitions: OrderedDict[tuple[str, int], asyncio.Future[WorkflowDefinition]] = (
+            OrderedDict()
+        )
 
     async def run(self, job: Claimed) -> None:
         definition = await self._definition(job)
@@ -71,7 +75,7 @@ class Executor:
             if outcome is None or position == final:
                 return  # finished (the last checkpoint wrote it), or stopped here; recorded
             last_output = data["steps"][step.id]["output"]
-        await self._write(queue.succeed, job, result=last_output, now=utcnow())
+        await self._save(job, state=queue.succeeded(last_output, utcnow()))
 
     async def _checkpoints(self, job: Claimed) -> dict[str, JobStep]:
         if job.attempts == 1:
@@ -80,15 +84,20 @@ class Executor:
             return await queue.load_steps(session, job_id=job.id)
 
     async def _definition(self, job: Claimed) -> WorkflowDefinition:
-        """Versions never change, so each is read and validated once per process."""
+        """Versions never change, so each is read and validated once per process (and
+        once, not once per job, when a batch of its jobs starts together)."""
         key = (job.workflow_id, job.workflow_version)
-        cached = self._definitions.get(key)
-        if cached is None:
-            cached = await self._load_definition(job)
-            self._definitions[key] = cached
+        loading = self._definitions.get(key)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load_definition(job))
+            self._definitions[key] = loading
             if len(self._definitions) > DEFINITION_CACHE_SIZE:
                 self._definitions.popitem(last=False)
-        return cached
+        try:
+            return await asyncio.shield(loading)
+        except Exception:
+            self._definitions.pop(key, None)  # not cached: the next job tries again
+            raise
 
     async def _load_definition(self, job: Claimed) -> WorkflowDefinition:
         async with self.db.session(write=False) as session:
@@ -121,14 +130,14 @@ class Executor:
                 return await self._checkpoint(job, record, "skipped", None, finish=last)
             output = await self._call(job, step, data)
         except StopRun:
-            data["steps"][step.id] = {"output": {"passed": False}}
-            await self._checkpoint(job, record, "succeeded", {"passed": False})
-            await self._write(queue.succeed, job, result={"passed": False}, now=utcnow())
+            passed = {"passed": False}
+            data["steps"][step.id] = {"output": passed}
+            state = queue.succeeded(passed, utcnow())
+            await self._checkpoint(job, record, "succeeded", passed, state=state)
             return None
         except Reschedule as pause:
-            await self._checkpoint(job, record, "succeeded", {})
-            run_at = utcnow() + timedelta(seconds=pause.seconds)
-            await self._write(queue.continue_at, job, run_at=run_at)
+            state = queue.paused(utcnow() + timedelta(seconds=pause.seconds))
+            await self._checkpoint(job, record, "succeeded", {}, state=state)
             return None
         except Exception as exc:  # every failure is classified and recorded
             return await self._failed(job, step, record, attempt, data, classify(exc), last=last)
@@ -170,14 +179,13 @@ class Executor:
             return await self._checkpoint(
                 job, record, "continued", None, failure.message, finish=last
             )
-        await self._checkpoint(job, record, "failed", None, failure.message)
         error = f"step '{step.id}': {failure.message}"
         if failure.retryable and attempt < step.retry.max_attempts:
             delay = backoff_s(attempt, step.retry, retry_after_s=failure.retry_after_s)
-            run_at = utcnow() + timedelta(seconds=delay)
-            await self._write(queue.retry_at, job, run_at=run_at, error=error)
+            state = queue.retrying(utcnow() + timedelta(seconds=delay), error)
         else:
-            await self._write(queue.fail, job, error=error, now=utcnow())
+            state = queue.failed(error, utcnow())
+        await self._checkpoint(job, record, "failed", None, failure.message, state=state)
         return None
 
     async def _checkpoint(
@@ -189,27 +197,42 @@ class Executor:
         error: str | None = None,
         *,
         finish: bool = False,
+        state: dict[str, Any] | None = None,
     ) -> bool | None:
+        """Store a step's outcome, with the job's new state if the step decided one
+        (`finish`: the job succeeded with this output), in one transaction."""
         now = utcnow()
-        values = {
+        step = {
             **record,
             "status": status,
             "output": _bounded(output),
             "error": error,
             "finished_at": now,
         }
-        async with self.db.session(write=True) as session, session.begin():
-            kept = await queue.save_step(session, job_id=job.id, worker_id=self.worker_id, **values)
-            if kept and finish:
-                await queue.succeed(
-                    session, job_id=job.id, worker_id=self.worker_id, result=output, now=now
-                )
-        return True if kept else None
+        if finish:
+            state = queue.succeeded(output, now)
+        return True if await self._save(job, step=step, state=state) else None
 
-    async def _write(self, operation: Any, job: Claimed, **values: Any) -> None:
-        async with self.db.session(write=True) as session, session.begin():
-            owned = await operation(session, job_id=job.id, worker_id=self.worker_id, **values)
+    async def _save(
+        self, job: Claimed, *, step: dict[str, Any] | None = None, state: dict[str, Any] | None
+    ) -> bool:
+        """Write a checkpoint and wait for it; a new state (the job leaves this worker)
+        commits in the background, so the slot is free for the next job at once."""
+        written = self.writer.submit(queue.JobWrite(job.id, step=step, state=state))
+        if state is not None:
+            written.add_done_callback(lambda done: self._report(job, done))
+            return True
+        owned = await written
         if not owned:
+            log.info("job_lost", job_id=job.id, worker=self.worker_id)
+        return owned
+
+    def _report(self, job: Claimed, written: asyncio.Future[bool]) -> None:
+        if written.cancelled():
+            return
+        if written.exception() is not None:
+            log.error("job_write_failed", job_id=job.id, error=str(written.exception()))
+        elif not written.result():
             log.info("job_lost", job_id=job.id, worker=self.worker_id)
 
 
@@ -228,7 +251,8 @@ def classify(exc: BaseException) -> StepFailure:
 
 def _bounded(output: Any) -> Any:
     """Step outputs are stored whole up to a size; past it, a truncated preview."""
-    text = json.dumps(output, default=str)
-    if len(text) <= MAX_STORED_OUTPUT_CHARS:
+    encoded = orjson.dumps(output, default=str)
+    if len(encoded) <= MAX_STORED_OUTPUT_BYTES:
         return output
-    return {"truncated": True, "preview": text[:MAX_STORED_OUTPUT_CHARS]}
+    preview = encoded[:MAX_STORED_OUTPUT_BYTES].decode(errors="ignore")
+    return {"truncated": True, "preview": preview}

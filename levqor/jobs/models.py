@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import Base, UTCDateTime, new_id, utcnow
@@ -19,14 +19,32 @@ CANCELLED = "cancelled"
 WAITING_STATES = (QUEUED, RETRYING)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 PRIORITIES = {"low": 0, "normal": 5, "high": 10}
+WAITING_SQL = "status IN ('queued', 'retrying')"
+RUNNING_SQL = "status = 'running'"
 
 
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_due", "status", "run_at"),
+        # Claiming walks this in order and stops after a batch, however long the queue.
+        # The predicate is literal SQL so the planner can match it (bound values cannot).
+        Index(
+            "ix_jobs_waiting",
+            text("priority DESC"),
+            "run_at",
+            "id",
+            postgresql_where=text(WAITING_SQL),
+            sqlite_where=text(WAITING_SQL),
+        ),
+        # Running jobs are few: per-user counts, heartbeats and the expired-lease sweep.
+        Index(
+            "ix_jobs_running",
+            "user_id",
+            "lease_expires_at",
+            postgresql_where=text(RUNNING_SQL),
+            sqlite_where=text(RUNNING_SQL),
+        ),
         Index("ix_jobs_user_created", "user_id", "created_at"),
-        Index("ix_jobs_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("job"))
@@ -128,3 +146,9 @@ class JobStep(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# Core handles for the queue's hot path, where ORM statements cost more than the SQL.
+jobs_table = cast(Table, Job.__table__)
+job_steps_table = cast(Table, JobStep.__table__)
+callback_deliveries_table = cast(Table, CallbackDelivery.__table__)

@@ -1,10 +1,11 @@
 """Queue operations on the jobs table. Every statement of the queue lives here.
 
 Claiming marks up to `limit` due jobs `running` under this worker's lease, in one
-statement (`UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING` on
+statement (`WITH candidates AS (SELECT … FOR UPDATE SKIP LOCKED) … UPDATE … RETURNING` on
 PostgreSQL; the same without the lock clause on SQLite, whose writers are serial). A
-running job whose lease expired (its worker died) is due again and is claimed the same
-way, so no separate sweeper is needed.
+running job whose lease expired (its worker died) is put back in the queue by
+`recover_expired`, which every worker runs at start and with each heartbeat, so another
+worker resumes it within the lease plus a third of it.
 
 Every write after the claim is guarded by `lease_owner = me AND status = 'running'`: a
 worker that lost its job (lease taken over, or the job cancelled) changes nothing.
@@ -14,24 +15,52 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+import orjson
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from levqor.db.base import UTCDateTime
 from levqor.jobs import callbacks
 from levqor.jobs.models import (
+    FAILED,
     QUEUED,
     RETRYING,
     RUNNING,
-    WAITING_STATES,
+    RUNNING_SQL,
+    SUCCEEDED,
+    WAITING_SQL,
     Job,
     JobStep,
+    job_steps_table,
+    jobs_table,
 )
 
-CANDIDATES_PER_SLOT = 4
+CANDIDATES_PER_SLOT = 2
+Connection = AsyncSession | AsyncConnection  # the queue runs on either
+
+
+def dialect_of(connection: Connection) -> str:
+    if isinstance(connection, AsyncConnection):
+        return connection.dialect.name
+    return connection.get_bind().dialect.name
 
 
 @dataclass(frozen=True)
@@ -42,10 +71,11 @@ class Claimed:
     workflow_version: int
     input: Any
     attempts: int
+    callback_url: str | None = None
 
 
 async def claim(
-    session: AsyncSession,
+    session: Connection,
     *,
     worker_id: str,
     limit: int,
@@ -55,52 +85,96 @@ async def claim(
 ) -> list[Claimed]:
     """Take up to `limit` due jobs, at most `max_running_per_user` running per user.
 
-    Users already at their limit are left out in SQL; the batch itself is capped per user
-    here. Candidates are over-read so one user's backlog cannot fill a whole batch. (Two
-    claimers racing on PostgreSQL each see only committed claims, so a user can briefly
-    exceed the limit by one batch per concurrent claimer.)
+    One statement: candidates are read past users already at their limit, over-read so
+    one user's backlog cannot fill a whole batch, ranked per user, and the best `limit`
+    that keep every user within the limit are marked running. (Two claimers racing on
+    PostgreSQL each see only committed claims, so a user can briefly exceed the limit by
+    one batch per concurrent claimer.)
     """
-    running = (
-        select(Job.user_id, func.count().label("running"))
-        .where(Job.status == RUNNING, Job.lease_expires_at >= now)
-        .group_by(Job.user_id)
-        .subquery()
-    )
-    candidates = (
-        await session.execute(
-            select(Job.id, Job.user_id, func.coalesce(running.c.running, 0))
-            .outerjoin(running, running.c.user_id == Job.user_id)
-            .where(
-                or_(
-                    and_(Job.status.in_(WAITING_STATES), Job.run_at <= now),
-                    and_(Job.status == RUNNING, Job.lease_expires_at < now),
-                ),
-                func.coalesce(running.c.running, 0) < max_running_per_user,
-            )
-            .order_by(Job.priority.desc(), Job.run_at, Job.id)
-            .limit(limit * CANDIDATES_PER_SLOT)
-            .with_for_update(of=Job, skip_locked=True)
-        )
-    ).all()
-    chosen = _fair_share(candidates, limit, max_running_per_user)
-    if not chosen:
-        return []
     rows = await session.execute(
-        update(Job)
-        .where(Job.id.in_(chosen))
-        .values(
-            status=RUNNING,
-            lease_owner=worker_id,
-            lease_expires_at=now + lease,
-            attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, now),
-        )
-        .returning(
-            Job.id, Job.user_id, Job.workflow_id, Job.workflow_version, Job.input, Job.attempts
-        )
-        .execution_options(synchronize_session=False)
+        _CLAIM,
+        {
+            "now": now,
+            "worker": worker_id,
+            "until": now + lease,
+            "limit": limit,
+            "over_read": limit * CANDIDATES_PER_SLOT,
+            "per_user": max_running_per_user,
+        },
     )
     return [Claimed(*row) for row in rows]
+
+
+def _claim_statement() -> Any:
+    jobs = jobs_table
+    now = bindparam("now", type_=UTCDateTime)
+    per_user = bindparam("per_user", type_=Integer)
+    holding = and_(text(RUNNING_SQL), jobs.c.lease_expires_at >= now)  # ix_jobs_running
+    users_at_limit = (
+        select(jobs.c.user_id)
+        .where(holding)
+        .group_by(jobs.c.user_id)
+        .having(func.count() >= per_user)
+    )
+    due = and_(text(WAITING_SQL), jobs.c.run_at <= now)  # walks ix_jobs_waiting
+    candidates = (
+        select(jobs.c.id, jobs.c.user_id, jobs.c.priority, jobs.c.run_at)
+        .where(due, jobs.c.user_id.not_in(users_at_limit))
+        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+        .limit(bindparam("over_read", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .cte("candidates")
+    )
+    running = (
+        select(jobs.c.user_id, func.count().label("running"))
+        .where(holding, jobs.c.user_id.in_(select(candidates.c.user_id)))
+        .group_by(jobs.c.user_id)
+        .cte("running")
+    )
+    order = (candidates.c.priority.desc(), candidates.c.run_at, candidates.c.id)
+    ranked = (
+        select(
+            candidates.c.id,
+            candidates.c.priority,
+            candidates.c.run_at,
+            (
+                func.row_number().over(partition_by=candidates.c.user_id, order_by=order)
+                + func.coalesce(running.c.running, 0)
+            ).label("slot"),
+        )
+        .outerjoin(running, running.c.user_id == candidates.c.user_id)
+        .cte("ranked")
+    )
+    chosen = (
+        select(ranked.c.id)
+        .where(ranked.c.slot <= per_user)
+        .order_by(ranked.c.priority.desc(), ranked.c.run_at, ranked.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .cte("chosen")
+    )
+    return (
+        update(jobs)
+        .where(jobs.c.id == chosen.c.id)
+        .values(
+            status=RUNNING,
+            lease_owner=bindparam("worker"),
+            lease_expires_at=bindparam("until", type_=UTCDateTime),
+            attempts=jobs.c.attempts + 1,
+            started_at=func.coalesce(jobs.c.started_at, now),
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.user_id,
+            jobs.c.workflow_id,
+            jobs.c.workflow_version,
+            jobs.c.input,
+            jobs.c.attempts,
+            jobs.c.callback_url,
+        )
+    )
+
+
+_CLAIM = _claim_statement()
 
 
 CHANNEL = "levqor_jobs"
@@ -108,35 +182,8 @@ CHANNEL = "levqor_jobs"
 
 async def notify(session: AsyncSession) -> None:
     """Wake listening workers on PostgreSQL; delivered when the transaction commits."""
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         await session.execute(text(f"NOTIFY {CHANNEL}"))
-
-
-def _fair_share(candidates: Any, limit: int, per_user: int) -> list[str]:
-    taken: dict[str, int] = {}
-    chosen: list[str] = []
-    for job_id, user_id, running in candidates:
-        count = taken.get(user_id, running)
-        if count < per_user:
-            taken[user_id] = count + 1
-            chosen.append(job_id)
-            if len(chosen) == limit:
-                break
-    return chosen
-
-
-def _owned(job_id: str, worker_id: str) -> Any:
-    return and_(Job.id == job_id, Job.lease_owner == worker_id, Job.status == RUNNING)
-
-
-async def _guarded(session: AsyncSession, job_id: str, worker_id: str, **values: Any) -> bool:
-    result = await session.execute(
-        update(Job)
-        .where(_owned(job_id, worker_id))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def heartbeat(
@@ -145,104 +192,277 @@ async def heartbeat(
     """Extend the lease of every job this worker holds; the number still held."""
     result = await session.execute(
         update(Job)
-        .where(Job.lease_owner == worker_id, Job.status == RUNNING)
+        .where(Job.lease_owner == worker_id, text(RUNNING_SQL))
         .values(lease_expires_at=now + lease)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def still_owned(session: AsyncSession, *, job_id: str, worker_id: str) -> bool:
-    found = await session.scalar(select(Job.id).where(_owned(job_id, worker_id)))
-    return found is not None
+@dataclass(frozen=True)
+class JobWrite:
+    """What a worker writes for one job at once: a step checkpoint, a new state, or both."""
+
+    job_id: str
+    step: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
 
 
-async def _finish(session: AsyncSession, job_id: str, worker_id: str, **values: Any) -> bool:
-    """A final status; the run's callback is queued in the same transaction."""
-    row = (
-        await session.execute(
-            update(Job)
-            .where(_owned(job_id, worker_id))
-            .values(**values, lease_owner=None, lease_expires_at=None)
-            .returning(
-                Job.user_id, Job.workflow_id, Job.status, Job.result, Job.error, Job.callback_url
-            )
-            .execution_options(synchronize_session=False)
-        )
-    ).first()
-    if row is None:
-        return False
-    user_id, workflow_id, status, result, error, url = row
-    if url:
-        await callbacks.enqueue(
-            session,
-            job_id=job_id,
-            user_id=user_id,
-            workflow_id=workflow_id,
-            status=status,
-            result=result,
-            error=error,
-            url=url,
-        )
-    return True
+def succeeded(result: Any, now: datetime) -> dict[str, Any]:
+    return {
+        "status": SUCCEEDED,
+        "result": result,
+        "error": None,
+        "run_at": None,
+        "finished_at": now,
+    }
 
 
-async def succeed(
-    session: AsyncSession, *, job_id: str, worker_id: str, result: Any, now: datetime
-) -> bool:
-    return await _finish(
-        session,
-        job_id,
-        worker_id,
-        status="succeeded",
-        result=result,
-        error=None,
-        finished_at=now,
-    )
-
-
-async def fail(
-    session: AsyncSession, *, job_id: str, worker_id: str, error: str, now: datetime
-) -> bool:
+def failed(error: str, now: datetime) -> dict[str, Any]:
     """Final failure: the job goes to the dead-letter queue."""
-    return await _finish(session, job_id, worker_id, status="failed", error=error, finished_at=now)
+    return {"status": FAILED, "result": None, "error": error, "run_at": None, "finished_at": now}
 
 
-async def retry_at(
-    session: AsyncSession, *, job_id: str, worker_id: str, run_at: datetime, error: str
-) -> bool:
-    return await _guarded(
-        session,
-        job_id,
-        worker_id,
-        status=RETRYING,
-        run_at=run_at,
-        error=error,
-        lease_owner=None,
-        lease_expires_at=None,
-    )
+def retrying(run_at: datetime, error: str) -> dict[str, Any]:
+    return {
+        "status": RETRYING,
+        "result": None,
+        "error": error,
+        "run_at": run_at,
+        "finished_at": None,
+    }
 
 
-async def continue_at(
-    session: AsyncSession, *, job_id: str, worker_id: str, run_at: datetime
-) -> bool:
+def paused(run_at: datetime) -> dict[str, Any]:
     """A delay step: the job waits, holding no worker, and resumes after it."""
-    return await _guarded(
-        session,
-        job_id,
-        worker_id,
-        status=QUEUED,
-        run_at=run_at,
+    return {"status": QUEUED, "result": None, "error": None, "run_at": run_at, "finished_at": None}
+
+
+_STATE_UPDATE = (
+    update(jobs_table)
+    .where(jobs_table.c.id == bindparam("w_id"))
+    .values(
+        status=bindparam("w_status"),
+        result=bindparam("w_result", type_=JSON),
+        error=bindparam("w_error"),
+        run_at=func.coalesce(bindparam("w_run_at", type_=UTCDateTime), jobs_table.c.run_at),
+        finished_at=bindparam("w_finished_at", type_=UTCDateTime),
         lease_owner=None,
         lease_expires_at=None,
     )
+)
+
+
+async def write_batch(session: Connection, *, worker_id: str, writes: list[JobWrite]) -> set[str]:
+    """Write many jobs' checkpoints and states in this transaction; the ids still owned.
+
+    Only jobs this worker still holds are written: one taken over or cancelled meanwhile
+    is left alone. A final state queues the run's callback in the same transaction.
+    """
+    if dialect_of(session) == "postgresql":
+        owned = await _write_postgres(session, worker_id, writes)
+    else:
+        owned = await _write_portable(session, worker_id, writes)
+    for write in writes:
+        job = owned.get(write.job_id)
+        if job is not None and write.state and write.state["finished_at"] and job.callback_url:
+            await callbacks.enqueue(
+                session,
+                job_id=job.id,
+                user_id=job.user_id,
+                workflow_id=job.workflow_id,
+                status=write.state["status"],
+                result=write.state["result"],
+                error=write.state["error"],
+                url=job.callback_url,
+            )
+    return set(owned)
+
+
+async def _write_portable(session: Connection, worker_id: str, writes: list[JobWrite]) -> Any:
+    """Lock the rows still held, then one executemany per table (SQLite, in process)."""
+    jobs = jobs_table.c
+    owned = {
+        row.id: row
+        for row in await session.execute(
+            select(jobs.id, jobs.user_id, jobs.workflow_id, jobs.callback_url)
+            .where(
+                jobs.id.in_([write.job_id for write in writes]),
+                jobs.lease_owner == worker_id,
+                text(RUNNING_SQL),
+            )
+            .with_for_update()
+        )
+    }
+    mine = [write for write in writes if write.job_id in owned]
+    steps = [{"job_id": write.job_id, **write.step} for write in mine if write.step]
+    if steps:
+        await session.execute(_upsert_steps(dialect_of(session)), steps)
+    states = [
+        {f"w_{key}": value for key, value in {"id": write.job_id, **write.state}.items()}
+        for write in mine
+        if write.state
+    ]
+    if states:
+        await session.execute(_STATE_UPDATE, states)
+    return owned
+
+
+async def _write_postgres(session: Connection, worker_id: str, writes: list[JobWrite]) -> Any:
+    """One statement and one round trip for the whole batch: the rows still held are
+    updated from arrays, and their steps upserted, in data-modifying CTEs."""
+    states = [write.state or {} for write in writes]
+    steps = [(write.job_id, write.step) for write in writes if write.step]
+    rows = await session.execute(
+        _POSTGRES_WRITE,
+        {
+            "worker": worker_id,
+            "ids": [write.job_id for write in writes],
+            "statuses": [state.get("status") for state in states],
+            "results": [_json(state.get("result")) for state in states],
+            "errors": [state.get("error") for state in states],
+            "run_ats": [state.get("run_at") for state in states],
+            "finished": [state.get("finished_at") for state in states],
+            **{
+                f"s_{name}": [
+                    _json(step[name]) if name == "output" else step[name] for _, step in steps
+                ]
+                for name in STEP_FIELDS
+            },
+            "s_job_ids": [job_id for job_id, _ in steps],
+        },
+    )
+    return {row.id: row for row in rows}
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value, default=str).decode()
+
+
+STEP_FIELDS = (
+    "step_id",
+    "position",
+    "status",
+    "output",
+    "error",
+    "attempts",
+    "started_at",
+    "finished_at",
+)
+
+# A write without a state (a checkpoint) leaves the job's columns as they are; with one,
+# the job leaves this worker. `w.status IS NULL` tells the two apart.
+_POSTGRES_WRITE = text(
+    """
+WITH w AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:statuses AS varchar[]), CAST(:results AS text[]),
+        CAST(:errors AS text[]), CAST(:run_ats AS timestamptz[]),
+        CAST(:finished AS timestamptz[])
+    ) AS w (id, status, result, error, run_at, finished_at)
+), owned AS (
+    UPDATE jobs SET
+        status = coalesce(w.status, jobs.status),
+        result = CASE WHEN w.status IS NULL THEN jobs.result ELSE CAST(w.result AS json) END,
+        error = CASE WHEN w.status IS NULL THEN jobs.error ELSE w.error END,
+        run_at = coalesce(w.run_at, jobs.run_at),
+        finished_at = CASE WHEN w.status IS NULL THEN jobs.finished_at ELSE w.finished_at END,
+        lease_owner = CASE WHEN w.status IS NULL THEN jobs.lease_owner END,
+        lease_expires_at = CASE WHEN w.status IS NULL THEN jobs.lease_expires_at END
+    FROM w
+    WHERE jobs.id = w.id AND jobs.lease_owner = :worker AND jobs.status = 'running'
+    RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.callback_url
+), steps AS (
+    INSERT INTO job_steps
+        (job_id, step_id, position, status, output, error, attempts, started_at, finished_at)
+    SELECT s.job_id, s.step_id, s.position, s.status, CAST(s.output AS json), s.error,
+           s.attempts, s.started_at, s.finished_at
+    FROM unnest(
+        CAST(:s_job_ids AS varchar[]), CAST(:s_step_id AS varchar[]),
+        CAST(:s_position AS integer[]), CAST(:s_status AS varchar[]),
+        CAST(:s_output AS text[]), CAST(:s_error AS text[]), CAST(:s_attempts AS integer[]),
+        CAST(:s_started_at AS timestamptz[]), CAST(:s_finished_at AS timestamptz[])
+    ) AS s (job_id, step_id, position, status, output, error, attempts, started_at,
+            finished_at)
+    WHERE s.job_id IN (SELECT id FROM owned)
+    ON CONFLICT (job_id, step_id) DO UPDATE SET
+        position = excluded.position, status = excluded.status, output = excluded.output,
+        error = excluded.error, attempts = excluded.attempts,
+        started_at = excluded.started_at, finished_at = excluded.finished_at
+)
+SELECT id, user_id, workflow_id, callback_url FROM owned
+"""
+).bindparams(
+    *(bindparam(name, type_=ARRAY(String)) for name in ("ids", "statuses", "results", "errors")),
+    *(bindparam(name, type_=ARRAY(DateTime(timezone=True))) for name in ("run_ats", "finished")),
+    *(
+        bindparam(f"s_{name}", type_=ARRAY(String))
+        for name in ("job_ids", "step_id", "status", "output", "error")
+    ),
+    *(bindparam(f"s_{name}", type_=ARRAY(Integer)) for name in ("position", "attempts")),
+    *(
+        bindparam(f"s_{name}", type_=ARRAY(DateTime(timezone=True)))
+        for name in ("started_at", "finished_at")
+    ),
+)
+
+
+@cache
+def _upsert_steps(dialect: str) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(job_steps_table)
+    changed = {
+        column.name: statement.excluded[column.name]
+        for column in job_steps_table.columns
+        if column.name not in ("id", "job_id", "step_id")
+    }
+    return statement.on_conflict_do_update(index_elements=["job_id", "step_id"], set_=changed)
+
+
+async def recover_expired(session: Connection, *, now: datetime) -> int:
+    """Requeue running jobs whose worker stopped renewing the lease (it died)."""
+    result = await session.execute(
+        update(jobs_table)
+        .where(text(RUNNING_SQL), jobs_table.c.lease_expires_at < now)
+        .values(status=QUEUED, lease_owner=None, lease_expires_at=None)  # due at once
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+VACUUM_AFTER_DEAD_ROWS = 5_000
+
+
+async def vacuum_if_needed(
+    connection: AsyncConnection, *, dead_rows: int = VACUUM_AFTER_DEAD_ROWS
+) -> bool:
+    """On PostgreSQL with autovacuum off, vacuum the jobs table once enough dead row
+    versions pile up: every claim otherwise walks past the index entries of every job
+    claimed since the last vacuum, and gets slower the longer the queue runs. One worker
+    at a time (an advisory lock); `connection` must be in autocommit."""
+    if connection.dialect.name != "postgresql":
+        return False
+    due = await connection.scalar(
+        text(
+            "SELECT current_setting('autovacuum') = 'off' AND n_dead_tup >= :dead"
+            " AND pg_try_advisory_lock(hashtext('levqor_vacuum_jobs'))"
+            " FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass"
+        ),
+        {"dead": dead_rows},
+    )
+    if not due:
+        return False
+    try:
+        await connection.execute(text("VACUUM (ANALYZE) jobs"))
+    finally:
+        await connection.execute(text("SELECT pg_advisory_unlock(hashtext('levqor_vacuum_jobs'))"))
+    return True
 
 
 async def release(session: AsyncSession, *, worker_id: str, now: datetime) -> int:
     """Hand back every job this worker holds (graceful shutdown), due at once."""
     result = await session.execute(
         update(Job)
-        .where(Job.lease_owner == worker_id, Job.status == RUNNING)
+        .where(Job.lease_owner == worker_id, text(RUNNING_SQL))
         .values(status=QUEUED, run_at=now, lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
@@ -252,21 +472,6 @@ async def release(session: AsyncSession, *, worker_id: str, now: datetime) -> in
 async def load_steps(session: AsyncSession, *, job_id: str) -> dict[str, JobStep]:
     rows = await session.scalars(select(JobStep).where(JobStep.job_id == job_id))
     return {step.step_id: step for step in rows}
-
-
-async def save_step(session: AsyncSession, *, job_id: str, worker_id: str, **values: Any) -> bool:
-    """Checkpoint a step, only while this worker still holds the job."""
-    if not await still_owned(session, job_id=job_id, worker_id=worker_id):
-        return False
-    row = {"job_id": job_id, **values}
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(JobStep).values(**row)
-    changed = {key: statement.excluded[key] for key in values if key != "step_id"}
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=["job_id", "step_id"], set_=changed)
-    )
-    return True
 
 
 async def reset_failed_steps(session: AsyncSession, *, job_id: str) -> None:

@@ -1,9 +1,14 @@
 """The worker loop: claim due jobs, run them concurrently, keep their leases alive.
 
-Waking: in the same process (`levqor up`) a new run sets `wake`; otherwise the worker
-polls every `poll_interval_s`. Shutdown (SIGTERM): stop claiming, let running jobs finish
-for up to `shutdown_timeout_s`, then hand back the rest so another worker resumes them
-from their last checkpoint.
+Waking: a new run sets `wake` (in the same process for `levqor up`, by LISTEN/NOTIFY on
+PostgreSQL), and so does a finishing job once half the slots are free: claiming waits
+for room for a batch rather than paying a transaction per freed slot. Failing those, the
+worker polls every `poll_interval_s`; callback deliveries are claimed on that poll, or at
+once when one of this worker's own jobs queued one.
+
+Shutdown (SIGTERM): stop claiming, let running jobs finish for up to
+`shutdown_timeout_s`, then hand back the rest so another worker resumes them from their
+last checkpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import uuid
 from datetime import timedelta
 
@@ -27,6 +33,7 @@ from levqor.logging import get_logger
 from levqor.runtime import Runtime
 
 log = get_logger("levqor.worker")
+VACUUM_CHECK_S = 2.0
 
 
 class Worker:
@@ -51,12 +58,16 @@ class Worker:
         self.sending: dict[str, asyncio.Task[None]] = {}  # callback deliveries
         self.listening = asyncio.Event()  # set while LISTEN/NOTIFY wakes this worker
         self.wake = runtime.job_wakeup
+        self.claim_batch = max(1, concurrency // 2)
+        self.deliveries_due = True
+        self.next_delivery_poll = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker_started", worker=self.worker_id, concurrency=self.concurrency)
         beat = asyncio.create_task(self._heartbeat(stop))
-        listening = None
+        listening = vacuum = None
         if not self.runtime.db.is_sqlite:
+            vacuum = asyncio.create_task(self._vacuum(stop))
             listening = asyncio.create_task(
                 listener.listen(
                     self.runtime.settings.sqlalchemy_url, self.wake, stop, self.listening
@@ -72,6 +83,8 @@ class Worker:
                     await self._sleep(stop)
         finally:
             beat.cancel()
+            if vacuum is not None:
+                vacuum.cancel()
             if listening is not None:
                 stop.set()
                 await listening
@@ -82,8 +95,10 @@ class Worker:
 
     async def _start_deliveries(self) -> int:
         free = self.concurrency - len(self.sending)
-        if free <= 0:
+        now = time.monotonic()
+        if free <= 0 or not (self.deliveries_due or now >= self.next_delivery_poll):
             return 0
+        self.deliveries_due, self.next_delivery_poll = False, now + self.poll_interval_s
         async with self.runtime.db.session(write=True) as session, session.begin():
             due = await callbacks.claim(
                 session, worker_id=self.worker_id, limit=free, lease=self.lease, now=utcnow()
@@ -109,15 +124,20 @@ class Worker:
 
     @property
     def busy(self) -> list[asyncio.Task[None]]:
-        return [*self.running.values(), *self.sending.values()]
+        flushing = self.executor.writer.flushing
+        return [
+            *self.running.values(),
+            *self.sending.values(),
+            *([flushing] if flushing is not None else []),
+        ]
 
     async def _start_jobs(self) -> int:
         free = self.concurrency - len(self.running)
         if free <= 0:
             return 0
-        async with self.runtime.db.session(write=True) as session, session.begin():
+        async with self.runtime.db.transaction() as connection:
             jobs = await queue.claim(
-                session,
+                connection,
                 worker_id=self.worker_id,
                 limit=free,
                 lease=self.lease,
@@ -131,6 +151,7 @@ class Worker:
     async def drain(self, *, timeout_s: float = 30) -> None:
         """Run until nothing is due or running (tests and one-shot use)."""
         async with asyncio.timeout(timeout_s):
+            await self._upkeep()
             while True:
                 started = await self.claim_and_start()
                 if self.busy:
@@ -171,7 +192,10 @@ class Worker:
             log.exception("job_crashed", job_id=job.id)
         finally:
             self.running.pop(job.id, None)
-            self.wake.set()  # a slot is free
+            if job.callback_url:
+                self.deliveries_due = True
+            if self.deliveries_due or self.concurrency - len(self.running) >= self.claim_batch:
+                self.wake.set()
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
@@ -184,19 +208,53 @@ class Worker:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         interval = self.lease.total_seconds() / 3
         while not stop.is_set():
+            try:
+                await self._upkeep()
+            except Exception:  # the database is away; the next beat tries again
+                log.exception("heartbeat_failed")
             await asyncio.sleep(interval)
+
+    async def _vacuum(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(VACUUM_CHECK_S)
+            try:
+                async with self.runtime.db.read_engine.connect() as connection:
+                    if await queue.vacuum_if_needed(connection):
+                        log.info("jobs_vacuumed")
+            except Exception:
+                log.exception("vacuum_failed")
+
+    async def _upkeep(self) -> None:
+        """Renew this worker's leases and requeue the jobs of workers that died."""
+        async with self.runtime.db.session(write=True) as session, session.begin():
             if self.running:
-                async with self.runtime.db.session(write=True) as session, session.begin():
-                    await queue.heartbeat(
-                        session, worker_id=self.worker_id, lease=self.lease, now=utcnow()
-                    )
+                await queue.heartbeat(
+                    session, worker_id=self.worker_id, lease=self.lease, now=utcnow()
+                )
+            recovered = await queue.recover_expired(session, now=utcnow())
+        if recovered:
+            log.warning("jobs_recovered", jobs=recovered)
+            self.wake.set()
+
+    async def settle(self, *, timeout_s: float | None = None) -> None:
+        """Wait for the running jobs and deliveries, then for what they wrote to commit;
+        after `timeout_s`, the jobs still running are cancelled."""
+        working = [*self.running.values(), *self.sending.values()]
+        if working:
+            await asyncio.wait(working, timeout=timeout_s)
+        for task in working:
+            task.cancel()
+        while (flushing := self.executor.writer.flushing) is not None:
+            _, pending = await asyncio.wait([flushing], timeout=timeout_s)
+            if pending:
+                log.error("job_writes_unfinished", worker=self.worker_id)
+                return
 
     async def _shutdown(self) -> None:
         if self.busy:
             log.info("worker_finishing", jobs=len(self.running), callbacks=len(self.sending))
-            await asyncio.wait(self.busy, timeout=self.shutdown_timeout_s)
-        for task in self.busy:
-            task.cancel()
+        # What finished jobs wrote commits before the rest is handed back.
+        await self.settle(timeout_s=self.shutdown_timeout_s)
         async with self.runtime.db.session(write=True) as session, session.begin():
             handed_back = await queue.release(session, worker_id=self.worker_id, now=utcnow())
         if handed_back:

@@ -6,12 +6,13 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text, update
 
 from levqor.accounts.models import User
 from levqor.db.base import utcnow
 from levqor.jobs import queue
-from levqor.jobs.models import RUNNING, Job
+from levqor.jobs.models import CANCELLED, RUNNING, Job, JobStep
 from levqor.runtime import Runtime
 from levqor.workflows.models import Workflow, WorkflowVersion
 
@@ -89,3 +90,95 @@ async def test_one_users_backlog_does_not_starve_the_others(runtime: Runtime) ->
     # ... and from the next round on that user is left out, so the newcomer runs.
     assert len(await claim_as(runtime, "w2", 10, per_user=3)) == 3
     assert await running_per_user(runtime) == [3, 3]
+
+
+async def test_a_batch_of_writes_keeps_only_the_jobs_still_held(runtime: Runtime) -> None:
+    await seed(runtime, users=1, jobs_each=3)
+    held, cancelled, taken_over = await claim_as(runtime, "w1", 3)
+    async with runtime.db.write() as session, session.begin():
+        await session.execute(update(Job).where(Job.id == cancelled).values(status=CANCELLED))
+        await session.execute(update(Job).where(Job.id == taken_over).values(lease_owner="w2"))
+    now = utcnow()
+    step = {
+        "step_id": "only",
+        "position": 0,
+        "status": "succeeded",
+        "output": {"n": 1, "text": "café"},
+        "error": None,
+        "attempts": 1,
+        "started_at": now,
+        "finished_at": now,
+    }
+    writes = [
+        queue.JobWrite(job_id, step=step, state=queue.succeeded({"n": 1}, now))
+        for job_id in (held, cancelled, taken_over)
+    ]
+    async with runtime.db.transaction() as connection:
+        kept = await queue.write_batch(connection, worker_id="w1", writes=writes)
+    assert kept == {held}
+    async with runtime.db.read() as session:
+        jobs = {job.id: job for job in await session.scalars(select(Job))}
+        steps = (await session.execute(select(JobStep.job_id, JobStep.output))).all()
+    assert (jobs[held].status, jobs[held].result, jobs[held].lease_owner) == (
+        "succeeded",
+        {"n": 1},
+        None,
+    )
+    assert jobs[cancelled].status == CANCELLED
+    assert (jobs[taken_over].status, jobs[taken_over].lease_owner) == (RUNNING, "w2")
+    assert steps == [(held, {"n": 1, "text": "café"})]
+
+
+async def test_a_checkpoint_alone_leaves_the_job_running(runtime: Runtime) -> None:
+    await seed(runtime, users=1, jobs_each=1)
+    [job_id] = await claim_as(runtime, "w1", 1)
+    now = utcnow()
+    step = {
+        "step_id": "first",
+        "position": 0,
+        "status": "succeeded",
+        "output": None,
+        "error": None,
+        "attempts": 1,
+        "started_at": now,
+        "finished_at": now,
+    }
+    async with runtime.db.transaction() as connection:
+        kept = await queue.write_batch(
+            connection, worker_id="w1", writes=[queue.JobWrite(job_id, step=step)]
+        )
+    assert kept == {job_id}
+    async with runtime.db.read() as session:
+        job = await session.get(Job, job_id)
+    assert job is not None
+    assert (job.status, job.lease_owner) == (RUNNING, "w1")
+
+
+async def test_a_dead_workers_jobs_are_requeued_once_the_lease_runs_out(
+    runtime: Runtime,
+) -> None:
+    await seed(runtime, users=1, jobs_each=2)
+    await claim_as(runtime, "dead", 2)
+    async with runtime.db.transaction() as connection:
+        assert await queue.recover_expired(connection, now=utcnow()) == 0  # leases still good
+        assert await queue.recover_expired(connection, now=utcnow() + LEASE * 2) == 2
+    assert len(await claim_as(runtime, "survivor", 10)) == 2
+
+
+async def test_the_jobs_table_is_vacuumed_when_autovacuum_is_off(runtime: Runtime) -> None:
+    if runtime.db.is_sqlite:
+        pytest.skip("PostgreSQL only")
+    async with runtime.db.read_engine.connect() as connection:
+        autovacuum = await connection.scalar(text("SELECT current_setting('autovacuum')"))
+        before = await connection.scalar(
+            text("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'jobs'")
+        )
+        vacuumed = await queue.vacuum_if_needed(connection, dead_rows=0)
+    assert vacuumed is (autovacuum == "off")  # with autovacuum on, the server does it
+    if vacuumed:
+        async with runtime.db.read_engine.connect() as connection:
+            await connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+            after = await connection.scalar(
+                text("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'jobs'")
+            )
+        assert after == before + 1

@@ -229,7 +229,7 @@ async def test_delay_waits_without_a_worker_and_is_not_repeated(
     )
     job_id = (await start(client, account, workflow_id)).json()["job_id"]
     await worker.claim_and_start()
-    await asyncio.wait(list(worker.running.values()))
+    await worker.settle()
     waiting = await job(client, account, job_id)
     assert waiting["status"] == "queued"
     assert [step["id"] for step in waiting["steps"]] == ["pause"]
