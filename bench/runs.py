@@ -34,7 +34,10 @@ PASSWORD = "benchmark password 1"
 
 
 class Sink(BaseHTTPRequestHandler):
-    """The step's target: answers 200 at once."""
+    """The step's target: answers 200 at once, keeping the connection open."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))

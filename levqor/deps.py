@@ -48,3 +48,13 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[As
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_read_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """Autocommit reads, whatever the method: for a route that writes on its own terms
+    (the webhook intake), so no transaction is held open across the request."""
+    async with runtime.db.session(write=False) as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]

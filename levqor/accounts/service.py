@@ -5,9 +5,11 @@ AsyncSession; they flush, never commit. Logins as token families live in `sessio
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cache
+from typing import cast
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, exists, select, text, update
+from sqlalchemy import Integer, Table, Update, bindparam, delete, exists, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -216,14 +218,34 @@ async def debit_credits(session: AsyncSession, *, user_id: str, amount: int) -> 
     """Take `amount` credits atomically, or raise PaymentRequired and take nothing."""
     if amount == 0:
         return
-    result = await session.execute(
-        update(User)
-        .where(User.id == user_id, User.credits >= amount)
-        .values(credits=User.credits - amount)
-        .execution_options(synchronize_session=False)
+    debited = await session.execute(
+        debit_statement(), {"debit_user_id": user_id, "debit_amount": amount}
     )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        raise errors.PaymentRequired(f"A run costs {amount} credits; your balance is too low.")
+    if debited.first() is None:
+        raise short_of_credits(amount)
+
+
+@cache
+def debit_statement() -> Update:
+    """Take `:debit_amount` credits from `:debit_user_id` if the balance covers them;
+    returns the user's id if it did. Built once, with bound parameters, so a caller can
+    make it part of a larger statement (the webhook intake) at no compiling cost."""
+    users = cast(Table, User.__table__).c
+    amount = bindparam("debit_amount", type_=Integer)
+    return (
+        update(cast(Table, User.__table__))
+        .where(
+            users.id == bindparam("debit_user_id"),
+            users.is_active.is_(True),  # a deactivated account starts nothing
+            users.credits >= amount,
+        )
+        .values(credits=users.credits - amount)
+        .returning(users.id)
+    )
+
+
+def short_of_credits(amount: int) -> errors.PaymentRequired:
+    return errors.PaymentRequired(f"A run costs {amount} credits; your balance is too low.")
 
 
 # --- admin -----------------------------------------------------------------------------

@@ -58,6 +58,16 @@ class Database:
             yield connection
 
     @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection on which each statement commits on its own: a write that is one
+        statement costs one round trip, and its row locks live only inside the server.
+        From the write pool: a request holding a read connection must never wait for
+        another read connection (a full pool would deadlock)."""
+        async with self.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
+
+    @asynccontextmanager
     async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
         """A session for reading (autocommit) or writing (serialised per process on SQLite)."""
         if not write:

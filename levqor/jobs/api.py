@@ -12,7 +12,7 @@ from levqor import errors
 from levqor.accounts.api_deps import CurrentUser, enforce
 from levqor.accounts.kit import Principal
 from levqor.accounts.ratelimit import Policy
-from levqor.deps import RuntimeDep, SessionDep
+from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.idempotency.api import Idempotency, IdempotencyDep
 from levqor.jobs import callbacks, service
 from levqor.jobs.models import RETRYING, Job, JobStep
@@ -168,9 +168,8 @@ async def webhook(
     workflow_id: str,
     token: str,
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     runtime: RuntimeDep,
-    background: BackgroundTasks,
 ) -> dict[str, str]:
     """Start a run of a webhook-triggered workflow; any JSON body becomes its input."""
     await enforce(
@@ -180,15 +179,16 @@ async def webhook(
         Policy("webhook", runtime.settings.rate_limit_webhook_per_minute),
     )
     payload = await _json_body(request)
-    job = await service.start_from_webhook(
+    job_id = await service.start_from_webhook(
+        runtime.db,
         session,
         workflow_id=workflow_id,
         token=token,
         payload=payload,
         cost=runtime.settings.run_cost_credits,
     )
-    background.add_task(runtime.job_wakeup.set)
-    return {"job_id": job.id, "status": "queued"}
+    runtime.job_wakeup.set()
+    return {"job_id": job_id, "status": "queued"}
 
 
 async def _json_body(request: Request) -> Any:

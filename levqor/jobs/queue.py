@@ -24,10 +24,12 @@ from sqlalchemy import (
     DateTime,
     Integer,
     String,
+    Update,
     and_,
     bindparam,
     delete,
     func,
+    insert,
     select,
     text,
     update,
@@ -38,6 +40,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from levqor.db.base import UTCDateTime
+from levqor.db.engine import Database
 from levqor.jobs import callbacks
 from levqor.jobs.models import (
     FAILED,
@@ -178,6 +181,44 @@ _CLAIM = _claim_statement()
 
 
 CHANNEL = "levqor_jobs"
+
+
+async def enqueue(
+    db: Database, job: dict[str, Any], *, debit: Update, debit_params: dict[str, Any]
+) -> bool:
+    """Insert `job` and take its credits (`debit`, a statement with bound parameters,
+    built once) atomically; False, with nothing written, when the balance is short.
+
+    On PostgreSQL this is one statement in autocommit (`WITH debit AS (UPDATE users …)
+    INSERT INTO jobs SELECT … FROM debit`, notifying workers): every webhook call of a
+    user debits the same balance row, and a lock held across round trips would make
+    those calls queue behind each other. On SQLite, a short transaction of two.
+    """
+    if db.is_sqlite:
+        async with db.transaction() as connection:
+            if (await connection.execute(debit, debit_params)).first() is None:
+                return False
+            await connection.execute(insert(jobs_table), job)
+        return True
+    async with db.autocommit() as connection:
+        # Prefixed: a parameter named like a users column would join the debit's SET.
+        params = {f"job_{name}": value for name, value in job.items()}
+        inserted = await connection.execute(
+            _insert_paid_job(debit, tuple(job)), {**params, **debit_params}
+        )
+        return inserted.first() is not None
+
+
+@cache
+def _insert_paid_job(debit: Update, columns: tuple[str, ...]) -> Any:
+    source = select(
+        *(bindparam(f"job_{name}", type_=jobs_table.c[name].type) for name in columns)
+    ).select_from(debit.cte("debit"))
+    return (
+        insert(jobs_table)
+        .from_select(list(columns), source)
+        .returning(jobs_table.c.id, func.pg_notify(CHANNEL, ""))
+    )
 
 
 async def notify(session: AsyncSession) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select, update
 
+from levqor.accounts.models import User
+from levqor.jobs.models import Job
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
@@ -101,3 +105,50 @@ async def test_deleted_workflow_stops_taking_calls(client: httpx.AsyncClient, si
     workflow = await webhook_workflow(client, account)
     await client.delete(f"/api/v1/workflows/{workflow['id']}", headers=account.headers)
     assert_problem(await client.post(hook_path(workflow), json={}), 404, "not_found")
+
+
+async def test_a_webhook_without_credits_is_402_and_queues_nothing(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    account = await signup()
+    workflow = await webhook_workflow(client, account)
+    await set_credits(runtime, account.id, 0)
+    response = await client.post(hook_path(workflow), json={"amount": 1})
+    assert_problem(response, 402, "insufficient_credits")
+    assert await count_jobs(runtime) == 0
+    # One credit left, two calls at once: exactly one run is queued and paid for.
+    await set_credits(runtime, account.id, 1)
+    answers = await asyncio.gather(
+        client.post(hook_path(workflow), json={"amount": 1}),
+        client.post(hook_path(workflow), json={"amount": 2}),
+    )
+    assert sorted(answer.status_code for answer in answers) == [202, 402]
+    assert await count_jobs(runtime) == 1
+    me = (await client.get("/api/v1/me", headers=account.headers)).json()
+    assert me["credits"] == 0
+
+
+async def set_credits(runtime: Runtime, user_id: str, credits: int) -> None:
+    async with runtime.db.write() as session, session.begin():
+        await session.execute(update(User).where(User.id == user_id).values(credits=credits))
+
+
+async def count_jobs(runtime: Runtime) -> int:
+    async with runtime.db.read() as session:
+        return int(await session.scalar(select(func.count()).select_from(Job)) or 0)
+
+
+async def test_a_deactivated_owners_webhook_is_404_and_charges_nothing(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    account = await signup()
+    workflow = await webhook_workflow(client, account)
+    async with runtime.db.write() as session, session.begin():
+        await session.execute(update(User).where(User.id == account.id).values(is_active=False))
+    response = await client.post(hook_path(workflow), json={"amount": 1})
+    assert_problem(response, 404, "not_found")
+    assert await count_jobs(runtime) == 0
+    async with runtime.db.read() as session:
+        owner = await session.get(User, account.id)
+    assert owner is not None
+    assert owner.credits == 50
