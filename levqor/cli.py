@@ -21,6 +21,7 @@ from levqor.logging import configure_logging
 
 app = typer.Typer(help="Levqor: self-hosted workflow automation.", no_args_is_help=True)
 app.command("migrate")(db_cli.migrate)
+app.add_typer(db_cli.keys_app, name="keys")
 app.command("create-admin")(accounts_cli.create_admin)
 app.add_typer(accounts_cli.tokens_app, name="tokens")
 app.command("worker")(jobs_cli.worker)

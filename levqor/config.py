@@ -182,17 +182,45 @@ def with_generated_secrets(settings: Settings) -> Settings:
     if settings.jwt_secret is None:
         updates["jwt_secret"] = SecretStr(stored["jwt_secret"])
     if not settings.encryption_keys:
-        updates["encryption_keys"] = [SecretStr(stored["encryption_key"])]
+        updates["encryption_keys"] = [SecretStr(key) for key in stored_keys(stored)]
     return settings.model_copy(update=updates)
 
 
-def _load_or_create_secrets(data_dir: Path) -> dict[str, str]:
+def stored_keys(stored: dict[str, Any]) -> list[str]:
+    """The generated key ring, newest first (`levqor keys rotate` puts a new key first)."""
+    keys = stored.get("encryption_keys") or [stored["encryption_key"]]
+    return [str(key) for key in keys]
+
+
+def read_stored_secrets(data_dir: Path) -> dict[str, Any] | None:
+    path = data_dir / "secrets.json"
+    if not path.exists():
+        return None
+    stored: dict[str, Any] = json.loads(path.read_text())
+    return stored
+
+
+def add_stored_key(data_dir: Path, key: str) -> list[str]:
+    """Put `key` first in the generated ring (atomically, 0600); the new ring."""
+    stored = _load_or_create_secrets(data_dir)
+    ring = [key, *stored_keys(stored)]
+    stored = {**stored, "encryption_key": key, "encryption_keys": ring}
+    path = data_dir / "secrets.json"
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(stored, handle)
+    os.replace(temp, path)
+    return ring
+
+
+def _load_or_create_secrets(data_dir: Path) -> dict[str, Any]:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "secrets.json"
     if not path.exists():
         _write_new_secrets(path)
     os.chmod(path, 0o600)
-    stored: dict[str, str] = json.loads(path.read_text())
+    stored: dict[str, Any] = json.loads(path.read_text())
     return stored
 
 

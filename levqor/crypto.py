@@ -1,16 +1,67 @@
 """Symmetric encryption at rest: one MultiFernet key ring built from settings.
 
-The first key encrypts, every key decrypts, so keys rotate by putting a new one first.
+The first key encrypts, every key decrypts, so keys rotate by putting a new one first
+and re-encrypting (`levqor keys rotate`). When the ring is the generated one in the data
+directory, a process that meets a token it cannot open re-reads the ring once: a key
+added by `levqor keys rotate` while it runs is picked up without a restart.
 """
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet, MultiFernet
+import threading
 
-from levqor.config import Settings
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from levqor.config import Settings, read_stored_secrets, stored_keys
 
 
-def build_cipher(settings: Settings) -> MultiFernet:
+class KeyRing(MultiFernet):
+    def __init__(self, keys: list[str], settings: Settings) -> None:
+        super().__init__([Fernet(key) for key in keys])
+        self.keys = keys
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._seen: int | None = None
+
+    def encrypt(self, msg: bytes) -> bytes:
+        self._follow_file()
+        return super().encrypt(msg)
+
+    def _follow_file(self) -> None:
+        """Encrypt with the newest key: notice a rotation by the file's change time (a
+        stat, not a read), so nothing new is sealed with a key about to be retired."""
+        path = self._settings.data_dir / "secrets.json"
+        try:
+            changed = path.stat().st_mtime_ns
+        except OSError:
+            return
+        if changed != self._seen:
+            self._seen = changed
+            self._reload()
+
+    def decrypt(self, msg: bytes | str, ttl: int | None = None) -> bytes:
+        try:
+            return super().decrypt(msg, ttl)
+        except InvalidToken:
+            if not self._reload():
+                raise
+            return super().decrypt(msg, ttl)
+
+    def _reload(self) -> bool:
+        """Adopt the data directory's ring if it extends ours; True when it changed."""
+        stored = read_stored_secrets(self._settings.data_dir)
+        if stored is None:
+            return False
+        keys = stored_keys(stored)
+        if keys == self.keys or not set(self.keys) <= set(keys):
+            return False  # unchanged, or not the ring this process was built from
+        with self._lock:
+            self._fernets = [Fernet(key) for key in keys]
+            self.keys = keys
+        return True
+
+
+def build_cipher(settings: Settings) -> KeyRing:
     if not settings.encryption_keys:
         raise ValueError("no encryption keys: build settings with load_settings()")
-    return MultiFernet([Fernet(key.get_secret_value()) for key in settings.encryption_keys])
+    return KeyRing([key.get_secret_value() for key in settings.encryption_keys], settings)

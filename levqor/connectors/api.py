@@ -1,14 +1,18 @@
-"""The connector catalogue: what steps can do, with each action's params schema."""
+"""The connector catalogue (what steps can do, each action's params schema) and the
+credentials vault."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from levqor.accounts.api_deps import CurrentUser
-from levqor.connectors import registry
+from levqor.connectors import registry, service
+from levqor.connectors.models import Credential
+from levqor.connectors.schemas import CredentialIn, CredentialRead
+from levqor.deps import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/api/v1", tags=["connectors"])
 
@@ -44,3 +48,45 @@ async def catalogue(_principal: CurrentUser) -> list[ConnectorRead]:
         )
         for connector in sorted(registry.CONNECTORS.values(), key=lambda c: c.name)
     ]
+
+
+@router.post("/credentials", status_code=201)
+async def create_credential(
+    body: CredentialIn, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> CredentialRead:
+    credential = await service.create(
+        session,
+        user_id=principal.user.id,
+        connector=body.connector,
+        name=body.name,
+        secret=body.secret,
+        base_url=str(body.base_url).rstrip("/") if body.base_url else None,
+        cipher=runtime.cipher,
+    )
+    return _read(credential)
+
+
+@router.get("/credentials")
+async def list_credentials(principal: CurrentUser, session: SessionDep) -> list[CredentialRead]:
+    return [
+        _read(credential)
+        for credential in await service.list_for_user(session, user_id=principal.user.id)
+    ]
+
+
+@router.delete("/credentials/{credential_id}", status_code=204)
+async def delete_credential(
+    credential_id: str, principal: CurrentUser, session: SessionDep
+) -> Response:
+    await service.delete(session, user_id=principal.user.id, credential_id=credential_id)
+    return Response(status_code=204)
+
+
+def _read(credential: Credential) -> CredentialRead:
+    return CredentialRead(
+        id=credential.id,
+        connector=credential.connector,
+        name=credential.name,
+        base_url=credential.base_url,
+        created_at=credential.created_at,
+    )

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from levqor.connectors.errors import ConnectorError
+
 
 @dataclass(frozen=True)
 class StepContext:
@@ -51,3 +53,11 @@ class Connector:
     def single_action(self) -> Action | None:
         """The action used when a step leaves `action` out."""
         return next(iter(self.actions.values())) if len(self.actions) == 1 else None
+
+
+def secret_field(credential: Mapping[str, Any] | None, field: str, connector: str) -> str:
+    """A required field of a step's credential, or a clear error (not retryable)."""
+    value = (credential or {}).get(field)
+    if not value:
+        raise ConnectorError(f"{connector} needs a credential with a {field}")
+    return str(value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from levqor import errors
-from levqor.connectors import builtin
+from levqor.connectors import builtin, discord, github, slack, telegram, webhook
 from levqor.connectors.base import Action, Connector
 
 
@@ -13,7 +13,17 @@ class UnknownAction(errors.InvalidRequest):
     code = "unknown_action"
 
 
-CONNECTORS: dict[str, Connector] = {connector.name: connector for connector in builtin.CONNECTORS}
+CONNECTORS: dict[str, Connector] = {
+    connector.name: connector
+    for connector in (
+        *builtin.CONNECTORS,
+        discord.CONNECTOR,
+        github.CONNECTOR,
+        slack.CONNECTOR,
+        telegram.CONNECTOR,
+        webhook.CONNECTOR,
+    )
+}
 
 
 def get(connector: str) -> Connector:

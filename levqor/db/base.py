@@ -21,6 +21,11 @@ NAMING_CONVENTION = {
 }
 
 
+# Column info marking a value sealed with the key ring: `levqor keys rotate` re-encrypts
+# every column so marked, and a test refuses an `*_encrypted` column without it.
+ENCRYPTED: dict[str, object] = {"encrypted": True}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from levqor.db.base import Base, UTCDateTime, utcnow
+from levqor.db.base import ENCRYPTED, Base, UTCDateTime, utcnow
 
 
 class IdempotencyRecord(Base):
@@ -20,5 +20,5 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     # Encrypted: a replayed answer may hold a secret shown once (an API key).
-    response_encrypted: Mapped[str] = mapped_column(Text)
+    response_encrypted: Mapped[str] = mapped_column(Text, info=ENCRYPTED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -17,8 +17,10 @@ from typing import Any
 
 import httpx
 import orjson
+from cryptography.fernet import MultiFernet
 
 from levqor.connectors import registry
+from levqor.connectors import service as connectors_service
 from levqor.connectors.base import StepContext
 from levqor.connectors.errors import ConnectorError, Reschedule, StopRun
 from levqor.db.base import utcnow
@@ -47,9 +49,12 @@ class StepFailure:
 
 
 class Executor:
-    def __init__(self, db: Database, http: httpx.AsyncClient, *, worker_id: str) -> None:
+    def __init__(
+        self, db: Database, http: httpx.AsyncClient, *, worker_id: str, cipher: MultiFernet
+    ) -> None:
         self.db = db
         self.http = http
+        self.cipher = cipher
         self.worker_id = worker_id
         self.writer = JobWriter(db, worker_id=worker_id)
         self._definitions: OrderedDict[tuple[str, int], asyncio.Future[WorkflowDefinition]] = (
@@ -151,9 +156,22 @@ class Executor:
         context = StepContext(
             http=self.http, job_id=job.id, step_id=step.id, data=data, timeout_s=step.timeout_s
         )
+        credential = await self._credential(job, step) if step.credential else None
         return await asyncio.wait_for(
-            connector.run(action.name, params, None, context), timeout=step.timeout_s
+            connector.run(action.name, params, credential, context), timeout=step.timeout_s
         )
+
+    async def _credential(self, job: Claimed, step: Step) -> dict[str, Any]:
+        """Read per use, so a rotated or deleted credential takes effect at once."""
+        assert step.credential is not None
+        async with self.db.session(write=False) as session:
+            return await connectors_service.for_step(
+                session,
+                user_id=job.user_id,
+                credential_id=step.credential,
+                connector=step.connector,
+                cipher=self.cipher,
+            )
 
     async def _failed(
         self,

@@ -8,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from levqor.db.base import Base, UTCDateTime, new_id, utcnow
+from levqor.db.base import ENCRYPTED, Base, UTCDateTime, new_id, utcnow
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -92,7 +92,7 @@ class CallbackSecret(Base):
     user_id: Mapped[str] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
-    secret_encrypted: Mapped[str] = mapped_column(Text)
+    secret_encrypted: Mapped[str] = mapped_column(Text, info=ENCRYPTED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -53,7 +53,9 @@ class Worker:
         self.poll_interval_s = settings.worker_poll_interval_s
         self.shutdown_timeout_s = settings.worker_shutdown_timeout_s
         self.http = http or safety.guarded_client(settings.allow_private_urls)
-        self.executor = Executor(runtime.db, self.http, worker_id=self.worker_id)
+        self.executor = Executor(
+            runtime.db, self.http, worker_id=self.worker_id, cipher=runtime.cipher
+        )
         self.running: dict[str, asyncio.Task[None]] = {}
         self.sending: dict[str, asyncio.Task[None]] = {}  # callback deliveries
         self.listening = asyncio.Event()  # set while LISTEN/NOTIFY wakes this worker

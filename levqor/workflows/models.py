@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from levqor.db.base import Base, UTCDateTime, new_id, utcnow
+from levqor.db.base import ENCRYPTED, Base, UTCDateTime, new_id, utcnow
 
 
 class Workflow(Base):
@@ -22,7 +22,7 @@ class Workflow(Base):
     trigger_type: Mapped[str] = mapped_column(String(16))
     # The hash finds and checks a webhook call; the encrypted copy shows the URL again.
     webhook_token_hash: Mapped[str] = mapped_column(String(64))
-    webhook_token_encrypted: Mapped[str] = mapped_column(Text)
+    webhook_token_encrypted: Mapped[str] = mapped_column(Text, info=ENCRYPTED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -8,8 +8,8 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from levqor.connectors.builtin import raise_for_status
 from levqor.connectors.errors import ConnectorError, RateLimitedError, RetryableError
+from levqor.connectors.http import raise_for_status
 from levqor.db.base import utcnow
 
 

@@ -1,0 +1,98 @@
+"""Calling a service over HTTP from a step, with its failures classified.
+
+Every connector that speaks HTTP goes through `send`: the worker's guarded client (so a
+credential's `base_url` passes the SSRF guard like any user URL), the step's time limit,
+and one translation of what went wrong into `connectors.errors`:
+
+    network error, timeout, 408/425/5xx     RetryableError (honouring Retry-After)
+    429                                     RateLimitedError with Retry-After
+    other 4xx                               ConnectorError: retrying cannot help
+"""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from levqor.connectors.base import StepContext
+from levqor.connectors.errors import ConnectorError, RateLimitedError, RetryableError
+from levqor.db.base import utcnow
+
+MAX_RESPONSE_BYTES = 5 * 1024 * 1024
+RETRYABLE_STATUS = frozenset({408, 425, 500, 502, 503, 504})
+
+
+async def send(
+    context: StepContext,
+    method: str,
+    url: str,
+    *,
+    check: bool = True,
+    timeout_s: float | None = None,
+    **options: Any,
+) -> httpx.Response:
+    """Send a request; with `check`, a failing status raises its classified error."""
+    timeout = min(timeout_s or context.timeout_s, context.timeout_s)
+    try:
+        response = await context.http.request(method, url, timeout=timeout, **options)
+    except httpx.TimeoutException as exc:
+        raise RetryableError(f"timed out: {method} {_safe(url)}") from exc
+    except httpx.TransportError as exc:
+        raise RetryableError(f"network error: {type(exc).__name__}: {exc}") from exc
+    except httpx.InvalidURL as exc:
+        raise ConnectorError(f"invalid URL: {exc}") from exc
+    if len(response.content) > MAX_RESPONSE_BYTES:
+        raise ConnectorError(f"response larger than {MAX_RESPONSE_BYTES} bytes")
+    if check:
+        raise_for_status(response)
+    return response
+
+
+def raise_for_status(response: httpx.Response, detail: str | None = None) -> None:
+    """Classify an HTTP answer: 2xx/3xx pass, 429 and 5xx retry, other 4xx fail."""
+    status = response.status_code
+    if status < 400:
+        return
+    summary = f"HTTP {status} from {response.request.method} {_safe(str(response.request.url))}"
+    if detail:
+        summary = f"{summary}: {detail}"
+    if status == 429:
+        raise RateLimitedError(summary, retry_after_s=retry_after(response))
+    if status in RETRYABLE_STATUS or status >= 500:
+        raise RetryableError(summary, retry_after_s=retry_after(response))
+    raise ConnectorError(summary if detail else f"{summary}: {response.text[:500]}")
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Retry-After as seconds: either a number or an HTTP date (RFC 9110)."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def body(response: httpx.Response) -> Any:
+    """The answer's JSON when it says it is JSON, else its text."""
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
+    return response.text
+
+
+def _safe(url: str) -> str:
+    """A URL fit for an error message: tokens in paths (Telegram's /bot<token>/, Slack
+    and Discord webhook URLs) are secrets, so only scheme, host and port are kept."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}/…"
