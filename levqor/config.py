@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
+    # USD per million tokens, [input, output], by model: LLM costs are recorded in
+    # micro-dollars from this table (a model not listed costs 0 and is logged).
+    llm_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini": (0.15, 0.60),
+            "gpt-4o": (2.50, 10.00),
+            "gpt-4.1-mini": (0.40, 1.60),
+            "gpt-4.1": (2.00, 8.00),
+        }
+    )
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
@@ -78,6 +88,9 @@ class Settings(BaseSettings):
     job_retention_days: int = Field(30, ge=1)
 
     jwt_secret: SecretStr | None = None
+    # Keys the blind index of e-mail addresses (suppression list, later logins): an
+    # HMAC, so the stored hashes cannot be reversed by hashing a list of addresses.
+    blind_index_key: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_leeway_s: int = Field(10, ge=0, le=30)
     access_token_ttl_s: int = Field(900, ge=60)
@@ -175,12 +188,16 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def with_generated_secrets(settings: Settings) -> Settings:
-    if settings.jwt_secret is not None and settings.encryption_keys:
+    if settings.jwt_secret and settings.encryption_keys and settings.blind_index_key:
         return settings
     stored = _load_or_create_secrets(settings.data_dir)
     updates: dict[str, Any] = {}
     if settings.jwt_secret is None:
         updates["jwt_secret"] = SecretStr(stored["jwt_secret"])
+    if settings.blind_index_key is None:
+        if "blind_index_key" not in stored:  # a data directory from before this key
+            stored = _add_stored_secret(settings.data_dir, "blind_index_key")
+        updates["blind_index_key"] = SecretStr(stored["blind_index_key"])
     if not settings.encryption_keys:
         updates["encryption_keys"] = [SecretStr(key) for key in stored_keys(stored)]
     return settings.model_copy(update=updates)
@@ -204,14 +221,23 @@ def add_stored_key(data_dir: Path, key: str) -> list[str]:
     """Put `key` first in the generated ring (atomically, 0600); the new ring."""
     stored = _load_or_create_secrets(data_dir)
     ring = [key, *stored_keys(stored)]
-    stored = {**stored, "encryption_key": key, "encryption_keys": ring}
+    _replace_secrets(data_dir, {**stored, "encryption_key": key, "encryption_keys": ring})
+    return ring
+
+
+def _add_stored_secret(data_dir: Path, name: str) -> dict[str, Any]:
+    stored = {**_load_or_create_secrets(data_dir), name: secrets.token_urlsafe(48)}
+    _replace_secrets(data_dir, stored)
+    return _load_or_create_secrets(data_dir)
+
+
+def _replace_secrets(data_dir: Path, stored: dict[str, Any]) -> None:
     path = data_dir / "secrets.json"
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(stored, handle)
     os.replace(temp, path)
-    return ring
 
 
 def _load_or_create_secrets(data_dir: Path) -> dict[str, Any]:
@@ -227,6 +253,7 @@ def _load_or_create_secrets(data_dir: Path) -> dict[str, Any]:
 def _write_new_secrets(path: Path) -> None:
     generated = {
         "jwt_secret": secrets.token_urlsafe(48),
+        "blind_index_key": secrets.token_urlsafe(48),
         "encryption_key": Fernet.generate_key().decode(),
     }
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")

@@ -219,3 +219,13 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     if settings.database_url:
         monkeypatch.setenv("LEVQOR_DATABASE_URL", settings.database_url)
     return settings
+
+
+@pytest.fixture
+def smtp_peer() -> Iterator[Any]:
+    from tests.peers import SmtpPeer
+
+    peer = SmtpPeer()
+    peer.start()
+    yield peer
+    peer.stop()

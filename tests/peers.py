@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -135,7 +136,7 @@ class HttpPeer:
                         {
                             "method": self.command,
                             "path": self.path,
-                            "headers": dict(self.headers),
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
                             "json": json.loads(raw) if raw else None,
                         }
                     )
@@ -155,3 +156,70 @@ class HttpPeer:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 
         return Handler
+
+
+class SmtpPeer:
+    """A real SMTP server on loopback (aiosmtpd) that keeps every message it accepts.
+
+    Logins succeed for `username`/`password` only; `refuse_with` makes the next DATA
+    answer that code (e.g. 451 to test a temporary failure)."""
+
+    username = "mailer"
+    password = "smtp-pass"
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        self.messages: list[dict[str, Any]] = []
+        self.refuse_with: str | None = None
+        peer = self
+
+        class Handler:
+            async def handle_DATA(self, _server: object, _session: object, envelope: Any) -> str:
+                if peer.refuse_with:
+                    answer, peer.refuse_with = peer.refuse_with, None
+                    return answer
+                from email import message_from_bytes
+
+                peer.messages.append(
+                    {
+                        "from": envelope.mail_from,
+                        "to": list(envelope.rcpt_tos),
+                        "message": message_from_bytes(envelope.content),
+                    }
+                )
+                return "250 OK"
+
+        def authenticate(
+            _server: object, _session: object, _envelope: object, _mechanism: str, data: Any
+        ) -> AuthResult:
+            ok = isinstance(data, LoginPassword) and (
+                data.login.decode(),
+                data.password.decode(),
+            ) == (SmtpPeer.username, SmtpPeer.password)
+            return AuthResult(success=ok, handled=False)
+
+        self.controller = Controller(
+            Handler(),
+            hostname="127.0.0.1",
+            port=_free_port(),
+            authenticator=authenticate,
+            auth_require_tls=False,  # a loopback test server; production mail uses TLS
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self.controller.port)
+
+    def start(self) -> None:
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -29,6 +29,18 @@ class StepContext:
     step_id: str
     data: Mapping[str, Any]  # {"input": ..., "steps": {id: {"output": ...}}}
     timeout_s: float
+    llm: Any = None  # the operator's LlmServer (`LEVQOR_LLM_*`), when configured
+    mail: MailPolicy | None = None  # what e-mail steps must respect for the run's owner
+
+
+@dataclass(frozen=True)
+class MailPolicy:
+    """Bound to one run's owner by the engine: who may not be mailed, the one-click
+    unsubscribe link for marketing mail, and the SSRF check for the SMTP host."""
+
+    suppressed: Callable[[str], Awaitable[bool]]
+    unsubscribe_url: Callable[[str], str]
+    vet_host: Callable[[str, int], Awaitable[str]]
 
 
 Run = Callable[[str, dict[str, Any], dict[str, Any] | None, StepContext], Awaitable[Any]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from levqor import errors
-from levqor.connectors import builtin, discord, github, slack, telegram, webhook
+from levqor.connectors import builtin, discord, email, github, llm, slack, telegram, webhook
 from levqor.connectors.base import Action, Connector
 
 
@@ -18,7 +18,9 @@ CONNECTORS: dict[str, Connector] = {
     for connector in (
         *builtin.CONNECTORS,
         discord.CONNECTOR,
+        email.CONNECTOR,
         github.CONNECTOR,
+        llm.CONNECTOR,
         slack.CONNECTOR,
         telegram.CONNECTOR,
         webhook.CONNECTOR,

@@ -71,19 +71,26 @@ async def check_url(url: str, allow: AllowList, resolve: Resolver = system_resol
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise UnsafeUrl(f"only http and https URLs are allowed: {url}")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return await check_host(parsed.host, port, allow, resolve)
+
+
+async def check_host(
+    host: str, port: int, allow: AllowList, resolve: Resolver = system_resolver
+) -> str:
+    """The address to connect to for `host`, or UnsafeUrl (any protocol: SMTP too)."""
     try:
-        candidates = [ipaddress.ip_address(parsed.host)]
+        candidates = [ipaddress.ip_address(host)]
     except ValueError:
         try:
-            candidates = [ipaddress.ip_address(a) for a in await resolve(parsed.host, port)]
+            candidates = [ipaddress.ip_address(a) for a in await resolve(host, port)]
         except OSError as exc:
-            raise ConnectorError(f"cannot resolve {parsed.host}: {exc}") from exc
+            raise ConnectorError(f"cannot resolve {host}: {exc}") from exc
     if not candidates:
-        raise ConnectorError(f"cannot resolve {parsed.host}")
+        raise ConnectorError(f"cannot resolve {host}")
     for address in candidates:  # every answer must be acceptable, not just the first
-        if not is_public(address) and not allow.allows(parsed.host, address):
+        if not is_public(address) and not allow.allows(host, address):
             raise UnsafeUrl(
-                f"{parsed.host} resolves to {address}, a private or internal address; "
+                f"{host} resolves to {address}, a private or internal address; "
                 "LEVQOR_ALLOW_PRIVATE_URLS can allow it"
             )
     return str(candidates[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from levqor.accounts import models as accounts_models
+from levqor.compliance import models as compliance_models
 from levqor.connectors import models as connectors_models
 from levqor.db.base import Base
 from levqor.idempotency import models as idempotency_models
@@ -13,6 +14,7 @@ metadata = Base.metadata
 
 __all__ = [
     "accounts_models",
+    "compliance_models",
     "connectors_models",
     "idempotency_models",
     "jobs_models",

@@ -19,9 +19,11 @@ import httpx
 import orjson
 from cryptography.fernet import MultiFernet
 
-from levqor.connectors import registry
+from levqor.compliance import service as compliance
+from levqor.config import Settings
+from levqor.connectors import llm, registry, safety
 from levqor.connectors import service as connectors_service
-from levqor.connectors.base import StepContext
+from levqor.connectors.base import MailPolicy, StepContext
 from levqor.connectors.errors import ConnectorError, Reschedule, StopRun
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
@@ -50,11 +52,20 @@ class StepFailure:
 
 class Executor:
     def __init__(
-        self, db: Database, http: httpx.AsyncClient, *, worker_id: str, cipher: MultiFernet
+        self,
+        db: Database,
+        http: httpx.AsyncClient,
+        *,
+        worker_id: str,
+        cipher: MultiFernet,
+        settings: Settings,
     ) -> None:
         self.db = db
         self.http = http
         self.cipher = cipher
+        self.settings = settings
+        self.llm = llm.server_from_settings(settings)
+        self.allow = safety.AllowList.parse(settings.allow_private_urls)
         self.worker_id = worker_id
         self.writer = JobWriter(db, worker_id=worker_id)
         self._definitions: OrderedDict[tuple[str, int], asyncio.Future[WorkflowDefinition]] = (
@@ -154,12 +165,39 @@ class Executor:
         action = registry.resolve(step.connector, step.action)
         params = templates.render(step.params, data)
         context = StepContext(
-            http=self.http, job_id=job.id, step_id=step.id, data=data, timeout_s=step.timeout_s
+            http=self.http,
+            job_id=job.id,
+            step_id=step.id,
+            data=data,
+            timeout_s=step.timeout_s,
+            llm=self.llm,
+            mail=self._mail_policy(job.user_id),
         )
         credential = await self._credential(job, step) if step.credential else None
         return await asyncio.wait_for(
             connector.run(action.name, params, credential, context), timeout=step.timeout_s
         )
+
+    def _mail_policy(self, user_id: str) -> MailPolicy:
+        key = self.settings.blind_index_key
+        assert key is not None  # load_settings always fills it
+        secret = key.get_secret_value()
+
+        async def suppressed(address: str) -> bool:
+            async with self.db.session(write=False) as session:
+                return await compliance.is_suppressed(
+                    session, key=secret, user_id=user_id, address=address
+                )
+
+        def unsubscribe_url(address: str) -> str:
+            return compliance.unsubscribe_url(
+                self.settings.public_url, secret, user_id=user_id, address=address
+            )
+
+        async def vet_host(host: str, port: int) -> str:
+            return await safety.check_host(host, port, self.allow)
+
+        return MailPolicy(suppressed, unsubscribe_url, vet_host)
 
     async def _credential(self, job: Claimed, step: Step) -> dict[str, Any]:
         """Read per use, so a rotated or deleted credential takes effect at once."""

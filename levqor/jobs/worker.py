@@ -54,7 +54,11 @@ class Worker:
         self.shutdown_timeout_s = settings.worker_shutdown_timeout_s
         self.http = http or safety.guarded_client(settings.allow_private_urls)
         self.executor = Executor(
-            runtime.db, self.http, worker_id=self.worker_id, cipher=runtime.cipher
+            runtime.db,
+            self.http,
+            worker_id=self.worker_id,
+            cipher=runtime.cipher,
+            settings=settings,
         )
         self.running: dict[str, asyncio.Task[None]] = {}
         self.sending: dict[str, asyncio.Task[None]] = {}  # callback deliveries
