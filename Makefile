@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/runs.py
+	$(BIN)/python bench/planner.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -56,6 +56,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(accounts_api.auth_router)
     app.include_router(accounts_api.router)
     app.include_router(workflows_api.router)
+    app.include_router(workflows_api.plan_router)
     app.include_router(connectors_api.router)
     app.include_router(jobs_api.router)
     app.include_router(jobs_api.hooks_router)

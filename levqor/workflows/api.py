@@ -7,11 +7,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from levqor.accounts.api_deps import CurrentUser
+from levqor.connectors import llm
+from levqor.connectors import service as connectors_service
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.idempotency.api import IdempotencyDep
 from levqor.runtime import Runtime
-from levqor.workflows import service
-from levqor.workflows.schemas import RollbackIn, VersionRead, WorkflowIn, WorkflowRead
+from levqor.workflows import planner, service
+from levqor.workflows.schemas import (
+    PlanIn,
+    PlanRead,
+    RollbackIn,
+    VersionRead,
+    WorkflowIn,
+    WorkflowRead,
+)
 from levqor.workflows.service import WorkflowState
 
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
@@ -134,3 +143,25 @@ async def delete_workflow(
 ) -> Response:
     await service.delete(session, user=principal.user, workflow_id=workflow_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+plan_router = APIRouter(prefix="/api/v1", tags=["workflows"])
+
+
+@plan_router.post("/plan", status_code=status.HTTP_201_CREATED)
+async def plan_workflow(
+    body: PlanIn, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> PlanRead:
+    """Plain words -> a validated workflow draft (not saved)."""
+    drafted = await planner.plan(body.prompt, llm.server_from_settings(runtime.settings))
+    if drafted.usage:
+        await connectors_service.record_llm_usage(
+            session, user_id=principal.user.id, purpose="plan", usage=drafted.usage
+        )
+    return PlanRead(
+        planner=drafted.planner,
+        definition=drafted.definition,
+        notes=drafted.notes,
+        not_understood=drafted.not_understood,
+        usage=drafted.usage,
+    )

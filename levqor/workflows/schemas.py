@@ -38,3 +38,19 @@ class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1)
+
+
+class PlanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=3, max_length=2000, description="The automation, in words.")
+
+
+class PlanRead(BaseModel):
+    """A draft: save it with `POST /api/v1/workflows`."""
+
+    planner: str = Field(description="`llm` or `rules`.")
+    definition: dict[str, Any]
+    notes: list[str] = Field(description="What is left to do, e.g. credentials to add.")
+    not_understood: list[str] = Field(description="Parts of the request left out.")
+    usage: dict[str, Any] | None = Field(None, description="LLM tokens and cost, if used.")

@@ -1,0 +1,159 @@
+"""POST /api/v1/plan: plain words -> a validated draft, by rules offline or by an LLM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from levqor.connectors.models import LlmUsage
+from levqor.runtime import Runtime
+from levqor.workflows.planner import plan_with_rules
+from tests.conftest import assert_problem, serve_app
+from tests.connectors.test_llm import completion
+
+CORPUS = json.loads((Path(__file__).parent / "planner_corpus.json").read_text())
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[case["prompt"][:50] for case in CORPUS])
+def test_the_rules_planner_reads_the_corpus(case: dict[str, Any]) -> None:
+    drafted = plan_with_rules(case["prompt"])
+    trigger = drafted.definition["trigger"]
+    assert trigger["type"] == case["trigger"]
+    assert trigger.get("cron") == case.get("cron")
+    if case["trigger"] == "schedule":
+        assert trigger["timezone"] == case.get("timezone", "UTC")
+    assert [step["connector"] for step in drafted.definition["steps"]] == case["connectors"]
+    assert drafted.not_understood == []
+
+
+def test_templates_point_at_the_triggers_data() -> None:
+    drafted = plan_with_rules(
+        "When someone pays on Stripe, summarise it with AI, post it to Slack #sales "
+        "and email them a welcome"
+    )
+    ai, slack, mail = drafted.definition["steps"]
+    assert "input.data.object" in ai["params"]["prompt"]
+    assert slack["params"] == {"channel": "#sales", "text": "{{ steps.llm.output.content }}"}
+    assert mail["params"]["to"] == "{{ input.data.object.customer_details.email }}"
+    assert any("Slack credential" in note for note in drafted.notes)
+
+
+def test_what_it_cannot_read_is_said_not_guessed() -> None:
+    drafted = plan_with_rules("Every day at 9 post to Slack #news and water the plants")
+    assert [step["connector"] for step in drafted.definition["steps"]] == ["slack"]
+    assert drafted.not_understood == ["water the plants"]
+    who = plan_with_rules("When I receive a webhook post to Discord and email someone")
+    assert who.not_understood == ["email someone (which address? write it out)"]
+
+
+async def test_the_api_answers_a_draft_that_saves_as_is(
+    client: httpx.AsyncClient, signup: Any
+) -> None:
+    account = await signup()
+    answer = await client.post(
+        "/api/v1/plan",
+        headers=account.headers,
+        json={"prompt": "When I receive a webhook, post it to Slack #ops"},
+    )
+    assert answer.status_code == 201
+    body = answer.json()
+    assert body["planner"] == "rules"
+    assert body["usage"] is None
+    saved = await client.post(
+        "/api/v1/workflows", headers=account.headers, json={"definition": body["definition"]}
+    )
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["webhook_url"]
+
+
+async def test_nothing_readable_is_422(client: httpx.AsyncClient, signup: Any) -> None:
+    account = await signup()
+    answer = await client.post(
+        "/api/v1/plan", headers=account.headers, json={"prompt": "do a little dance"}
+    )
+    assert_problem(answer, 422, "plan_not_understood")
+    assert "do a little dance" in answer.json()["detail"]
+
+
+VALID = {
+    "name": "Payments to Slack",
+    "trigger": {"type": "webhook"},
+    "steps": [
+        {
+            "id": "notify",
+            "connector": "slack",
+            "params": {"channel": "#sales", "text": "Paid {{ input.amount }}"},
+        }
+    ],
+}
+INVALID = {**VALID, "steps": [{"id": "notify", "connector": "fax", "params": {}}]}
+
+
+async def test_the_llm_planner_repairs_an_invalid_answer(
+    make_settings: Any, fresh_database: None, http_peer: Any
+) -> None:
+    http_peer.reply(200, completion(json.dumps(INVALID)))
+    http_peer.reply(200, completion(json.dumps(VALID)))
+    settings = make_settings(llm_base_url=f"{http_peer.url}/v1", llm_model="gpt-4o-mini")
+    async with serve_app(settings) as (client, runtime):
+        account = await _signup(client)
+        answer = await client.post(
+            "/api/v1/plan", headers=account, json={"prompt": "tell Slack when I get paid"}
+        )
+        usage = await _usage(runtime)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["planner"] == "llm"
+    assert body["definition"]["steps"][0]["connector"] == "slack"
+    assert body["usage"]["prompt_tokens"] == 2000  # two rounds of 1000
+    assert usage == [("plan", 2000, 400, 540)]
+    first, repair = (request["json"] for request in http_peer.requests)
+    assert first["response_format"] == {"type": "json_object"}
+    assert "slack" in first["messages"][0]["content"]  # the catalogue went along
+    assert "unknown connector 'fax'" in repair["messages"][-1]["content"]
+
+
+async def test_a_model_that_never_gets_it_right_falls_back_to_rules(
+    make_settings: Any, fresh_database: None, http_peer: Any
+) -> None:
+    http_peer.reply(200, completion("not json at all"), times=3)
+    settings = make_settings(llm_base_url=f"{http_peer.url}/v1")
+    async with serve_app(settings) as (client, runtime):
+        account = await _signup(client)
+        answer = await client.post(
+            "/api/v1/plan", headers=account, json={"prompt": "hourly post to Slack #pings"}
+        )
+        usage = await _usage(runtime)
+    body = answer.json()
+    assert answer.status_code == 201
+    assert body["planner"] == "rules"
+    assert "AI planner could not help" in body["notes"][0]
+    assert len(http_peer.requests) == 3  # one try and two repairs
+    assert usage[0][1] == 3000
+
+
+async def _signup(client: httpx.AsyncClient) -> dict[str, str]:
+    body = (
+        await client.post(
+            "/api/v1/auth/signup", json={"email": "planner@example.com", "password": "p" * 12}
+        )
+    ).json()
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+async def _usage(runtime: Runtime) -> list[tuple[str, int, int, int]]:
+    async with runtime.db.read() as session:
+        rows = await session.execute(
+            select(
+                LlmUsage.purpose,
+                LlmUsage.prompt_tokens,
+                LlmUsage.completion_tokens,
+                LlmUsage.cost_micro_usd,
+            )
+        )
+    return [tuple(row) for row in rows]  # type: ignore[misc]
