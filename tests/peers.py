@@ -121,6 +121,7 @@ class HttpPeer:
     def _handler(self) -> type:
         import json
         from http.server import BaseHTTPRequestHandler
+        from urllib.parse import parse_qsl
 
         peer = self
 
@@ -131,13 +132,15 @@ class HttpPeer:
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                kind = self.headers.get("content-type") or "application/json"
                 with peer._lock:
                     peer.requests.append(
                         {
                             "method": self.command,
                             "path": self.path,
                             "headers": {k.lower(): v for k, v in self.headers.items()},
-                            "json": json.loads(raw) if raw else None,
+                            "json": json.loads(raw) if raw and "json" in kind else None,
+                            "form": dict(parse_qsl(raw.decode())) if "form" in kind else None,
                         }
                     )
                     status, body, headers = peer.script.popleft() if peer.script else peer.default

@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from levqor import errors
-from levqor.connectors import builtin, discord, email, github, llm, slack, telegram, webhook
+from levqor.connectors import (
+    airtable,
+    builtin,
+    discord,
+    email,
+    github,
+    google_sheets,
+    llm,
+    notion,
+    slack,
+    stripe,
+    telegram,
+    webhook,
+)
 from levqor.connectors.base import Action, Connector
 
 
@@ -17,11 +30,15 @@ CONNECTORS: dict[str, Connector] = {
     connector.name: connector
     for connector in (
         *builtin.CONNECTORS,
+        airtable.CONNECTOR,
         discord.CONNECTOR,
         email.CONNECTOR,
         github.CONNECTOR,
+        google_sheets.CONNECTOR,
         llm.CONNECTOR,
+        notion.CONNECTOR,
         slack.CONNECTOR,
+        stripe.CONNECTOR,
         telegram.CONNECTOR,
         webhook.CONNECTOR,
     )

@@ -145,6 +145,8 @@ class Executor:
                 data["steps"][step.id] = {"output": None}
                 return await self._checkpoint(job, record, "skipped", None, finish=last)
             output = await self._call(job, step, data)
+            if step.connector == "llm":
+                await self._record_llm_usage(job, output)
         except StopRun:
             passed = {"passed": False}
             data["steps"][step.id] = {"output": passed}
@@ -177,6 +179,18 @@ class Executor:
         return await asyncio.wait_for(
             connector.run(action.name, params, credential, context), timeout=step.timeout_s
         )
+
+    async def _record_llm_usage(self, job: Claimed, output: Any) -> None:
+        """What an `llm` step spent, against its owner (the spend guard reads it)."""
+        usage = {
+            **output["usage"],
+            "model": output["model"],
+            "cost_micro_usd": output["cost_micro_usd"],
+        }
+        async with self.db.session(write=True) as session, session.begin():
+            await connectors_service.record_llm_usage(
+                session, user_id=job.user_id, purpose="step", usage=usage
+            )
 
     def _mail_policy(self, user_id: str) -> MailPolicy:
         key = self.settings.blind_index_key

@@ -110,3 +110,32 @@ def test_every_encrypted_column_is_marked_for_key_rotation() -> None:
         for column in table.columns:
             if column.name.endswith("_encrypted"):
                 assert column.info.get("encrypted"), f"{table.name}.{column.name}"
+
+
+async def test_a_429_from_the_service_makes_the_engine_wait_as_asked(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, http_peer: Any
+) -> None:
+    from datetime import datetime, timedelta
+
+    from levqor.db.base import utcnow
+
+    account = await signup()
+    http_peer.reply(429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "120"})
+    credential_id = (await add_credential(client, account, base_url=http_peer.url)).json()["id"]
+    step = {
+        "id": "notify",
+        "connector": "slack",
+        "credential": credential_id,
+        "params": {"channel": "#sales", "text": "hi"},
+    }
+    job_id = (await start(client, account, await make_workflow(client, account, step))).json()[
+        "job_id"
+    ]
+    worker = Worker(runtime, concurrency=1)
+    await worker.drain()
+    await worker.http.aclose()
+    waiting = await job(client, account, job_id)
+    assert waiting["status"] == "retrying"
+    next_attempt = datetime.fromisoformat(waiting["next_attempt_at"])
+    assert next_attempt >= utcnow() + timedelta(seconds=110)
+    assert len(http_peer.requests) == 1

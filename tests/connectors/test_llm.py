@@ -94,3 +94,44 @@ async def test_a_bad_request_fails_and_a_server_error_retries(http_peer: Any) ->
     http_peer.reply(503, {"error": {"message": "overloaded"}})
     with pytest.raises(RetryableError):
         await chat(http_peer, {"prompt": "hi"})
+
+
+async def test_an_llm_step_in_a_run_records_its_cost_against_the_owner(
+    make_settings: Any, fresh_database: None, http_peer: Any
+) -> None:
+    from sqlalchemy import select
+
+    from levqor.connectors.models import LlmUsage
+    from levqor.jobs.worker import Worker
+    from tests.conftest import serve_app
+
+    http_peer.reply(200, completion("Paid twice this week."))
+    settings = make_settings(llm_base_url=f"{http_peer.url}/v1", llm_model="gpt-4o-mini")
+    async with serve_app(settings) as (client, runtime):
+        signed = (
+            await client.post(
+                "/api/v1/auth/signup", json={"email": "ai@example.com", "password": "p" * 12}
+            )
+        ).json()
+        headers = {"Authorization": f"Bearer {signed['access_token']}"}
+        step = {"id": "sum", "connector": "llm", "params": {"prompt": "Summarise {{ input.n }}"}}
+        created = await client.post(
+            "/api/v1/workflows",
+            headers=headers,
+            json={"definition": {"name": "ai", "steps": [step]}},
+        )
+        run = await client.post(
+            f"/api/v1/workflows/{created.json()['id']}/runs",
+            headers=headers,
+            json={"input": {"n": 2}},
+        )
+        worker = Worker(runtime, concurrency=1)
+        await worker.drain()
+        await worker.http.aclose()
+        job = (await client.get(f"/api/v1/jobs/{run.json()['job_id']}", headers=headers)).json()
+        async with runtime.db.read() as session:
+            rows = (await session.execute(select(LlmUsage.purpose, LlmUsage.cost_micro_usd))).all()
+    assert job["status"] == "succeeded"
+    assert job["result"]["content"] == "Paid twice this week."
+    assert http_peer.requests[0]["json"]["messages"] == [{"role": "user", "content": "Summarise 2"}]
+    assert [tuple(row) for row in rows] == [("step", 270)]

@@ -157,3 +157,14 @@ async def _usage(runtime: Runtime) -> list[tuple[str, int, int, int]]:
             )
         )
     return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def test_ids_in_links_are_read_and_missing_ones_are_flagged() -> None:
+    linked = plan_with_rules(
+        "every 2 hours append a row to the spreadsheet "
+        "https://docs.google.com/spreadsheets/d/1xYz_AbC/edit"
+    )
+    assert linked.definition["steps"][0]["params"]["spreadsheet_id"] == "1xYz_AbC"
+    unlinked = plan_with_rules("When a form is submitted, add a row to my Google Sheet")
+    assert unlinked.definition["steps"][0]["params"]["spreadsheet_id"] == "SPREADSHEET_ID"
+    assert any("Replace SPREADSHEET_ID" in note for note in unlinked.notes)

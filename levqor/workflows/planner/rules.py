@@ -39,6 +39,7 @@ class Source:
     summary: str  # a one-line description of the event, as a template
     email: str | None = None  # the person the event is about, as a template
     amount: str | None = None  # a number to compare, as a template
+    row: tuple[str, ...] = ("{{ input | tojson }}",)  # cells for a spreadsheet row
 
 
 MANUAL = Source("manual", "Levqor run for {{ input | tojson }}")
@@ -52,9 +53,18 @@ STRIPE = Source(
     "{{ input.data.object.customer_details.email }}",
     "{{ input.data.object.customer_details.email }}",
     "{{ input.data.object.amount_total / 100 }}",
+    (
+        "{{ input.data.object.customer_details.email }}",
+        "{{ input.data.object.amount_total / 100 }}",
+        "{{ input.data.object.currency | upper }}",
+    ),
 )
 FORM = Source(
-    "form", "New form submission from {{ input.email }}", "{{ input.email }}", "{{ input.amount }}"
+    "form",
+    "New form submission from {{ input.email }}",
+    "{{ input.email }}",
+    "{{ input.amount }}",
+    ("{{ input.email }}", "{{ input.name }}"),
 )
 SCHEDULED = Source("schedule", "Scheduled run")
 
@@ -264,6 +274,67 @@ def _github(clause: str, draft: Draft) -> None:
     draft.notes.append("Add a GitHub credential (a token with issues:write) to the step.")
 
 
+def _google_sheets(clause: str, draft: Draft) -> None:
+    sheet = re.search(r"spreadsheets/d/([\w-]+)", clause)
+    draft.add(
+        "google_sheets",
+        {
+            "spreadsheet_id": sheet.group(1) if sheet else "SPREADSHEET_ID",
+            "values": list(draft.source.row),
+        },
+    )
+    if not sheet:
+        draft.notes.append("Replace SPREADSHEET_ID with your sheet's id (from its link).")
+    draft.notes.append("Add a Google Sheets credential (an OAuth access token) to the step.")
+
+
+def _notion(clause: str, draft: Draft) -> None:
+    database = re.search(r"\b([0-9a-f]{32})\b", clause)
+    draft.add(
+        "notion",
+        {
+            "database_id": database.group(1) if database else "NOTION_DATABASE_ID",
+            "title": draft.source.summary,
+        },
+    )
+    if not database:
+        draft.notes.append("Replace NOTION_DATABASE_ID with the database's id (from its link).")
+    draft.notes.append("Add a Notion credential (an integration token) to the step.")
+
+
+def _airtable(clause: str, draft: Draft) -> None:
+    base = re.search(r"\b(app\w{6,})\b", clause)
+    draft.add(
+        "airtable",
+        {
+            "base_id": base.group(1) if base else "appBASEID",
+            "table": "Table 1",
+            "fields": {"Event": draft.source.summary},
+        },
+    )
+    if not base:
+        draft.notes.append("Replace appBASEID and the table name with your Airtable base's.")
+    draft.notes.append("Add an Airtable credential (a personal access token) to the step.")
+
+
+def _stripe(clause: str, draft: Draft) -> None:
+    if re.search(r"\bpayment\s+link\b", clause, re.I):
+        price = re.search(r"\b(price_\w+)\b", clause)
+        draft.add(
+            "stripe",
+            {"price": price.group(1) if price else "price_REPLACE_ME", "quantity": 1},
+            action="create_payment_link",
+        )
+        if not price:
+            draft.notes.append("Replace price_REPLACE_ME with the Stripe price to sell.")
+    elif draft.source.email is not None:
+        draft.add("stripe", {"email": draft.source.email}, action="find_customer")
+    else:
+        draft.not_understood.append(f"{clause} (which customer? the trigger names no one)")
+        return
+    draft.notes.append("Add a Stripe credential (a secret or restricted key) to the step.")
+
+
 def _llm(clause: str, draft: Draft) -> None:
     verb = re.search(
         r"\b(summari[sz]e|classify|categori[sz]e|translate|analy[sz]e|extract|draft|write)",
@@ -312,6 +383,10 @@ ACTIONS: list[tuple[str, Callable[[str, Draft], None]]] = [
     (r"\b(?:only\s+)?if\b.*\b(?:over|above|more than|greater than|exceeds?)\b", _filter),
     (r"\bwait\s+(?:for\s+)?\d+\s*(?:second|minute|hour|day)s?\b", _delay),
     (r"\b(?:summari[sz]e|classify|categori[sz]e|translate|analy[sz]e)\b|\b(?:ai|gpt|llm)\b", _llm),
+    (r"\bpayment\s+link\b|\b(?:look\s*up|find)\b.*\bcustomer\b", _stripe),
+    (r"\b(?:google\s+)?sheets?\b|\bspreadsheet\b", _google_sheets),
+    (r"\bnotion\b", _notion),
+    (r"\bairtable\b", _airtable),
     (r"\bslack\b", _slack),
     (r"\btelegram\b", _telegram),
     (r"\bdiscord\b", _discord),
