@@ -12,6 +12,7 @@ one-click `List-Unsubscribe` headers and the link in the text.
 from __future__ import annotations
 
 import email.policy
+import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Literal
@@ -129,7 +130,13 @@ async def _send(
         if 400 <= exc.code < 500:
             raise RetryableError(message_text) from exc
         raise ConnectorError(message_text) from exc
+    except ssl.SSLCertVerificationError as exc:  # retrying cannot make it trusted
+        raise ConnectorError(f"email: the server's TLS certificate is not trusted: {exc}") from exc
     except (aiosmtplib.SMTPException, OSError) as exc:  # connect, disconnect, timeout
+        if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+            raise ConnectorError(
+                f"email: the server's TLS certificate is not trusted: {exc.__cause__}"
+            ) from exc
         raise RetryableError(f"email: {type(exc).__name__}: {exc}") from exc
     return str(message["Message-ID"])
 

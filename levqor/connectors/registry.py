@@ -1,23 +1,30 @@
-"""The connector registry: name -> Connector. Adding a connector is adding a module."""
+"""The connector registry: name -> Connector, found by scanning this package, so adding a
+connector is adding a module (and its tests), nothing else."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
+import levqor.connectors
 from levqor import errors
-from levqor.connectors import (
-    airtable,
-    builtin,
-    discord,
-    email,
-    github,
-    google_sheets,
-    llm,
-    notion,
-    slack,
-    stripe,
-    telegram,
-    webhook,
-)
 from levqor.connectors.base import Action, Connector
+
+
+def _discover() -> dict[str, Connector]:
+    """Every module of this package that declares `CONNECTOR` (or `CONNECTORS`)."""
+    found: dict[str, Connector] = {}
+    for module_info in sorted(pkgutil.iter_modules(levqor.connectors.__path__)):
+        module = importlib.import_module(f"levqor.connectors.{module_info.name}")
+        declared = getattr(module, "CONNECTORS", ())
+        single = getattr(module, "CONNECTOR", None)
+        for connector in (*declared, *([single] if single else [])):
+            if not isinstance(connector, Connector):
+                continue
+            if connector.name in found:
+                raise RuntimeError(f"two connectors are named '{connector.name}'")
+            found[connector.name] = connector
+    return found
 
 
 class UnknownAction(errors.InvalidRequest):
@@ -26,23 +33,7 @@ class UnknownAction(errors.InvalidRequest):
     code = "unknown_action"
 
 
-CONNECTORS: dict[str, Connector] = {
-    connector.name: connector
-    for connector in (
-        *builtin.CONNECTORS,
-        airtable.CONNECTOR,
-        discord.CONNECTOR,
-        email.CONNECTOR,
-        github.CONNECTOR,
-        google_sheets.CONNECTOR,
-        llm.CONNECTOR,
-        notion.CONNECTOR,
-        slack.CONNECTOR,
-        stripe.CONNECTOR,
-        telegram.CONNECTOR,
-        webhook.CONNECTOR,
-    )
-}
+CONNECTORS: dict[str, Connector] = _discover()
 
 
 def get(connector: str) -> Connector:

@@ -16,7 +16,28 @@ async def test_catalogue_lists_actions_with_params_schemas(
     response = await client.get("/api/v1/connectors", headers=account.headers)
     assert response.status_code == 200
     catalogue = {item["name"]: item for item in response.json()}
-    assert {"transform", "filter", "delay", "http_request"} <= catalogue.keys()
+    assert sorted(catalogue) == [
+        "airtable",
+        "delay",
+        "discord",
+        "email",
+        "filter",
+        "github",
+        "google_sheets",
+        "http_request",
+        "llm",
+        "notion",
+        "slack",
+        "stripe",
+        "telegram",
+        "transform",
+        "webhook",
+    ]
+    assert catalogue["slack"]["credential_fields"] == ["webhook_url", "bot_token"]
+    assert [a["name"] for a in catalogue["stripe"]["actions"]] == [
+        "find_customer",
+        "create_payment_link",
+    ]
     [request] = catalogue["http_request"]["actions"]
     assert request["name"] == "request"
     schema = request["params_schema"]

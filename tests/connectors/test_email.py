@@ -169,3 +169,29 @@ def test_unsubscribe_tokens_are_bound_to_sender_and_address() -> None:
         "other" * 8, user_id="usr_1", address="a@example.org"
     )
     assert "example.org" not in token  # the address itself is not in the link
+
+
+async def test_starttls_delivers_and_an_untrusted_certificate_is_refused(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    tls_server = SmtpPeer(starttls=True)
+    tls_server.start()
+    try:
+        account = await signup()
+        trusting = await mail_credential(
+            client, account, tls_server, security="starttls", verify_tls=False
+        )
+        done = await run_email(
+            client, account, runtime, trusting, to="a@example.org", subject="s", text="t"
+        )
+        assert done["status"] == "succeeded", done
+        assert len(tls_server.messages) == 1
+        checking = await mail_credential(client, account, tls_server, security="starttls")
+        refused = await run_email(
+            client, account, runtime, checking, to="a@example.org", subject="s", text="t"
+        )
+    finally:
+        tls_server.stop()
+    assert refused["status"] == "failed"
+    assert refused["attempts"] == 1  # not retried: a certificate does not become trusted
+    assert "certificate" in refused["error"]
