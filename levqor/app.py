@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from levqor import __version__
 from levqor.accounts import api as accounts_api
+from levqor.compliance import api as compliance_api
 from levqor.config import Settings, load_settings
 from levqor.connectors import api as connectors_api
 from levqor.db import migrate
@@ -61,6 +62,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(jobs_api.router)
     app.include_router(jobs_api.hooks_router)
     app.include_router(pages.router)
+    app.include_router(compliance_api.router)
+    app.include_router(compliance_api.admin_router)
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), "static")
     return app
 

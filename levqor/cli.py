@@ -13,6 +13,7 @@ from rich.console import Console
 from levqor import __version__
 from levqor import serve as server
 from levqor.accounts import cli as accounts_cli
+from levqor.compliance import cli as compliance_cli
 from levqor.config import load_settings
 from levqor.db import cli as db_cli
 from levqor.db import migrate as migrations
@@ -22,6 +23,7 @@ from levqor.logging import configure_logging
 app = typer.Typer(help="Levqor: self-hosted workflow automation.", no_args_is_help=True)
 app.command("migrate")(db_cli.migrate)
 app.add_typer(db_cli.keys_app, name="keys")
+app.add_typer(compliance_cli.audit_app, name="audit")
 app.command("create-admin")(accounts_cli.create_admin)
 app.add_typer(accounts_cli.tokens_app, name="tokens")
 app.command("worker")(jobs_cli.worker)

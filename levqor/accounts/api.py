@@ -40,7 +40,12 @@ def _session_out(user: User, pair: TokenPair) -> SessionOut:
 @auth_router.post("/signup", status_code=status.HTTP_201_CREATED)
 async def signup(body: SignupIn, session: SessionDep, runtime: RuntimeDep) -> SessionOut:
     user, pair = await service.signup(
-        session, kit=runtime.auth, email=body.email, password=body.password, name=body.name
+        session,
+        kit=runtime.auth,
+        email=body.email,
+        password=body.password,
+        name=body.name,
+        marketing_consent=body.marketing_consent,
     )
     return _session_out(user, pair)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -91,24 +90,11 @@ class LoginFailure(Base):
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class SecurityEvent(Base):
-    __tablename__ = "security_events"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("sev"))
-    user_id: Mapped[str | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), index=True
-    )
-    kind: Mapped[str] = mapped_column(String(64))
-    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
 __all__ = [
     "ApiKey",
     "LoginFailure",
     "RefreshToken",
     "RevokedAccessToken",
-    "SecurityEvent",
     "TokenFamily",
     "User",
 ]

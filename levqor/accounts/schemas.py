@@ -19,6 +19,9 @@ class SignupIn(BaseModel):
     password: str = Field(min_length=8, max_length=1024)
     name: str | None = Field(None, max_length=200)
     ref: str | None = Field(None, max_length=64, description="A partner's referral code.")
+    marketing_consent: bool = Field(
+        False, description="Agree to product news by e-mail (recorded with time and source)."
+    )
 
 
 class LoginIn(BaseModel):

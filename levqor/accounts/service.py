@@ -20,6 +20,7 @@ from levqor.accounts.events import record_event
 from levqor.accounts.kit import AuthKit, Principal, TokenPair
 from levqor.accounts.models import ROLE_ADMIN, ROLE_USER, ApiKey, LoginFailure, User
 from levqor.accounts.tokens import API_KEY_PREFIX, keyed_hash, new_api_key, sha256_hex
+from levqor.compliance import service as compliance
 from levqor.db.base import utcnow
 from levqor.logging import get_logger
 
@@ -69,10 +70,19 @@ async def create(
 
 
 async def signup(
-    session: AsyncSession, *, kit: AuthKit, email: str, password: str, name: str | None
+    session: AsyncSession,
+    *,
+    kit: AuthKit,
+    email: str,
+    password: str,
+    name: str | None,
+    marketing_consent: bool = False,
 ) -> tuple[User, TokenPair]:
     user = await create(session, kit=kit, email=email, password=password, name=name)
     await record_event(session, user_id=user.id, kind="signup")
+    await compliance.record_consent(
+        session, user_id=user.id, kind="marketing_email", granted=marketing_consent, source="signup"
+    )
     return user, await sessions.start_session(session, kit=kit, user=user)
 
 

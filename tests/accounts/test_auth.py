@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
-from levqor.accounts.models import LoginFailure, SecurityEvent, TokenFamily, User
+from levqor.accounts.models import LoginFailure, TokenFamily, User
 from levqor.accounts.tokens import AccessTokens
+from levqor.compliance.models import AuditEntry
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.runtime import Runtime
@@ -252,7 +253,7 @@ async def test_reused_refresh_token_revokes_the_whole_login(
 
     async with runtime.db.read() as session:
         family = await session.scalar(select(TokenFamily))
-        events = (await session.scalars(select(SecurityEvent.kind))).all()
+        events = (await session.scalars(select(AuditEntry.action))).all()
     assert family is not None
     assert family.revoked_reason == "reuse"
     assert "refresh_token_reuse" in events

@@ -142,3 +142,41 @@ async def test_app_starts_on_a_migrated_schema(tmp_path: Path) -> None:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         pass
+
+
+def test_security_events_move_into_the_audit_chain(tmp_path: Path) -> None:
+    from levqor.compliance import audit
+    from levqor.runtime import build_runtime
+
+    settings = sqlite_settings(tmp_path)
+    migrate.upgrade(settings, "0009")
+    asyncio.run(
+        _admin(
+            settings.sqlalchemy_url,
+            "INSERT INTO users (id, email, password_hash, role, plan, credits, is_active,"
+            " created_at, updated_at) VALUES ('usr_a', 'a@example.com', 'x', 'user', 'free',"
+            " 0, 1, '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')",
+        )
+    )
+    asyncio.run(
+        _admin(
+            settings.sqlalchemy_url,
+            "INSERT INTO security_events (id, user_id, kind, detail, created_at) VALUES"
+            " ('sev_1', 'usr_a', 'signup', '{}', '2026-01-01 10:00:00.000001'),"
+            " ('sev_2', 'usr_a', 'login', '{}', '2026-01-02 09:30:00.500000')",
+        )
+    )
+    migrate.upgrade(settings)
+
+    async def chain() -> tuple[list[str], audit.Verdict]:
+        runtime = build_runtime(settings)
+        async with runtime.db.read() as session:
+            actions = [entry.action for entry in reversed(await audit.search(session))]
+            verdict = await audit.verify(session)
+        await runtime.close()
+        return actions, verdict
+
+    actions, verdict = asyncio.run(chain())
+    assert actions == ["signup", "login"]
+    assert verdict.intact
+    assert verdict.checked == 2
