@@ -64,6 +64,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(compliance_api.router)
     app.include_router(compliance_api.admin_router)
+    app.include_router(compliance_api.me_router)
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), "static")
     return app
 

@@ -24,6 +24,7 @@ app = typer.Typer(help="Levqor: self-hosted workflow automation.", no_args_is_he
 app.command("migrate")(db_cli.migrate)
 app.add_typer(db_cli.keys_app, name="keys")
 app.add_typer(compliance_cli.audit_app, name="audit")
+app.add_typer(compliance_cli.users_app, name="users")
 app.command("create-admin")(accounts_cli.create_admin)
 app.add_typer(accounts_cli.tokens_app, name="tokens")
 app.command("worker")(jobs_cli.worker)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from levqor.accounts.api_deps import AdminUser
-from levqor.compliance import audit, service
+from levqor import errors
+from levqor.accounts.api_deps import AdminUser, CurrentUser
+from levqor.compliance import audit, privacy, service
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.web.pages import templates
 
@@ -82,3 +83,45 @@ async def audit_log(
     """The audit log, newest first, filtered by actor, action and time."""
     entries = await audit.search(session, actor=actor, action=action, since=since, limit=limit)
     return [AuditRead.model_validate(entry, from_attributes=True) for entry in entries]
+
+
+me_router = APIRouter(prefix="/api/v1/me", tags=["privacy"])
+
+
+class EraseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=1, max_length=1024, description="Your current password.")
+
+
+@me_router.get("/export")
+async def export_my_data(
+    principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Every record about you, from every table, with what it is used for."""
+    document = await privacy.export(session, user=principal.user)
+    await audit.record(
+        session, actor=principal.user.id, action="data_exported", object_id=principal.user.id
+    )
+    return document
+
+
+@me_router.delete("", status_code=204)
+async def erase_me(
+    body: EraseIn, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    """Delete your account and everything personal about it, for good."""
+    user = principal.user
+    if not await runtime.auth.passwords.verify(user.password_hash, body.password):
+        raise WrongPassword()
+    await privacy.erase(
+        session,
+        user=user,
+        blind_index_key=_key(runtime),
+        account_key_secret=runtime.auth.account_key_secret,
+    )
+    return Response(status_code=204)
+
+
+class WrongPassword(errors.Forbidden):
+    code = "wrong_password"

@@ -1,15 +1,24 @@
-"""`levqor audit verify`: prove the audit log's hash chain unbroken."""
+"""`levqor audit verify` (prove the audit log's hash chain unbroken) and `levqor users
+export|delete` (answer a data request that came by e-mail)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor.compliance import audit
+from levqor.accounts.models import User
+from levqor.compliance import audit, privacy
+from levqor.compliance.service import normalise
 from levqor.config import load_settings
 from levqor.db.engine import create_database
+from levqor.runtime import build_runtime
 
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 console = Console()
@@ -46,3 +55,71 @@ async def _verify() -> audit.Verdict:
             return await audit.verify(session)
     finally:
         await db.dispose()
+
+
+users_app = typer.Typer(help="Answer data requests about one user.", no_args_is_help=True)
+
+
+@users_app.command("export")
+def export_user(
+    email: str = typer.Argument(..., help="The user's e-mail address."),
+    output: Path | None = typer.Option(None, help="Write the JSON here instead of stdout."),
+) -> None:
+    """Everything about a user, as GET /api/v1/me/export gives it (an Art. 15 request)."""
+    document = asyncio.run(_export(email))
+    text = json.dumps(document, indent=2, default=str)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text)
+        output.chmod(0o600)
+        console.print(f"Wrote {output} ({len(text)} bytes).")
+
+
+@users_app.command("delete")
+def delete_user(
+    email: str = typer.Argument(..., help="The user's e-mail address."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Erase a user and everything personal about them, for good (an Art. 17 request)."""
+    if not yes:
+        typer.confirm(f"Erase {email} and all their data?", abort=True)
+    tombstone = asyncio.run(_erase(email))
+    console.print(f"Erased. Receipt in the audit log: {tombstone}.")
+
+
+async def _export(email: str) -> dict[str, Any]:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.session(write=True) as session, session.begin():
+            user = await _user(session, email)
+            document = await privacy.export(session, user=user)
+            await audit.record(session, actor="system", action="data_exported", object_id=user.id)
+            return document
+    finally:
+        await runtime.close()
+
+
+async def _erase(email: str) -> str:
+    runtime = build_runtime(load_settings())
+    key = runtime.settings.blind_index_key
+    assert key is not None
+    try:
+        async with runtime.db.session(write=True) as session, session.begin():
+            user = await _user(session, email)
+            return await privacy.erase(
+                session,
+                user=user,
+                blind_index_key=key.get_secret_value(),
+                account_key_secret=runtime.auth.account_key_secret,
+            )
+    finally:
+        await runtime.close()
+
+
+async def _user(session: AsyncSession, email: str) -> User:
+    user = await session.scalar(select(User).where(User.email == normalise(email)))
+    if user is None:
+        console.print(f"[red]No user with the address {email}.[/red]")
+        raise typer.Exit(1)
+    return user

@@ -1,0 +1,84 @@
+"""Export (GDPR Art. 15 and 20) and erasure (Art. 17) of one user's data.
+
+Both walk `registry.TABLES`, so a table added there is covered by both. Erasure runs in
+the caller's one transaction: it fails whole or not at all.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Table, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor.accounts.models import User
+from levqor.accounts.tokens import keyed_hash
+from levqor.compliance import audit, registry
+from levqor.compliance import service as compliance
+from levqor.compliance.registry import Owned, Via
+from levqor.db.base import new_id, utcnow
+from levqor.db.models import metadata
+
+
+async def export(session: AsyncSession, *, user: User) -> dict[str, Any]:
+    """Every record about `user`, from every personal table, secrets left out."""
+    data: dict[str, list[dict[str, Any]]] = {}
+    for name, rule in registry.TABLES.items():
+        if isinstance(rule, Owned) and rule.erase != "by_account_key":
+            table = metadata.tables[name]
+            query = select(table).where(table.c[rule.column] == user.id)
+            data[name] = [_public(table, row._mapping) for row in await session.execute(query)]
+    for name, rule in registry.TABLES.items():
+        if isinstance(rule, Via):
+            table = metadata.tables[name]
+            parents = [row[rule.parent_key] for row in data.get(rule.parent, [])]
+            query = select(table).where(table.c[rule.column].in_(parents))
+            rows = (await session.execute(query)).all() if parents else []
+            data[name] = [_public(table, row._mapping) for row in rows]
+    return {
+        "generated_at": utcnow().isoformat(),
+        "user_id": user.id,
+        "data": data,
+        "about": registry.ABOUT,
+    }
+
+
+def _public(table: Table, row: Any) -> dict[str, Any]:
+    return {
+        column.name: _plain(row[column.name])
+        for column in table.columns
+        if column.name not in registry.SECRET_COLUMNS
+    }
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime | date) else value
+
+
+async def erase(
+    session: AsyncSession, *, user: User, blind_index_key: str, account_key_secret: str
+) -> str:
+    """Delete everything personal about `user`; the tombstone id of the receipt.
+
+    The address goes on the global suppression list first (by blind index, never in
+    clear), so it is never mailed again; tokens, keys, credentials, workflows and runs go
+    with the user row (foreign keys cascade); login failures are keyed by a hash of the
+    address and deleted by it; the audit log keeps its pseudonymous rows.
+    """
+    tombstone = new_id("tomb")
+    await compliance.suppress(
+        session, key=blind_index_key, user_id=None, address=user.email, reason="erased"
+    )
+    failures = metadata.tables["login_failures"]
+    account_key = keyed_hash(account_key_secret, compliance.normalise(user.email))
+    await session.execute(delete(failures).where(failures.c.account_key == account_key))
+    await session.execute(delete(User).where(User.id == user.id))  # the rest cascades
+    await audit.record(
+        session,
+        actor="system",
+        action="account_erased",
+        object_id=user.id,
+        detail={"tombstone": tombstone},
+    )
+    return tombstone

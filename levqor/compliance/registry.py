@@ -1,0 +1,112 @@
+"""Every table, classified for GDPR export (Art. 15/20) and erasure (Art. 17).
+
+A table holding personal data says how its rows reach a user: through a column holding
+the user's id (`Owned`) or through a parent table's rows (`Via`). The rest say why they
+hold none (`NotPersonal`). A test fails when a table is added without an entry here, so
+new personal data cannot slip past export and erasure.
+
+Erasure deletes the user row and lets foreign keys cascade to everything `Owned` or
+`Via` marked `erase="cascade"`; `keep` rows stay, pseudonymous (they name only the random
+user id, never an address or a name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Erase = Literal["cascade", "keep", "by_account_key"]
+
+
+@dataclass(frozen=True)
+class Owned:
+    column: str
+    erase: Erase = "cascade"
+    why_kept: str = ""
+
+
+@dataclass(frozen=True)
+class Via:
+    parent: str
+    column: str  # this table's column pointing at the parent's `parent_key`
+    parent_key: str = "id"
+    erase: Erase = "cascade"
+
+
+@dataclass(frozen=True)
+class NotPersonal:
+    why: str
+
+
+Rule = Owned | Via | NotPersonal
+
+TABLES: dict[str, Rule] = {
+    "users": Owned("id"),
+    "api_keys": Owned("user_id"),
+    "token_families": Owned("user_id"),
+    "refresh_tokens": Via("token_families", "family_id"),
+    "revoked_access_tokens": Owned("user_id"),
+    "login_failures": Owned("account_key", erase="by_account_key"),
+    "idempotency_keys": Owned("user_id"),
+    "workflows": Owned("user_id"),
+    "workflow_versions": Via("workflows", "workflow_id"),
+    "schedule_fires": Via("workflows", "workflow_id"),
+    "jobs": Owned("user_id"),
+    "job_steps": Via("jobs", "job_id"),
+    "callback_secrets": Owned("user_id"),
+    "callback_deliveries": Owned("user_id"),
+    "callback_attempts": Via("callback_deliveries", "delivery_id"),
+    "credentials": Owned("user_id"),
+    "llm_usage": Owned("user_id"),
+    "email_suppressions": Owned("user_id"),
+    "consents": Owned("user_id"),
+    "audit_log": Owned(
+        "actor",
+        erase="keep",
+        why_kept="security and accounting record (legitimate interest); names only the "
+        "random user id",
+    ),
+}
+
+# Never exported: secrets and their hashes are no one's personal data to take away.
+SECRET_COLUMNS = frozenset(
+    {
+        "password_hash",
+        "key_hash",
+        "token_hash",
+        "webhook_token_hash",
+        "webhook_token_encrypted",
+        "secret_encrypted",
+        "response_encrypted",
+        "account_key",
+        "request_hash",
+    }
+)
+
+ABOUT = {
+    "controller": "the operator of this Levqor server",
+    "purposes": [
+        "running the automations you define (workflows, runs, their inputs and outputs)",
+        "keeping your account secure (logins, keys, the audit log)",
+        "billing for runs (credits, usage of AI models)",
+        "sending e-mail you asked for, and product news only with your consent",
+    ],
+    "recipients": [
+        "the services your workflow steps call (Slack, Telegram, e-mail servers, ...)",
+        "the LLM provider configured for the AI planner and AI steps",
+        "Stripe, for payments",
+        "the e-mail provider that delivers account mail",
+    ],
+    "retention": {
+        "runs": "kept for the job retention period (LEVQOR_JOB_RETENTION_DAYS), then deleted",
+        "account": "until you delete it",
+        "audit log": "kept after deletion, pseudonymous (no name, no e-mail)",
+    },
+    "rights": [
+        "access and portability: this export (GET /api/v1/me/export)",
+        "erasure: DELETE /api/v1/me",
+        "rectification: change your profile, or ask the operator",
+        "objection and withdrawing consent: unsubscribe links, account settings",
+        "complaint: your data protection authority",
+    ],
+}
