@@ -64,7 +64,9 @@ def environment(data_dir: Path, database_url: str | None) -> dict[str, str]:
 async def seed(settings: Settings) -> tuple[str, str]:
     runtime = build_runtime(settings)
     async with runtime.db.write() as session, session.begin():
-        user = User(email="bench@example.com", password_hash="x", credits=10**9)
+        user = User(
+            email="bench@example.com", email_index="bench", password_hash="x", credits=10**9
+        )
         session.add(user)
         await session.flush()
         workflow = Workflow(

@@ -61,7 +61,20 @@ class KeyRing(MultiFernet):
         return True
 
 
+_active: KeyRing | None = None
+
+
 def build_cipher(settings: Settings) -> KeyRing:
+    """The key ring for `settings`; it also becomes this process's ring for sealed
+    columns (`db.base.Sealed`): a process runs with one key ring."""
+    global _active
     if not settings.encryption_keys:
         raise ValueError("no encryption keys: build settings with load_settings()")
-    return KeyRing([key.get_secret_value() for key in settings.encryption_keys], settings)
+    _active = KeyRing([key.get_secret_value() for key in settings.encryption_keys], settings)
+    return _active
+
+
+def active_ring() -> KeyRing:
+    if _active is None:
+        raise RuntimeError("no key ring yet: build the runtime (build_cipher) first")
+    return _active

@@ -73,9 +73,11 @@ def _settings(**overrides: Any) -> Settings:
 def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """Settings for this test's fresh database; keyword overrides win."""
     prefix = f"levqor-test:{uuid.uuid4().hex}:"
+    key = Fernet.generate_key().decode()  # one database, one key ring, as in production
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
+            "encryption_keys": [key],
             "data_dir": tmp_path / "data",
             "redis_url": TEST_REDIS_URL,
             "redis_key_prefix": prefix,

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from levqor.db.base import Base, UTCDateTime, new_id, utcnow
+from levqor.db.base import ENCRYPTED, Base, Sealed, UTCDateTime, new_id, utcnow
 
 ROLE_USER = "user"
 ROLE_ADMIN = "admin"
@@ -18,8 +18,11 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("usr"))
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    name: Mapped[str | None] = mapped_column(String(200))
+    # Personal data, encrypted at rest; found by the blind index (an HMAC of the
+    # normalised address), which also makes addresses unique without decrypting any.
+    email: Mapped[str] = mapped_column("email_encrypted", Sealed, info=ENCRYPTED)
+    email_index: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column("name_encrypted", Sealed, info=ENCRYPTED)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default=ROLE_USER)
     plan: Mapped[str] = mapped_column(String(32), default="free")

@@ -41,6 +41,25 @@ def normalise_email(email: str) -> str:
     return result.normalized.lower()
 
 
+def email_index(kit: AuthKit, address: str) -> str:
+    """The blind index of an address: how accounts are found and kept unique while the
+    address itself is stored encrypted."""
+    key = kit.settings.blind_index_key
+    assert key is not None  # load_settings always fills it
+    return compliance.address_hash(key.get_secret_value(), address)
+
+
+async def find_by_email(session: AsyncSession, *, kit: AuthKit, email: str) -> User | None:
+    try:
+        address = normalise_email(email)
+    except errors.InvalidRequest:
+        return None
+    found: User | None = await session.scalar(
+        select(User).where(User.email_index == email_index(kit, address))
+    )
+    return found
+
+
 # --- signup and login -----------------------------------------------------------------
 
 
@@ -54,11 +73,13 @@ async def create(
     role: str = ROLE_USER,
 ) -> User:
     address = normalise_email(email)
-    taken = await session.scalar(select(exists().where(User.email == address)))
+    index = email_index(kit, address)
+    taken = await session.scalar(select(exists().where(User.email_index == index)))
     if taken:
         raise EmailTaken()
     user = User(
         email=address,
+        email_index=index,
         name=name,
         password_hash=await kit.passwords.hash(password),
         role=role,
@@ -98,7 +119,7 @@ async def login(
     await _lock_account_key(session, account_key)
     await _refuse_if_locked(session, kit=kit, account_key=account_key)
 
-    user = await session.scalar(select(User).where(User.email == address))
+    user = await session.scalar(select(User).where(User.email_index == email_index(kit, address)))
     valid = await kit.passwords.verify(user.password_hash if user else None, password)
     if user is None or not valid or not user.is_active:
         session.add(LoginFailure(account_key=account_key))

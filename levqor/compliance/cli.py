@@ -10,12 +10,12 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor.accounts import service as accounts
+from levqor.accounts.kit import AuthKit
 from levqor.accounts.models import User
 from levqor.compliance import audit, privacy
-from levqor.compliance.service import normalise
 from levqor.config import load_settings
 from levqor.db.engine import create_database
 from levqor.runtime import build_runtime
@@ -92,7 +92,7 @@ async def _export(email: str) -> dict[str, Any]:
     runtime = build_runtime(load_settings())
     try:
         async with runtime.db.session(write=True) as session, session.begin():
-            user = await _user(session, email)
+            user = await _user(session, email, runtime.auth)
             document = await privacy.export(session, user=user)
             await audit.record(session, actor="system", action="data_exported", object_id=user.id)
             return document
@@ -106,7 +106,7 @@ async def _erase(email: str) -> str:
     assert key is not None
     try:
         async with runtime.db.session(write=True) as session, session.begin():
-            user = await _user(session, email)
+            user = await _user(session, email, runtime.auth)
             return await privacy.erase(
                 session,
                 user=user,
@@ -117,8 +117,8 @@ async def _erase(email: str) -> str:
         await runtime.close()
 
 
-async def _user(session: AsyncSession, email: str) -> User:
-    user = await session.scalar(select(User).where(User.email == normalise(email)))
+async def _user(session: AsyncSession, email: str, kit: AuthKit) -> User:
+    user = await accounts.find_by_email(session, kit=kit, email=email)
     if user is None:
         console.print(f"[red]No user with the address {email}.[/red]")
         raise typer.Exit(1)

@@ -17,7 +17,7 @@ from levqor.accounts.tokens import keyed_hash
 from levqor.compliance import audit, registry
 from levqor.compliance import service as compliance
 from levqor.compliance.registry import Owned, Via
-from levqor.db.base import new_id, utcnow
+from levqor.db.base import Sealed, new_id, utcnow
 from levqor.db.models import metadata
 
 
@@ -45,11 +45,18 @@ async def export(session: AsyncSession, *, user: User) -> dict[str, Any]:
 
 
 def _public(table: Table, row: Any) -> dict[str, Any]:
+    """A row as the user reads it: sealed personal data in clear, under its plain name
+    (`email`, not `email_encrypted`); secrets and blind indexes left out."""
     return {
-        column.name: _plain(row[column.name])
+        _name(column): _plain(row[column.name])
         for column in table.columns
         if column.name not in registry.SECRET_COLUMNS
     }
+
+
+def _name(column: Any) -> str:
+    name = str(column.name)
+    return name.removesuffix("_encrypted") if isinstance(column.type, Sealed) else name
 
 
 def _plain(value: Any) -> Any:

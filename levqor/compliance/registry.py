@@ -80,6 +80,7 @@ SECRET_COLUMNS = frozenset(
         "response_encrypted",
         "account_key",
         "request_hash",
+        "email_index",
     }
 )
 

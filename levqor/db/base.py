@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, MetaData, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -24,6 +24,25 @@ NAMING_CONVENTION = {
 # Column info marking a value sealed with the key ring: `levqor keys rotate` re-encrypts
 # every column so marked, and a test refuses an `*_encrypted` column without it.
 ENCRYPTED: dict[str, object] = {"encrypted": True}
+
+
+class Sealed(TypeDecorator[str]):
+    """Text encrypted at rest with the process's key ring (MultiFernet), in clear in
+    Python: for personal data such as e-mail addresses and names. Such a column cannot
+    be searched; pair it with a blind index column when it must be looked up."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        from levqor.crypto import active_ring
+
+        return None if value is None else active_ring().encrypt(value.encode()).decode()
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        from levqor.crypto import active_ring
+
+        return None if value is None else active_ring().decrypt(value.encode()).decode()
 
 
 class Base(DeclarativeBase):

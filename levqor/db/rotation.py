@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import Column, Table, func, select, update
+from sqlalchemy import Column, Table, Text, func, select, type_coerce, update
 
 from levqor.db.engine import Database
 from levqor.db.models import metadata
@@ -25,6 +26,11 @@ BATCH = 200
 class SealedColumn:
     table: Table
     column: Column[str]
+
+    @property
+    def raw(self) -> Any:
+        """The stored token, not the clear text a `Sealed` column type would give."""
+        return type_coerce(self.column, Text)
 
     @property
     def key(self) -> Column[object]:
@@ -65,7 +71,7 @@ async def rotate_all(
     for sealed in sealed_columns():
         after: object = None
         while True:
-            query = select(sealed.key, sealed.column).where(sealed.column.is_not(None))
+            query = select(sealed.key, sealed.raw).where(sealed.column.is_not(None))
             if after is not None:
                 query = query.where(sealed.key > after)
             async with db.session(write=False) as session:
@@ -77,8 +83,8 @@ async def rotate_all(
                     fresh = cipher.rotate(token.encode()).decode()
                     await connection.execute(
                         update(sealed.table)
-                        .where(sealed.key == key, sealed.column == token)
-                        .values({sealed.column.name: fresh})
+                        .where(sealed.key == key, sealed.raw == token)
+                        .values({sealed.column.name: type_coerce(fresh, Text)})
                     )
             rewritten += len(rows)
             progress(len(rows))

@@ -52,7 +52,7 @@ def test_tokens_prune_deletes_only_what_expired(cli_env: Settings) -> None:
     async def seed() -> None:
         runtime = build_runtime(cli_env)
         async with runtime.db.write() as session, session.begin():
-            user = User(email="p@example.com", password_hash="x", credits=0)
+            user = User(email="p@example.com", email_index="p", password_hash="x", credits=0)
             session.add(user)
             await session.flush()
             old = TokenFamily(user_id=user.id, expires_at=utcnow() - timedelta(days=1))

@@ -27,7 +27,8 @@ async def sealed_values(runtime: Runtime) -> list[str]:
     values = []
     async with runtime.db.read() as session:
         for sealed in rotation.sealed_columns():
-            values += [row[0] for row in await session.execute(select(sealed.column))]
+            query = select(sealed.raw).where(sealed.column.is_not(None))
+            values += [row[0] for row in await session.execute(query)]
     return values
 
 

@@ -180,3 +180,37 @@ def test_security_events_move_into_the_audit_chain(tmp_path: Path) -> None:
     assert actions == ["signup", "login"]
     assert verdict.intact
     assert verdict.checked == 2
+
+
+def test_existing_addresses_and_names_are_sealed_by_the_migration(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from levqor.accounts import service as accounts
+    from levqor.accounts.models import User
+    from levqor.runtime import build_runtime
+
+    settings = sqlite_settings(tmp_path)
+    migrate.upgrade(settings, "0011")
+    asyncio.run(
+        _admin(
+            settings.sqlalchemy_url,
+            "INSERT INTO users (id, email, name, password_hash, role, plan, credits, is_active,"
+            " created_at, updated_at) VALUES ('usr_a', 'old@example.com', 'Old Timer', 'x',"
+            " 'user', 'free', 0, 1, '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')",
+        )
+    )
+    migrate.upgrade(settings)
+
+    async def read_back() -> tuple[str, str | None, str, Any]:
+        runtime = build_runtime(settings)
+        async with runtime.db.read() as session:
+            raw = (await session.execute(text("SELECT email_encrypted FROM users"))).scalar_one()
+            user = await accounts.find_by_email(session, kit=runtime.auth, email="OLD@example.com")
+            found = await session.scalar(select(User.email))
+        await runtime.close()
+        assert user is not None
+        return user.email, user.name, raw, found
+
+    email, name, raw, found = asyncio.run(read_back())
+    assert (email, name, found) == ("old@example.com", "Old Timer", "old@example.com")
+    assert "old@example.com" not in raw

@@ -26,7 +26,7 @@ def seed(settings: Settings) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         runtime = build_runtime(settings)
         async with runtime.db.write() as session, session.begin():
-            user = User(email="ops@example.com", password_hash="x", credits=0)
+            user = User(email="ops@example.com", email_index="ops", password_hash="x", credits=0)
             session.add(user)
             await session.flush()
             flows = [

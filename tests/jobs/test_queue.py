@@ -22,7 +22,12 @@ LEASE = timedelta(seconds=30)
 async def seed(runtime: Runtime, *, users: int, jobs_each: int, tag: str = "q") -> None:
     async with runtime.db.write() as session, session.begin():
         for index in range(users):
-            user = User(email=f"{tag}{index}@example.com", password_hash="x", credits=0)
+            user = User(
+                email=f"{tag}{index}@example.com",
+                email_index=f"{tag}{index}",
+                password_hash="x",
+                credits=0,
+            )
             session.add(user)
             await session.flush()
             workflow = Workflow(
