@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor.compliance import audit
 from levqor.errors import LevqorError
 from levqor.runtime import Runtime
 
@@ -30,6 +31,9 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[As
     SQLite). A LevqorError rolls back unless it says `keep_writes`.
     """
     write = request.method not in READ_METHODS
+    key = runtime.settings.blind_index_key
+    if key is not None and request.client is not None:
+        audit.client_ip_hash.set(audit.hash_ip(key.get_secret_value(), request.client.host))
     async with runtime.db.session(write=write) as session:
         await session.begin()
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,9 @@ from levqor.db.base import utcnow
 
 GENESIS = "0" * 64
 BATCH = 1000
+# "From where": the keyed hash of the client's IP, set per request (deps.get_session),
+# so every entry written while serving a request carries it without passing it along.
+client_ip_hash: ContextVar[str | None] = ContextVar("audit_client_ip_hash", default=None)
 
 
 def hash_ip(key: str, ip: str | None) -> str | None:
@@ -59,7 +63,7 @@ async def record(
         actor=actor,
         action=action,
         object_id=object_id,
-        ip_hash=ip_hash,
+        ip_hash=ip_hash or client_ip_hash.get(),
         detail=detail or {},
         prev_hash=last or GENESIS,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -59,6 +60,7 @@ class Executor:
         worker_id: str,
         cipher: MultiFernet,
         settings: Settings,
+        on_release: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
         self.http = http
@@ -67,7 +69,7 @@ class Executor:
         self.llm = llm.server_from_settings(settings)
         self.allow = safety.AllowList.parse(settings.allow_private_urls)
         self.worker_id = worker_id
-        self.writer = JobWriter(db, worker_id=worker_id)
+        self.writer = JobWriter(db, worker_id=worker_id, on_release=on_release)
         self._definitions: OrderedDict[tuple[str, int], asyncio.Future[WorkflowDefinition]] = (
             OrderedDict()
         )

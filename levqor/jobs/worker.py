@@ -59,6 +59,7 @@ class Worker:
             worker_id=self.worker_id,
             cipher=runtime.cipher,
             settings=settings,
+            on_release=runtime.job_wakeup.set,  # the worker's wake event
         )
         self.running: dict[str, asyncio.Task[None]] = {}
         self.sending: dict[str, asyncio.Task[None]] = {}  # callback deliveries

@@ -12,6 +12,7 @@ finish thousands of short jobs a second instead of paying a transaction for each
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from levqor.db.engine import Database
 from levqor.jobs import queue
@@ -21,9 +22,14 @@ MAX_BATCH = 500
 
 
 class JobWriter:
-    def __init__(self, db: Database, *, worker_id: str) -> None:
+    def __init__(
+        self, db: Database, *, worker_id: str, on_release: Callable[[], None] = lambda: None
+    ) -> None:
         self.db = db
         self.worker_id = worker_id
+        # Called once jobs' final states are committed: until then they still count as
+        # running (per-user limits), so the worker may be waiting for exactly this.
+        self.on_release = on_release
         self._pending: list[tuple[JobWrite, asyncio.Future[bool]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -60,3 +66,5 @@ class JobWriter:
             for write, future in batch:
                 if not future.done():
                     future.set_result(write.job_id in owned)
+            if any(write.state for write, _ in batch):
+                self.on_release()

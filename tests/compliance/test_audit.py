@@ -41,6 +41,12 @@ async def test_security_events_form_an_unbroken_chain(
         "api_key_created",
     ]
     assert {entry.actor for entry in entries} == {account.id}
+    key = runtime.settings.blind_index_key
+    assert key is not None
+    # From where: the keyed hash of the caller's address, never the address itself.
+    assert {entry.ip_hash for entry in entries} == {
+        audit.hash_ip(key.get_secret_value(), "127.0.0.1")
+    }
     assert entries[0].prev_hash == audit.GENESIS
     assert all(later.prev_hash == earlier.hash for earlier, later in pairwise(entries))
     assert verdict.intact
