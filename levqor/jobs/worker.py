@@ -59,13 +59,15 @@ class Worker:
             worker_id=self.worker_id,
             cipher=runtime.cipher,
             settings=settings,
-            on_release=runtime.job_wakeup.set,  # the worker's wake event
+            on_release=self._released,
         )
         self.running: dict[str, asyncio.Task[None]] = {}
         self.sending: dict[str, asyncio.Task[None]] = {}  # callback deliveries
         self.listening = asyncio.Event()  # set while LISTEN/NOTIFY wakes this worker
         self.wake = runtime.job_wakeup
         self.claim_batch = max(1, concurrency // 2)
+        self.came_up_short = False  # the last claim found fewer jobs than free slots
+        self.releases = 0  # commits of final states so far
         self.deliveries_due = True
         self.next_delivery_poll = 0.0
 
@@ -142,6 +144,7 @@ class Worker:
         free = self.concurrency - len(self.running)
         if free <= 0:
             return 0
+        releases_before = self.releases
         async with self.runtime.db.transaction() as connection:
             jobs = await queue.claim(
                 connection,
@@ -151,6 +154,9 @@ class Worker:
                 now=utcnow(),
                 max_running_per_user=self.runtime.settings.max_running_jobs_per_user,
             )
+        self.came_up_short = len(jobs) < free
+        if self.came_up_short and self.releases != releases_before:
+            self.wake.set()  # a release landed while we claimed: it may have freed a user
         for job in jobs:
             self.running[job.id] = asyncio.create_task(self._execute(job))
         return len(jobs)
@@ -203,6 +209,14 @@ class Worker:
                 self.deliveries_due = True
             if self.deliveries_due or self.concurrency - len(self.running) >= self.claim_batch:
                 self.wake.set()
+
+    def _released(self) -> None:
+        """Final states committed: those jobs no longer count against per-user limits.
+        A claim that came up short may have been held back by them, so try again; a
+        full claim needs no extra wake (finishing jobs wake the loop themselves)."""
+        self.releases += 1
+        if self.came_up_short:
+            self.wake.set()
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
