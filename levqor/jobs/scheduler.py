@@ -6,6 +6,12 @@ with the run, in one transaction; the unique (workflow, fire time) key lets exac
 succeed. Only the latest due fire time is considered, so after downtime a schedule runs
 once, not once per missed time; fire times before the current version existed are not
 due. A fire whose owner lacks credits is recorded as skipped, not retried every tick.
+
+On PostgreSQL one scheduler leads: it holds a session advisory lock on a connection of
+its own and is the only one that ticks; the others try for the lock each interval, so
+when the leader dies (its connection closes, the lock goes with it) another takes over
+within an interval. The unique key above keeps fires exactly-once even in the moment
+two think they lead. On SQLite every scheduler ticks (one host, serial writers).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from croniter import croniter
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -27,6 +34,7 @@ from levqor.accounts.models import User
 from levqor.db.base import utcnow
 from levqor.idempotency import service as idempotency_service
 from levqor.jobs import service
+from levqor.jobs.listener import plain_dsn
 from levqor.jobs.models import FINAL_STATES, Job, ScheduleFire
 from levqor.logging import get_logger
 from levqor.runtime import Runtime
@@ -43,21 +51,50 @@ def latest_fire(cron: str, timezone: str, now: datetime) -> datetime:
     return fire.astimezone(now.tzinfo)
 
 
+LEADER_LOCK = "levqor_scheduler"
+
+
 class Scheduler:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.last_upkeep: datetime | None = None
+        self._leadership: asyncpg.Connection | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.runtime.settings.scheduler_interval_s
         log.info("scheduler_started", interval_s=interval)
-        while not stop.is_set():
-            try:
-                await self.tick(utcnow())
-            except Exception:  # a bad tick must not stop the schedules
-                log.exception("scheduler_tick_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+        try:
+            while not stop.is_set():
+                try:
+                    if await self.leads():
+                        await self.tick(utcnow())
+                except Exception:  # a bad tick must not stop the schedules
+                    log.exception("scheduler_tick_failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+        finally:
+            await self._resign()
+
+    async def leads(self) -> bool:
+        """Whether this scheduler leads now; tries to take the lead when nobody does."""
+        if self.runtime.db.is_sqlite:
+            return True
+        if self._leadership is not None and not self._leadership.is_closed():
+            return True
+        self._leadership = None
+        connection = await asyncpg.connect(plain_dsn(self.runtime.settings.sqlalchemy_url))
+        if await connection.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", LEADER_LOCK):
+            self._leadership = connection
+            log.info("scheduler_leads")
+            return True
+        await connection.close()
+        return False
+
+    async def _resign(self) -> None:
+        if self._leadership is not None:
+            with contextlib.suppress(Exception):
+                await self._leadership.close(timeout=2)  # the lock goes with it
+            self._leadership = None
 
     async def tick(self, now: datetime) -> list[str]:
         """Fire what is due at `now`; the ids of the jobs this scheduler started."""

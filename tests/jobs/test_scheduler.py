@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select, update
 
 from levqor.accounts.models import User
@@ -140,3 +141,21 @@ async def test_upkeep_deletes_old_finished_jobs_only(
     async with runtime.db.read() as session:
         left = set(await session.scalars(select(Job.id)))
     assert left == {ids[1], ids[2]}
+
+
+async def test_one_scheduler_leads_and_another_takes_over_when_it_goes(
+    runtime: Runtime,
+) -> None:
+    if runtime.db.is_sqlite:
+        pytest.skip("PostgreSQL only: on SQLite every scheduler ticks")
+    first, second = Scheduler(runtime), Scheduler(runtime)
+    try:
+        assert await first.leads()
+        assert not await second.leads()
+        assert await first.leads()  # still leading, no second lock taken
+        await first._resign()  # the leader stops (or its connection dies)
+        assert await second.leads()
+        assert not await first.leads()
+    finally:
+        await first._resign()
+        await second._resign()
