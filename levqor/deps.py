@@ -33,7 +33,7 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[As
     write = request.method not in READ_METHODS
     key = runtime.settings.blind_index_key
     if key is not None and request.client is not None:
-        audit.client_ip_hash.set(audit.hash_ip(key.get_secret_value(), request.client.host))
+        audit.client.set((key.get_secret_value(), request.client.host))
     async with runtime.db.session(write=write) as session:
         await session.begin()
         try:

@@ -107,6 +107,20 @@ async def signup(
     return user, await sessions.start_session(session, kit=kit, user=user)
 
 
+def _account_key(kit: AuthKit, address: str) -> str:
+    """What login failures are counted by: a keyed hash, never the address."""
+    return keyed_hash(kit.account_key_secret, address)
+
+
+async def delete_account(session: AsyncSession, *, kit: AuthKit, user: User) -> None:
+    """Delete the user row (tokens, keys and everything owned cascade with it) and the
+    login failures counted against the address."""
+    await session.execute(
+        delete(LoginFailure).where(LoginFailure.account_key == _account_key(kit, user.email))
+    )
+    await session.execute(delete(User).where(User.id == user.id))
+
+
 async def login(
     session: AsyncSession, *, kit: AuthKit, email: str, password: str
 ) -> tuple[User, TokenPair]:
@@ -115,7 +129,7 @@ async def login(
         address = normalise_email(email)
     except errors.InvalidRequest:
         address = email.strip().lower()
-    account_key = keyed_hash(kit.account_key_secret, address)
+    account_key = _account_key(kit, address)
     await _lock_account_key(session, account_key)
     await _refuse_if_locked(session, kit=kit, account_key=account_key)
 

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from levqor import errors
 from levqor.accounts.api_deps import AdminUser, CurrentUser
 from levqor.compliance import audit, privacy, service
 from levqor.deps import RuntimeDep, SessionDep
@@ -99,11 +98,7 @@ async def export_my_data(
     principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Every record about you, from every table, with what it is used for."""
-    document = await privacy.export(session, user=principal.user)
-    await audit.record(
-        session, actor=principal.user.id, action="data_exported", object_id=principal.user.id
-    )
-    return document
+    return await privacy.export(session, user=principal.user, actor=principal.user.id)
 
 
 @me_router.delete("", status_code=204)
@@ -111,17 +106,7 @@ async def erase_me(
     body: EraseIn, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
     """Delete your account and everything personal about it, for good."""
-    user = principal.user
-    if not await runtime.auth.passwords.verify(user.password_hash, body.password):
-        raise WrongPassword()
-    await privacy.erase(
-        session,
-        user=user,
-        blind_index_key=_key(runtime),
-        account_key_secret=runtime.auth.account_key_secret,
+    await privacy.erase_confirmed(
+        session, user=principal.user, kit=runtime.auth, password=body.password
     )
     return Response(status_code=204)
-
-
-class WrongPassword(errors.Forbidden):
-    code = "wrong_password"

@@ -24,9 +24,10 @@ from levqor.db.base import utcnow
 
 GENESIS = "0" * 64
 BATCH = 1000
-# "From where": the keyed hash of the client's IP, set per request (deps.get_session),
-# so every entry written while serving a request carries it without passing it along.
-client_ip_hash: ContextVar[str | None] = ContextVar("audit_client_ip_hash", default=None)
+# "From where": the client's address and the key to hash it with, set per request
+# (deps.get_session), so every entry written while serving a request carries the hash
+# without passing it along; hashed only when an entry is written.
+client: ContextVar[tuple[str, str] | None] = ContextVar("audit_client", default=None)
 
 
 def hash_ip(key: str, ip: str | None) -> str | None:
@@ -63,7 +64,7 @@ async def record(
         actor=actor,
         action=action,
         object_id=object_id,
-        ip_hash=ip_hash or client_ip_hash.get(),
+        ip_hash=ip_hash or _client_hash(),
         detail=detail or {},
         prev_hash=last or GENESIS,
     )
@@ -71,6 +72,11 @@ async def record(
     session.add(entry)
     await session.flush()
     return entry
+
+
+def _client_hash() -> str | None:
+    found = client.get()
+    return hash_ip(*found) if found else None
 
 
 @dataclass(frozen=True)

@@ -93,26 +93,17 @@ async def _export(email: str) -> dict[str, Any]:
     try:
         async with runtime.db.session(write=True) as session, session.begin():
             user = await _user(session, email, runtime.auth)
-            document = await privacy.export(session, user=user)
-            await audit.record(session, actor="system", action="data_exported", object_id=user.id)
-            return document
+            return await privacy.export(session, user=user, actor="system")
     finally:
         await runtime.close()
 
 
 async def _erase(email: str) -> str:
     runtime = build_runtime(load_settings())
-    key = runtime.settings.blind_index_key
-    assert key is not None
     try:
         async with runtime.db.session(write=True) as session, session.begin():
             user = await _user(session, email, runtime.auth)
-            return await privacy.erase(
-                session,
-                user=user,
-                blind_index_key=key.get_secret_value(),
-                account_key_secret=runtime.auth.account_key_secret,
-            )
+            return await privacy.erase(session, user=user, kit=runtime.auth)
     finally:
         await runtime.close()
 

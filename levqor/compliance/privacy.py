@@ -9,11 +9,13 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor import errors
+from levqor.accounts import service as accounts
+from levqor.accounts.kit import AuthKit
 from levqor.accounts.models import User
-from levqor.accounts.tokens import keyed_hash
 from levqor.compliance import audit, registry
 from levqor.compliance import service as compliance
 from levqor.compliance.registry import Owned, Via
@@ -21,8 +23,9 @@ from levqor.db.base import Sealed, new_id, utcnow
 from levqor.db.models import metadata
 
 
-async def export(session: AsyncSession, *, user: User) -> dict[str, Any]:
-    """Every record about `user`, from every personal table, secrets left out."""
+async def export(session: AsyncSession, *, user: User, actor: str) -> dict[str, Any]:
+    """Every record about `user`, from every personal table, secrets left out; the
+    export itself goes in the audit log, made by `actor` (the user, or "system")."""
     data: dict[str, list[dict[str, Any]]] = {}
     for name, rule in registry.TABLES.items():
         if isinstance(rule, Owned) and rule.erase != "by_account_key":
@@ -36,6 +39,7 @@ async def export(session: AsyncSession, *, user: User) -> dict[str, Any]:
             query = select(table).where(table.c[rule.column].in_(parents))
             rows = (await session.execute(query)).all() if parents else []
             data[name] = [_public(table, row._mapping) for row in rows]
+    await audit.record(session, actor=actor, action="data_exported", object_id=user.id)
     return {
         "generated_at": utcnow().isoformat(),
         "user_id": user.id,
@@ -63,9 +67,18 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime | date) else value
 
 
-async def erase(
-    session: AsyncSession, *, user: User, blind_index_key: str, account_key_secret: str
-) -> str:
+class WrongPassword(errors.Forbidden):
+    code = "wrong_password"
+
+
+async def erase_confirmed(session: AsyncSession, *, user: User, kit: AuthKit, password: str) -> str:
+    """Erasure asked for by the user: only with their current password."""
+    if not await kit.passwords.verify(user.password_hash, password):
+        raise WrongPassword()
+    return await erase(session, user=user, kit=kit)
+
+
+async def erase(session: AsyncSession, *, user: User, kit: AuthKit) -> str:
     """Delete everything personal about `user`; the tombstone id of the receipt.
 
     The address goes on the global suppression list first (by blind index, never in
@@ -74,13 +87,12 @@ async def erase(
     address and deleted by it; the audit log keeps its pseudonymous rows.
     """
     tombstone = new_id("tomb")
+    key = kit.settings.blind_index_key
+    assert key is not None  # load_settings always fills it
     await compliance.suppress(
-        session, key=blind_index_key, user_id=None, address=user.email, reason="erased"
+        session, key=key.get_secret_value(), user_id=None, address=user.email, reason="erased"
     )
-    failures = metadata.tables["login_failures"]
-    account_key = keyed_hash(account_key_secret, compliance.normalise(user.email))
-    await session.execute(delete(failures).where(failures.c.account_key == account_key))
-    await session.execute(delete(User).where(User.id == user.id))  # the rest cascades
+    await accounts.delete_account(session, kit=kit, user=user)
     await audit.record(
         session,
         actor="system",
