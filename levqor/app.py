@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from levqor import __version__
 from levqor.accounts import api as accounts_api
+from levqor.billing import api as billing_api
 from levqor.compliance import api as compliance_api
 from levqor.config import Settings, load_settings
 from levqor.connectors import api as connectors_api
@@ -61,6 +62,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(connectors_api.router)
     app.include_router(jobs_api.router)
     app.include_router(jobs_api.hooks_router)
+    app.include_router(billing_api.router)
     app.include_router(pages.router)
     app.include_router(compliance_api.router)
     app.include_router(compliance_api.admin_router)

@@ -5,11 +5,9 @@ AsyncSession; they flush, never commit. Logins as token families live in `sessio
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import cache
-from typing import cast
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Integer, Table, Update, bindparam, delete, exists, select, text, update
+from sqlalchemy import delete, exists, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +18,8 @@ from levqor.accounts.events import record_event
 from levqor.accounts.kit import AuthKit, Principal, TokenPair
 from levqor.accounts.models import ROLE_ADMIN, ROLE_USER, ApiKey, LoginFailure, User
 from levqor.accounts.tokens import API_KEY_PREFIX, keyed_hash, new_api_key, sha256_hex
+from levqor.billing import service as billing
+from levqor.compliance import audit
 from levqor.compliance import service as compliance
 from levqor.db.base import utcnow
 from levqor.logging import get_logger
@@ -87,6 +87,14 @@ async def create(
     )
     session.add(user)
     await session.flush()
+    if user.credits:
+        await billing.record_grant(
+            session,
+            user_id=user.id,
+            amount=user.credits,
+            balance_after=user.credits,
+            reason=billing.SIGNUP_GRANT,
+        )
     return user
 
 
@@ -256,41 +264,27 @@ async def delete_api_key(session: AsyncSession, *, user: User, key_id: str) -> N
     await record_event(session, user_id=user.id, kind="api_key_deleted", detail={"key_id": key_id})
 
 
-# --- credits (the billing issue moves these behind a ledger) ---------------------------
+# --- roles -----------------------------------------------------------------------------
 
 
-async def debit_credits(session: AsyncSession, *, user_id: str, amount: int) -> None:
-    """Take `amount` credits atomically, or raise PaymentRequired and take nothing."""
-    if amount == 0:
-        return
-    debited = await session.execute(
-        debit_statement(), {"debit_user_id": user_id, "debit_amount": amount}
+async def set_role(session: AsyncSession, *, user: User, role: str, actor: str) -> bool:
+    """Give `user` the role `role`, recorded in the audit log as done by `actor`; False
+    when they had it already. Takes effect on their next request (roles are read per
+    request, not carried in tokens)."""
+    if role not in (ROLE_USER, ROLE_ADMIN):
+        raise errors.InvalidRequest(f"No such role: {role}.", field="role")
+    if user.role == role:
+        return False
+    previous, user.role = user.role, role
+    await audit.record(
+        session,
+        actor=actor,
+        action="role_changed",
+        object_id=user.id,
+        detail={"from": previous, "to": role},
     )
-    if debited.first() is None:
-        raise short_of_credits(amount)
-
-
-@cache
-def debit_statement() -> Update:
-    """Take `:debit_amount` credits from `:debit_user_id` if the balance covers them;
-    returns the user's id if it did. Built once, with bound parameters, so a caller can
-    make it part of a larger statement (the webhook intake) at no compiling cost."""
-    users = cast(Table, User.__table__).c
-    amount = bindparam("debit_amount", type_=Integer)
-    return (
-        update(cast(Table, User.__table__))
-        .where(
-            users.id == bindparam("debit_user_id"),
-            users.is_active.is_(True),  # a deactivated account starts nothing
-            users.credits >= amount,
-        )
-        .values(credits=users.credits - amount)
-        .returning(users.id)
-    )
-
-
-def short_of_credits(amount: int) -> errors.PaymentRequired:
-    return errors.PaymentRequired(f"A run costs {amount} credits; your balance is too low.")
+    await session.flush()
+    return True
 
 
 # --- admin -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
@@ -26,6 +26,35 @@ from levqor.db.models import metadata
 async def export(session: AsyncSession, *, user: User, actor: str) -> dict[str, Any]:
     """Every record about `user`, from every personal table, secrets left out; the
     export itself goes in the audit log, made by `actor` (the user, or "system")."""
+    document = await collect(session, user=user)
+    await audit.record(session, actor=actor, action="data_exported", object_id=user.id)
+    return document
+
+
+async def count_rows(session: AsyncSession, *, user: User) -> int:
+    """How many rows an export of `user` would hold, counted without reading them."""
+    total = 0
+    parents: dict[str, Any] = {}
+    for name, rule in registry.TABLES.items():
+        if isinstance(rule, Owned) and rule.erase != "by_account_key":
+            table = metadata.tables[name]
+            owned = table.c[rule.column] == user.id
+            parents[name] = (table, owned)
+            total += await session.scalar(select(func.count()).where(owned)) or 0
+    for name, rule in registry.TABLES.items():
+        if isinstance(rule, Via) and rule.parent in parents:
+            table = metadata.tables[name]
+            parent, owned = parents[rule.parent]
+            keys = select(parent.c[rule.parent_key]).where(owned)
+            total += (
+                await session.scalar(select(func.count()).where(table.c[rule.column].in_(keys)))
+                or 0
+            )
+    return total
+
+
+async def collect(session: AsyncSession, *, user: User) -> dict[str, Any]:
+    """The export document of `user`: read only, recorded by the caller."""
     data: dict[str, list[dict[str, Any]]] = {}
     for name, rule in registry.TABLES.items():
         if isinstance(rule, Owned) and rule.erase != "by_account_key":
@@ -39,7 +68,6 @@ async def export(session: AsyncSession, *, user: User, actor: str) -> dict[str, 
             query = select(table).where(table.c[rule.column].in_(parents))
             rows = (await session.execute(query)).all() if parents else []
             data[name] = [_public(table, row._mapping) for row in rows]
-    await audit.record(session, actor=actor, action="data_exported", object_id=user.id)
     return {
         "generated_at": utcnow().isoformat(),
         "user_id": user.id,
@@ -84,7 +112,8 @@ async def erase(session: AsyncSession, *, user: User, kit: AuthKit) -> str:
     The address goes on the global suppression list first (by blind index, never in
     clear), so it is never mailed again; tokens, keys, credentials, workflows and runs go
     with the user row (foreign keys cascade); login failures are keyed by a hash of the
-    address and deleted by it; the audit log keeps its pseudonymous rows.
+    address and deleted by it; the audit log keeps its pseudonymous rows; money records
+    (the credit ledger) stay, under the tombstone id instead of the user's.
     """
     tombstone = new_id("tomb")
     key = kit.settings.blind_index_key
@@ -92,6 +121,14 @@ async def erase(session: AsyncSession, *, user: User, kit: AuthKit) -> str:
     await compliance.suppress(
         session, key=key.get_secret_value(), user_id=None, address=user.email, reason="erased"
     )
+    for name, rule in registry.TABLES.items():
+        if isinstance(rule, Owned) and rule.erase == "pseudonymise":
+            table = metadata.tables[name]
+            await session.execute(
+                update(table)
+                .where(table.c[rule.column] == user.id)
+                .values({rule.column: tombstone})
+            )
     await accounts.delete_account(session, kit=kit, user=user)
     await audit.record(
         session,

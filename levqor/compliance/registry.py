@@ -7,7 +7,8 @@ new personal data cannot slip past export and erasure.
 
 Erasure deletes the user row and lets foreign keys cascade to everything `Owned` or
 `Via` marked `erase="cascade"`; `keep` rows stay, pseudonymous (they name only the random
-user id, never an address or a name).
+user id, never an address or a name); `pseudonymise` rows stay with the user id replaced
+by the erasure's random tombstone id (money records that tax law keeps).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Erase = Literal["cascade", "keep", "by_account_key"]
+Erase = Literal["cascade", "keep", "pseudonymise", "by_account_key"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,12 @@ TABLES: dict[str, Rule] = {
     "llm_usage": Owned("user_id"),
     "email_suppressions": Owned("user_id"),
     "consents": Owned("user_id"),
+    "data_exports": Owned("user_id"),
+    "credit_ledger": Owned(
+        "user_id",
+        erase="pseudonymise",
+        why_kept="accounting record kept for tax law; the user id becomes a tombstone id",
+    ),
     "audit_log": Owned(
         "actor",
         erase="keep",
@@ -68,7 +75,8 @@ TABLES: dict[str, Rule] = {
     ),
 }
 
-# Never exported: secrets and their hashes are no one's personal data to take away.
+# Never exported: secrets and their hashes are no one's personal data to take away, and a
+# built export is only a copy of the rest.
 SECRET_COLUMNS = frozenset(
     {
         "password_hash",
@@ -81,6 +89,7 @@ SECRET_COLUMNS = frozenset(
         "account_key",
         "request_hash",
         "email_index",
+        "document_encrypted",
     }
 )
 
@@ -102,6 +111,8 @@ ABOUT = {
         "runs": "kept for the job retention period (LEVQOR_JOB_RETENTION_DAYS), then deleted",
         "account": "until you delete it",
         "audit log": "kept after deletion, pseudonymous (no name, no e-mail)",
+        "credit ledger": "kept after deletion as long as tax law requires, under a random "
+        "tombstone id instead of your user id",
     },
     "rights": [
         "access and portability: this export (GET /api/v1/me/export)",

@@ -24,7 +24,6 @@ from sqlalchemy import (
     DateTime,
     Integer,
     String,
-    Update,
     and_,
     bindparam,
     delete,
@@ -39,7 +38,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from levqor.db.base import UTCDateTime
+from levqor.billing import service as billing
+from levqor.db.base import UTCDateTime, utcnow
 from levqor.db.engine import Database
 from levqor.jobs import callbacks
 from levqor.jobs.models import (
@@ -183,41 +183,45 @@ _CLAIM = _claim_statement()
 CHANNEL = "levqor_jobs"
 
 
-async def enqueue(
-    db: Database, job: dict[str, Any], *, debit: Update, debit_params: dict[str, Any]
-) -> bool:
-    """Insert `job` and take its credits (`debit`, a statement with bound parameters,
-    built once) atomically; False, with nothing written, when the balance is short.
+async def enqueue(db: Database, job: dict[str, Any], *, cost: int) -> bool:
+    """Insert `job`, take its `cost` in credits and write the ledger row, atomically;
+    False, with nothing written, when the balance is short.
 
-    On PostgreSQL this is one statement in autocommit (`WITH debit AS (UPDATE users …)
-    INSERT INTO jobs SELECT … FROM debit`, notifying workers): every webhook call of a
-    user debits the same balance row, and a lock held across round trips would make
-    those calls queue behind each other. On SQLite, a short transaction of two.
+    On PostgreSQL this is one statement in autocommit (`WITH debit AS (UPDATE users …),
+    ledger AS (INSERT …) INSERT INTO jobs SELECT … FROM debit`, notifying workers): every
+    webhook call of a user debits the same balance row, and a lock held across round
+    trips would make those calls queue behind each other. On SQLite, a short transaction.
     """
     if db.is_sqlite:
         async with db.transaction() as connection:
-            if (await connection.execute(debit, debit_params)).first() is None:
+            charged = await billing.charge_run(
+                connection, user_id=job["user_id"], amount=cost, job_id=job["id"]
+            )
+            if not charged:
                 return False
             await connection.execute(insert(jobs_table), job)
         return True
     async with db.autocommit() as connection:
         # Prefixed: a parameter named like a users column would join the debit's SET.
         params = {f"job_{name}": value for name, value in job.items()}
-        inserted = await connection.execute(
-            _insert_paid_job(debit, tuple(job)), {**params, **debit_params}
-        )
+        params |= {"debit_user_id": job["user_id"], "debit_amount": cost, "ledger_at": utcnow()}
+        inserted = await connection.execute(_insert_paid_job(tuple(job)), params)
         return inserted.first() is not None
 
 
 @cache
-def _insert_paid_job(debit: Update, columns: tuple[str, ...]) -> Any:
+def _insert_paid_job(columns: tuple[str, ...]) -> Any:
+    debit = billing.debit_statement().cte("debit")
+    job_id = bindparam("job_id", type_=jobs_table.c.id.type)  # the same as `job_{id}`
+    ledger = billing.run_entry_from(debit, job_id=job_id).cte("ledger")
     source = select(
         *(bindparam(f"job_{name}", type_=jobs_table.c[name].type) for name in columns)
-    ).select_from(debit.cte("debit"))
+    ).select_from(debit)
     return (
         insert(jobs_table)
         .from_select(list(columns), source)
         .returning(jobs_table.c.id, func.pg_notify(CHANNEL, ""))
+        .add_cte(ledger)
     )
 
 

@@ -11,8 +11,8 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
-from levqor.accounts import service as accounts_service
 from levqor.accounts.models import User
+from levqor.billing import service as billing
 from levqor.db.base import new_id, utcnow
 from levqor.db.engine import Database
 from levqor.jobs import callbacks, queue
@@ -62,7 +62,6 @@ async def start_run(
 ) -> Job:
     """Debit the run's credits and queue it, in the caller's one transaction."""
     workflow = await workflows_service.get(session, user=user, workflow_id=workflow_id)
-    await accounts_service.debit_credits(session, user_id=user.id, amount=cost)
     job = Job(
         **new_job(
             user_id=user.id,
@@ -73,6 +72,8 @@ async def start_run(
             callback_url=callback_url,
         )
     )
+    if not await billing.charge_run(session, user_id=user.id, amount=cost, job_id=job.id):
+        raise billing.short_of_credits(cost)
     session.add(job)
     await session.flush()
     await queue.notify(session)
@@ -115,17 +116,11 @@ async def start_from_webhook(
     """
     workflow = await workflows_service.get_by_webhook(session, workflow_id=workflow_id, token=token)
     job = new_job(user_id=workflow.user_id, workflow=workflow, input=payload)
-    paid = await queue.enqueue(
-        db,
-        job,
-        debit=accounts_service.debit_statement(),
-        debit_params={"debit_user_id": workflow.user_id, "debit_amount": cost},
-    )
-    if not paid:  # the rare path: say why
+    if not await queue.enqueue(db, job, cost=cost):  # the rare path: say why
         owner = await session.get(User, workflow.user_id)
         if owner is None or not owner.is_active:
             raise errors.NotFound("No such webhook.")
-        raise accounts_service.short_of_credits(cost)
+        raise billing.short_of_credits(cost)
     return str(job["id"])
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from levqor.billing.models import CreditEntry
 from levqor.compliance import audit, registry
 from levqor.compliance import service as compliance
 from levqor.db.models import metadata
@@ -60,6 +61,7 @@ async def test_the_export_holds_every_personal_table_and_no_secret(
         "callback_secrets",
         "consents",
         "audit_log",
+        "credit_ledger",
     }
     assert document["data"]["users"][0]["email"] == account.email
     assert document["data"]["jobs"][0]["input"] == {"email": "customer@example.org"}
@@ -111,6 +113,16 @@ async def test_erasure_needs_the_password_and_then_leaves_nothing_personal(
                 )
                 assert orphans == 0, name
         receipt = await audit.search(session, action="account_erased")
+        kept_ledger = list(
+            await session.scalars(
+                select(CreditEntry.delta)
+                .where(CreditEntry.user_id == receipt[0].detail["tombstone"])
+                .order_by(CreditEntry.id)
+            )
+        )
+        ledger_under_user_id = await session.scalar(
+            select(func.count()).where(CreditEntry.user_id == account.id)
+        )
         verdict = await audit.verify(session)
         key = runtime.settings.blind_index_key
         assert key is not None
@@ -118,7 +130,10 @@ async def test_erasure_needs_the_password_and_then_leaves_nothing_personal(
             session, key=key.get_secret_value(), user_id=other.id, address=account.email
         )
     assert receipt[0].object_id == account.id
-    assert receipt[0].detail["tombstone"].startswith("tomb_")
+    tombstone = receipt[0].detail["tombstone"]
+    assert tombstone.startswith("tomb_")
+    assert kept_ledger == [50, -1]  # the money record stays, whole, under the tombstone
+    assert ledger_under_user_id == 0
     assert verdict.intact  # the chain survives: erasure appends, it never rewrites
     assert never_again  # the erased address is on the global list, for every sender
 
