@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(5, gt=0)
     upkeep_interval_s: float = Field(3600, gt=0)
     job_retention_days: int = Field(30, ge=1)
+    export_inline_max_rows: int = Field(5000, ge=0)
+    export_link_ttl_s: int = Field(24 * 3600, ge=60)
+    postal_address: str | None = None
 
     jwt_secret: SecretStr | None = None
     # Keys the blind index of e-mail addresses (suppression list, later logins): an

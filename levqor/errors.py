@@ -8,6 +8,7 @@
     ├── Forbidden             403 forbidden
     ├── NotFound              404 not_found
     ├── Conflict              409 conflict
+    ├── Gone                  410 gone
     ├── PayloadTooLarge       413 payload_too_large
     ├── RateLimited           429 rate_limited
     └── ServiceUnavailable    503 service_unavailable
@@ -93,6 +94,13 @@ class Conflict(LevqorError):
 
     status = 409
     code = "conflict"
+
+
+class Gone(LevqorError):
+    """This existed once and is no longer available."""
+
+    status = 410
+    code = "gone"
 
 
 class PayloadTooLarge(LevqorError):

@@ -14,7 +14,7 @@ from rich.table import Table
 from levqor.accounts import service, sessions
 from levqor.accounts.models import ROLE_ADMIN
 from levqor.config import load_settings
-from levqor.errors import LevqorError
+from levqor.errors import LevqorError, NotFound
 from levqor.idempotency import service as idempotency_service
 from levqor.runtime import build_runtime
 
@@ -101,3 +101,28 @@ async def _prune() -> dict[str, int]:
     finally:
         await runtime.close()
     return {**asdict(report), "idempotency_keys": idempotency}
+
+
+def set_role(
+    email: str = typer.Argument(..., help="The user's e-mail address."),
+    role: str = typer.Argument(..., help="user or admin"),
+) -> None:
+    """Make a user an admin, or an admin a plain user (recorded in the audit log)."""
+    try:
+        changed = asyncio.run(_set_role(email, role))
+    except LevqorError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{email} is now {role}." if changed else f"{email} was {role} already.")
+
+
+async def _set_role(email: str, role: str) -> bool:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.write() as session, session.begin():
+            user = await service.find_by_email(session, kit=runtime.auth, email=email)
+            if user is None:
+                raise NotFound(f"No user with the address {email}.")
+            return await service.set_role(session, user=user, role=role, actor="system")
+    finally:
+        await runtime.close()

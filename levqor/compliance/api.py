@@ -12,12 +12,15 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from levqor.accounts.api_deps import AdminUser, CurrentUser
-from levqor.compliance import audit, privacy, service
-from levqor.deps import RuntimeDep, SessionDep
+from levqor.compliance import audit, exports, privacy, service
+from levqor.compliance.models import DataExport
+from levqor.db.base import utcnow
+from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
+from levqor.runtime import Runtime
 from levqor.web.pages import templates
 
 router = APIRouter(include_in_schema=False)
@@ -50,7 +53,7 @@ async def unsubscribe(
     )
 
 
-def _key(runtime: RuntimeDep) -> str:
+def _key(runtime: Runtime) -> str:
     key = runtime.settings.blind_index_key
     assert key is not None  # load_settings always fills it
     return key.get_secret_value()
@@ -93,12 +96,90 @@ class EraseIn(BaseModel):
     password: str = Field(min_length=1, max_length=1024, description="Your current password.")
 
 
-@me_router.get("/export")
-async def export_my_data(
+class ExportRead(BaseModel):
+    id: str
+    status: str = Field(description="pending, building, ready or failed")
+    requested_at: datetime
+    finished_at: datetime | None
+    expires_at: datetime | None
+    size_bytes: int | None
+    download_url: str | None = Field(description="A signed link, valid until `expires_at`.")
+
+
+def _export_read(export: DataExport, runtime: Runtime) -> ExportRead:
+    ready = export.status == exports.READY
+    return ExportRead(
+        id=export.id,
+        status=export.status,
+        requested_at=export.requested_at,
+        finished_at=export.finished_at,
+        expires_at=export.expires_at,
+        size_bytes=export.size_bytes,
+        download_url=runtime.settings.public_url.rstrip("/")
+        + exports.download_path(_key(runtime), export)
+        if ready
+        else None,
+    )
+
+
+def _accepted(export: DataExport, runtime: Runtime) -> JSONResponse:
+    body = _export_read(export, runtime).model_dump(mode="json")
+    return JSONResponse(
+        body, status_code=202, headers={"Location": f"/api/v1/me/exports/{export.id}"}
+    )
+
+
+@me_router.get(
+    "/export",
+    responses={202: {"model": ExportRead, "description": "Too large: built in the background."}},
+)
+async def export_my_data(principal: CurrentUser, session: SessionDep, runtime: RuntimeDep) -> Any:
+    """Every record about you, from every table, with what it is used for. A large
+    export is built in the background: 202 and where to watch for its download link."""
+    user = principal.user
+    if await privacy.count_rows(session, user=user) > runtime.settings.export_inline_max_rows:
+        return _accepted(await exports.request(session, user=user, now=utcnow()), runtime)
+    return await privacy.export(session, user=user, actor=user.id)
+
+
+@me_router.post("/exports", status_code=202)
+async def request_export(
     principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
-) -> dict[str, Any]:
-    """Every record about you, from every table, with what it is used for."""
-    return await privacy.export(session, user=principal.user, actor=principal.user.id)
+) -> JSONResponse:
+    """Build your export in the background, whatever its size."""
+    return _accepted(await exports.request(session, user=principal.user, now=utcnow()), runtime)
+
+
+@me_router.get("/exports/{export_id}")
+async def export_status(
+    export_id: str, principal: CurrentUser, session: ReadSessionDep, runtime: RuntimeDep
+) -> ExportRead:
+    export = await exports.get(session, user=principal.user, export_id=export_id)
+    return _export_read(export, runtime)
+
+
+@me_router.get("/exports/{export_id}/download", response_class=Response)
+async def download_export(
+    export_id: str,
+    request: Request,
+    session: ReadSessionDep,
+    runtime: RuntimeDep,
+    expires: int = Query(ge=0),
+    signature: str = Query(min_length=64, max_length=64),
+) -> Response:
+    """The export document, through the signed link (no login needed until it expires)."""
+    found = await exports.fetch(
+        session, key=_key(runtime), export_id=export_id, expires=expires, signature=signature
+    )
+    headers = {
+        "Content-Disposition": f'attachment; filename="levqor-export-{found.export_id}.json"',
+        "Cache-Control": "private, no-store",
+        "Vary": "Accept-Encoding",
+    }
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(found.gzipped_json, media_type="application/json", headers=headers)
+    return Response(found.json, media_type="application/json", headers=headers)
 
 
 @me_router.delete("", status_code=204)

@@ -57,7 +57,9 @@ async def _verify() -> audit.Verdict:
         await db.dispose()
 
 
-users_app = typer.Typer(help="Answer data requests about one user.", no_args_is_help=True)
+users_app = typer.Typer(
+    help="Answer data requests about one user; change a role.", no_args_is_help=True
+)
 
 
 @users_app.command("export")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from levqor.db.base import Base, UTCDateTime, utcnow
+from levqor.db.base import ENCRYPTED, Base, UTCDateTime, utcnow
 
 
 class EmailSuppression(Base):
@@ -57,3 +57,23 @@ class Consent(Base):
     granted: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DataExport(Base):
+    """A user's data export built in the background (too large to answer at once):
+    requested, built by the scheduler, fetched through a signed link until it expires.
+    The document is gzipped JSON sealed with the key ring: it is all personal data."""
+
+    __tablename__ = "data_exports"
+    __table_args__ = (Index("ix_data_exports_status_requested_at", "status", "requested_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending | building | ready | failed
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    document_encrypted: Mapped[str | None] = mapped_column(Text, info=ENCRYPTED)

@@ -36,11 +36,13 @@ class StepContext:
 @dataclass(frozen=True)
 class MailPolicy:
     """Bound to one run's owner by the engine: who may not be mailed, the one-click
-    unsubscribe link for marketing mail, and the SSRF check for the SMTP host."""
+    unsubscribe link for marketing mail, the SSRF check for the SMTP host, and the postal
+    address a marketing footer shows when the step names none."""
 
     suppressed: Callable[[str], Awaitable[bool]]
     unsubscribe_url: Callable[[str], str]
     vet_host: Callable[[str, int], Awaitable[str]]
+    postal_address: str | None = None  # the operator's, for marketing footers
 
 
 Run = Callable[[str, dict[str, Any], dict[str, Any] | None, StepContext], Awaitable[Any]]

@@ -6,7 +6,9 @@ Credential: `host` and `from` (the sender address), optional `port`, `username`,
 Never sends to a suppressed address: one that unsubscribed from this user's mail, or one
 nobody may mail (an erased account); such an address is skipped and reported, and the
 step still succeeds. Marketing mail goes one message per recipient with RFC 8058
-one-click `List-Unsubscribe` headers and the link in the text.
+one-click `List-Unsubscribe` headers, and a footer (text and HTML) with the sender's
+postal address and the unsubscribe link, as CAN-SPAM asks: the step's `postal_address`,
+else the operator's `LEVQOR_POSTAL_ADDRESS`; marketing mail with neither is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import email.policy
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from html import escape
 from typing import Any, Literal
 
 import aiosmtplib
@@ -38,6 +41,12 @@ class SendEmail(BaseModel):
     html: str | None = Field(None, max_length=2_000_000)
     reply_to: EmailStr | None = None
     marketing: bool = Field(False, description="Newsletters and promotions: unsubscribable.")
+    postal_address: str | None = Field(
+        None,
+        max_length=500,
+        description="Your postal address for the marketing footer (CAN-SPAM); defaults to "
+        "the server's.",
+    )
 
     @field_validator("to", mode="before")
     @classmethod
@@ -73,6 +82,12 @@ async def run(
         (suppressed if await policy.suppressed(address) else recipients).append(address)
     if not recipients:
         return {"sent": 0, "message_ids": [], "suppressed": suppressed}
+    mail.postal_address = mail.postal_address or policy.postal_address
+    if mail.marketing and not mail.postal_address:
+        raise ConnectorError(
+            "email: marketing mail must show the sender's postal address (CAN-SPAM): set "
+            "the step's postal_address or LEVQOR_POSTAL_ADDRESS"
+        )
     batches = [[address] for address in recipients] if mail.marketing else [recipients]
     address = await policy.vet_host(smtp.host, smtp.port or PORTS[smtp.security])
     sent = [
@@ -91,16 +106,27 @@ def _message(mail: SendEmail, smtp: Smtp, batch: list[str], policy: MailPolicy) 
     message["Message-ID"] = make_msgid(domain=smtp.sender.rsplit("@", 1)[1])
     if mail.reply_to:
         message["Reply-To"] = mail.reply_to
-    text = mail.text
+    text, html = mail.text, mail.html
     if mail.marketing:
         link = policy.unsubscribe_url(batch[0])
         message["List-Unsubscribe"] = f"<{link}>"
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        text = f"{text}\n\n--\nUnsubscribe: {link}\n"
+        text = f"{text}\n\n--\n{mail.postal_address}\nUnsubscribe: {link}\n"
+        html = html and _with_footer(html, mail.postal_address or "", link)
     message.set_content(text)
-    if mail.html:
-        message.add_alternative(mail.html, subtype="html")
+    if html:
+        message.add_alternative(html, subtype="html")
     return message
+
+
+def _with_footer(html: str, postal_address: str, link: str) -> str:
+    footer = (
+        '<hr><p style="font-size:12px;color:#666">'
+        f"{escape(postal_address)}<br>"
+        f'<a href="{escape(link)}">Unsubscribe</a></p>'
+    )
+    closing = html.lower().rfind("</body>")
+    return html[:closing] + footer + html[closing:] if closing >= 0 else html + footer
 
 
 async def _send(

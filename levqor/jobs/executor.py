@@ -213,7 +213,7 @@ class Executor:
         async def vet_host(host: str, port: int) -> str:
             return await safety.check_host(host, port, self.allow)
 
-        return MailPolicy(suppressed, unsubscribe_url, vet_host)
+        return MailPolicy(suppressed, unsubscribe_url, vet_host, self.settings.postal_address)
 
     async def _credential(self, job: Claimed, step: Step) -> dict[str, Any]:
         """Read per use, so a rotated or deleted credential takes effect at once."""

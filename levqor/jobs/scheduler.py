@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor import errors
 from levqor.accounts import sessions as account_sessions
 from levqor.accounts.models import User
+from levqor.compliance import exports
 from levqor.db.base import utcnow
 from levqor.idempotency import service as idempotency_service
 from levqor.jobs import service
@@ -101,6 +102,7 @@ class Scheduler:
         started = [
             job_id for wf in await self._scheduled() if (job_id := await self._fire(wf, now))
         ]
+        await exports.build_pending(self.runtime.db, settings=self.runtime.settings)
         upkeep_every = timedelta(seconds=self.runtime.settings.upkeep_interval_s)
         if self.last_upkeep is None or now - self.last_upkeep >= upkeep_every:
             await self.upkeep(now)
@@ -167,11 +169,13 @@ class Scheduler:
             old_fires = await session.execute(
                 delete(ScheduleFire).where(ScheduleFire.fire_at < cutoff)
             )
+            old_exports = await exports.prune(session, now=now)
         counts = {
             "refresh_tokens": tokens.refresh_tokens,
             "idempotency_keys": keys,
             "jobs": int(old_jobs.rowcount),  # type: ignore[attr-defined]
             "schedule_fires": int(old_fires.rowcount),  # type: ignore[attr-defined]
+            "data_exports": old_exports,
         }
         # Key names holding "token" are redacted by the logger, so name the counts plainly.
         log.info(
@@ -180,6 +184,7 @@ class Scheduler:
             idempotency_records=counts["idempotency_keys"],
             old_jobs=counts["jobs"],
             old_schedule_fires=counts["schedule_fires"],
+            expired_exports=counts["data_exports"],
         )
         return counts
 

@@ -6,12 +6,30 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from levqor.compliance import service as compliance
+from levqor.config import Settings
 from levqor.jobs.worker import Worker
-from levqor.runtime import Runtime
+from levqor.runtime import Runtime, build_runtime
 from tests.jobs.test_runs import job, make_workflow, start
 from tests.peers import SmtpPeer
+
+POSTAL_ADDRESS = "Levqor Ltd, 1 Main Street, Springfield"
+
+
+@pytest.fixture
+def settings(make_settings: Any, fresh_database: None) -> Settings:
+    built: Settings = make_settings(postal_address=POSTAL_ADDRESS)
+    return built
+
+
+def body_parts(message: Any) -> dict[str, str]:
+    return {
+        part.get_content_type(): part.get_payload(decode=True).decode()
+        for part in message.walk()
+        if not part.is_multipart()
+    }
 
 
 async def mail_credential(
@@ -72,11 +90,7 @@ async def test_a_welcome_mail_with_text_and_html(
     assert message["Subject"] == "Welcome, Ada"
     assert message["From"] == "shop@example.com"
     assert "List-Unsubscribe" not in message  # transactional
-    parts = {
-        part.get_content_type(): part.get_payload(decode=True).decode()
-        for part in message.walk()
-        if not part.is_multipart()
-    }
+    parts = body_parts(message)
     assert parts["text/plain"].strip() == "Hello Ada"
     assert "<b>Ada</b>" in parts["text/html"]
 
@@ -111,6 +125,7 @@ async def test_marketing_mail_carries_one_click_unsubscribe_and_skips_the_suppre
         to=["ada@example.org", "gone@example.org", "erased@example.org"],
         subject="Spring sale",
         text="20% off",
+        html="<html><body><p>20% off</p></body></html>",
         marketing=True,
     )
     assert done["status"] == "succeeded", done
@@ -122,7 +137,62 @@ async def test_marketing_mail_carries_one_click_unsubscribe_and_skips_the_suppre
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     link = message["List-Unsubscribe"].strip("<>")
     assert link.startswith(f"{runtime.settings.public_url}/unsubscribe?token=")
-    assert link in message.get_payload(decode=True).decode()
+    parts = body_parts(message)
+    assert link in parts["text/plain"]  # the CAN-SPAM footer: where to write, how to stop
+    assert POSTAL_ADDRESS in parts["text/plain"]
+    assert f'<a href="{link}">Unsubscribe</a>' in parts["text/html"]
+    assert POSTAL_ADDRESS in parts["text/html"]
+    assert parts["text/html"].rstrip().endswith("</body></html>")
+
+
+async def test_a_step_names_its_own_postal_address(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, smtp_peer: SmtpPeer
+) -> None:
+    account = await signup()
+    credential_id = await mail_credential(client, account, smtp_peer)
+    done = await run_email(
+        client,
+        account,
+        runtime,
+        credential_id,
+        to="ada@example.org",
+        subject="News",
+        text="Hello",
+        marketing=True,
+        postal_address="Shop & Co, 9 Side Road, Leeds",
+    )
+    assert done["status"] == "succeeded", done
+    text = body_parts(smtp_peer.messages[0]["message"])["text/plain"]
+    assert "Shop & Co, 9 Side Road, Leeds" in text
+    assert POSTAL_ADDRESS not in text
+
+
+async def test_marketing_mail_without_a_postal_address_is_refused(
+    client: httpx.AsyncClient,
+    signup: Any,
+    make_settings: Any,
+    smtp_peer: SmtpPeer,
+) -> None:
+    account = await signup()
+    credential_id = await mail_credential(client, account, smtp_peer)
+    bare = build_runtime(make_settings())  # the same database, no LEVQOR_POSTAL_ADDRESS
+    try:
+        done = await run_email(
+            client,
+            account,
+            bare,
+            credential_id,
+            to="a@example.org",
+            subject="s",
+            text="t",
+            marketing=True,
+        )
+    finally:
+        await bare.close()
+    assert done["status"] == "failed"
+    assert done["attempts"] == 1  # retrying cannot fix it
+    assert "postal address (CAN-SPAM)" in done["error"]
+    assert smtp_peer.messages == []
 
 
 async def test_a_wrong_password_fails_at_once(
