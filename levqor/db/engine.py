@@ -4,7 +4,8 @@
   its own snapshot and no BEGIN/COMMIT round trips are spent, so a GET that loads the
   caller's user costs one round trip, not three. (Switching a pooled connection's
   isolation per checkout would spend the round trips autocommit is meant to save.)
-- `write` sessions open a real transaction; on SQLite `BEGIN IMMEDIATE`, because a deferred
+- `write` sessions open a real transaction (on PostgreSQL with generic plans only, see
+  `make_engine`); on SQLite `BEGIN IMMEDIATE`, because a deferred
   SQLite transaction that reads and then writes fails with SQLITE_BUSY (not a wait) when
   another writer committed in between; taking the write lock up front makes writers queue.
 
@@ -116,6 +117,11 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
         engine = create_async_engine(url, **options)
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
         return engine
+    if not autocommit:
+        # Writes find their rows by key, so their plans never depend on the values; yet
+        # PostgreSQL re-planned the queue's prepared statements on each execution (a
+        # fifth of its CPU per job). Reads keep per-value plans.
+        options["connect_args"] = {"server_settings": {"plan_cache_mode": "force_generic_plan"}}
     return create_async_engine(url, pool_recycle=1800, **options)
 
 

@@ -111,6 +111,8 @@ class Executor:
             self._definitions[key] = loading
             if len(self._definitions) > DEFINITION_CACHE_SIZE:
                 self._definitions.popitem(last=False)
+        if loading.done() and loading.exception() is None:
+            return loading.result()  # the usual case, without a shield's extra future
         try:
             return await asyncio.shield(loading)
         except Exception:
@@ -178,9 +180,8 @@ class Executor:
             mail=self._mail_policy(job.user_id),
         )
         credential = await self._credential(job, step) if step.credential else None
-        return await asyncio.wait_for(
-            connector.run(action.name, params, credential, context), timeout=step.timeout_s
-        )
+        async with asyncio.timeout(step.timeout_s):  # in this task: no task per step
+            return await connector.run(action.name, params, credential, context)
 
     async def _record_llm_usage(self, job: Claimed, output: Any) -> None:
         """What an `llm` step spent, against its owner (the spend guard reads it)."""

@@ -475,6 +475,7 @@ async def recover_expired(session: Connection, *, now: datetime) -> int:
 
 
 VACUUM_AFTER_DEAD_ROWS = 5_000
+ANALYZE_EVERY_VACUUMS = 10
 
 
 async def vacuum_if_needed(
@@ -486,18 +487,23 @@ async def vacuum_if_needed(
     at a time (an advisory lock); `connection` must be in autocommit."""
     if connection.dialect.name != "postgresql":
         return False
-    due = await connection.scalar(
-        text(
-            "SELECT current_setting('autovacuum') = 'off' AND n_dead_tup >= :dead"
-            " AND pg_try_advisory_lock(hashtext('levqor_vacuum_jobs'))"
-            " FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass"
-        ),
-        {"dead": dead_rows},
-    )
-    if not due:
+    due = (
+        await connection.execute(
+            text(
+                "SELECT current_setting('autovacuum') = 'off' AND n_dead_tup >= :dead"
+                " AND pg_try_advisory_lock(hashtext('levqor_vacuum_jobs')),"
+                " n_mod_since_analyze >= :changed"
+                " FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass"
+            ),
+            {"dead": dead_rows, "changed": dead_rows * ANALYZE_EVERY_VACUUMS},
+        )
+    ).first()
+    if due is None or not due[0]:
         return False
     try:
-        await connection.execute(text("VACUUM (ANALYZE) jobs"))
+        # Statistics move slowly (the queue's own statements use generic plans): a
+        # sampling ANALYZE cost as much as the vacuum, so it runs one time in several.
+        await connection.execute(text("VACUUM (ANALYZE) jobs" if due[1] else "VACUUM jobs"))
     finally:
         await connection.execute(text("SELECT pg_advisory_unlock(hashtext('levqor_vacuum_jobs'))"))
     return True

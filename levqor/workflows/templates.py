@@ -14,9 +14,10 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -98,11 +99,23 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
 def _render_string(source: str, context: Mapping[str, Any]) -> Any:
     lone = LONE_EXPRESSION.match(source)
     if lone is None:
-        return ENV.from_string(source).render(**context)
-    value = ENV.compile_expression(lone["expr"], undefined_to_none=False)(**context)
+        return _template(source).render(**context)
+    value = _expression(lone["expr"])(**context)
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()  # an undefined or refused name fails here, not later
     return value
+
+
+# Compiling is most of a render's cost (Jinja's from_string does not cache), and a
+# workflow's templates repeat run after run: compiled once per process.
+@lru_cache(maxsize=1024)
+def _template(source: str) -> Template:
+    return ENV.from_string(source)
+
+
+@lru_cache(maxsize=1024)
+def _expression(source: str) -> Any:
+    return ENV.compile_expression(source, undefined_to_none=False)
 
 
 def truthy(condition: str, context: Mapping[str, Any]) -> bool:
