@@ -19,6 +19,7 @@ from levqor.db import cli as db_cli
 from levqor.db import migrate as migrations
 from levqor.jobs import cli as jobs_cli
 from levqor.logging import configure_logging
+from levqor.runtime import return_freed_memory
 
 app = typer.Typer(help="Levqor: self-hosted workflow automation.", no_args_is_help=True)
 app.command("migrate")(db_cli.migrate)
@@ -100,4 +101,5 @@ def serve(
 
 
 def main() -> None:
+    return_freed_memory()
     app()

@@ -14,13 +14,13 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Protocol
 
 from levqor.logging import get_logger
 from levqor.ops import metrics
+
+if TYPE_CHECKING:  # imported only when Redis is configured
+    from redis.asyncio import Redis
 
 log = get_logger("levqor.ratelimit")
 
@@ -138,6 +138,9 @@ class ResilientLimiter:
     """Redis first; in memory while Redis fails, trying Redis again every `retry_interval_s`."""
 
     def __init__(self, primary: RedisLimiter, *, retry_interval_s: float) -> None:
+        from redis.exceptions import RedisError
+
+        self._failures = (RedisError, OSError)
         self._primary = primary
         self._fallback = MemoryLimiter()
         self._retry_interval_s = retry_interval_s
@@ -149,7 +152,7 @@ class ResilientLimiter:
         if time.monotonic() >= self._down_until:
             try:
                 decision = await self._primary.hit(key, policy)
-            except (RedisError, OSError) as exc:
+            except self._failures as exc:
                 self._mark_down(exc)
             else:
                 self._mark_up()

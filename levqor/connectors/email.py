@@ -20,7 +20,6 @@ from email.utils import formatdate, make_msgid
 from html import escape
 from typing import Any, Literal
 
-import aiosmtplib
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from levqor.connectors.base import Action, Connector, MailPolicy, StepContext, secret_field
@@ -133,6 +132,8 @@ async def _send(
     message: EmailMessage, smtp: Smtp, batch: list[str], context: StepContext, address: str
 ) -> str:
     del address  # vetted above; connecting by name keeps TLS verification working
+    import aiosmtplib  # loaded by the first mail, not by every process at start
+
     try:
         await aiosmtplib.send(
             message.as_bytes(policy=HEADERS_UNFOLDED),  # aiosmtplib would refold it

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import openai
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,6 +69,8 @@ async def complete(
     temperature: float | None = None,
     model: str | None = None,
 ) -> Completion:
+    import openai  # a third of a second and tens of MiB: only when a model is called
+
     sdk = openai.AsyncOpenAI(
         base_url=server.base_url,
         api_key=server.api_key or "not-needed",  # local servers take any key

@@ -82,3 +82,15 @@ def new_id(prefix: str) -> str:
     """A public id: `prefix_` + 24 lowercase base32 characters (120 random bits)."""
     token = base64.b32encode(secrets.token_bytes(15)).decode().lower()
     return f"{prefix}_{token}"
+
+
+def upsert(dialect: str, table: Any) -> Any:
+    """`INSERT … ON CONFLICT` for `dialect`; PostgreSQL's dialect module (tens of ms and
+    MiB) is loaded only where it is used, so `levqor up` on SQLite never pays for it."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)

@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-import asyncpg
-
 from levqor.jobs.queue import CHANNEL
 from levqor.logging import get_logger
 
@@ -28,6 +26,8 @@ async def listen(
 ) -> None:
     """Set `wake` on every notification until `stop`; reconnect when the link drops.
     `listening` is set while a LISTEN is in place."""
+    import asyncpg  # PostgreSQL only: `levqor up` on SQLite never loads it
+
     while not stop.is_set():
         try:
             await _listen_once(plain_dsn(sqlalchemy_url), wake, stop, listening)
@@ -41,6 +41,8 @@ async def listen(
 async def _listen_once(
     dsn: str, wake: asyncio.Event, stop: asyncio.Event, listening: asyncio.Event
 ) -> None:
+    import asyncpg
+
     connection = await asyncpg.connect(dsn)
     lost = asyncio.Event()
     try:

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    ARRAY,
     JSON,
     DateTime,
     Integer,
@@ -33,13 +34,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from levqor.billing import service as billing
-from levqor.db.base import UTCDateTime, utcnow
+from levqor.db.base import UTCDateTime, upsert, utcnow
 from levqor.db.engine import Database
 from levqor.jobs import callbacks
 from levqor.jobs.models import (
@@ -454,8 +452,7 @@ SELECT id, user_id, workflow_id, callback_url FROM owned
 
 @cache
 def _upsert_steps(dialect: str) -> Any:
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(job_steps_table)
+    statement = upsert(dialect, job_steps_table)
     changed = {
         column.name: statement.excluded[column.name]
         for column in job_steps_table.columns

@@ -19,20 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
 from croniter import croniter
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
 from levqor.accounts import sessions as account_sessions
 from levqor.accounts.models import User
 from levqor.compliance import exports
-from levqor.db.base import utcnow
+from levqor.db.base import upsert, utcnow
 from levqor.idempotency import service as idempotency_service
 from levqor.jobs import service
 from levqor.jobs.listener import plain_dsn
@@ -59,7 +57,7 @@ class Scheduler:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.last_upkeep: datetime | None = None
-        self._leadership: asyncpg.Connection | None = None
+        self._leadership: Any = None  # an asyncpg connection holding the lock
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.runtime.settings.scheduler_interval_s
@@ -83,6 +81,8 @@ class Scheduler:
         if self._leadership is not None and not self._leadership.is_closed():
             return True
         self._leadership = None
+        import asyncpg  # PostgreSQL only
+
         connection = await asyncpg.connect(plain_dsn(self.runtime.settings.sqlalchemy_url))
         if await connection.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", LEADER_LOCK):
             self._leadership = connection
@@ -190,9 +190,8 @@ class Scheduler:
 
 
 async def _claim_fire(session: AsyncSession, workflow_id: str, fire_at: datetime) -> bool:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     result = await session.execute(
-        insert(ScheduleFire)
+        upsert(session.get_bind().dialect.name, ScheduleFire)
         .values(workflow_id=workflow_id, fire_at=fire_at, outcome="claimed", created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["workflow_id", "fire_at"])
     )
