@@ -232,6 +232,12 @@ def _free_port() -> int:
 
 def _self_signed_context(host: str) -> Any:
     """A server TLS context with a fresh self-signed certificate for `host`."""
+    return self_signed(host)[0]
+
+
+def self_signed(host: str) -> tuple[Any, bytes]:
+    """A server TLS context with a fresh self-signed certificate for `host`, and that
+    certificate in PEM (for a client that should trust it)."""
     import datetime
     import ipaddress
     import ssl
@@ -273,4 +279,4 @@ def _self_signed_context(host: str) -> Any:
                 )
             )
         context.load_cert_chain(cert_path, key_path)
-    return context
+    return context, certificate.public_bytes(serialization.Encoding.PEM)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 
 from levqor.connectors.errors import ConnectorError
+from levqor.connectors.netio import AsyncioBackend
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -102,7 +105,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, allow: AllowList, resolve: Resolver = system_resolver) -> None:
         self._allow = allow
         self._resolve = resolve
-        self._inner = httpx.AsyncHTTPTransport()
+        self._inner = asyncio_transport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         address = await check_url(str(request.url), self._allow, self._resolve)
@@ -116,6 +119,21 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def asyncio_transport(ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncHTTPTransport:
+    """httpx's transport with its defaults (certificates verified against certifi's
+    roots unless `ssl_context` says otherwise), over our asyncio socket layer (`netio`)."""
+    transport = httpx.AsyncHTTPTransport()
+    limits = httpx.Limits()
+    transport._pool = httpcore.AsyncConnectionPool(  # httpx takes no backend argument
+        ssl_context=ssl_context or httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=AsyncioBackend(),
+    )
+    return transport
 
 
 def guarded_client(allow_private: Iterable[str]) -> httpx.AsyncClient:
