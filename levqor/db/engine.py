@@ -68,6 +68,12 @@ class Database:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
 
+    def one_statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for one self-contained write statement: in autocommit on
+        PostgreSQL (one round trip instead of BEGIN, statement, COMMIT), in a short
+        serialised write transaction on SQLite."""
+        return self.transaction() if self.is_sqlite else self.autocommit()
+
     @asynccontextmanager
     async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
         """A session for reading (autocommit) or writing (serialised per process on SQLite)."""

@@ -291,7 +291,10 @@ class Executor:
     ) -> bool:
         """Write a checkpoint and wait for it; a new state (the job leaves this worker)
         commits in the background, so the slot is free for the next job at once."""
-        written = self.writer.submit(queue.JobWrite(job.id, step=step, state=state))
+        callback = state is not None and job.callback_url is not None
+        written = self.writer.submit(
+            queue.JobWrite(job.id, step=step, state=state, callback=callback)
+        )
         if state is not None:
             written.add_done_callback(lambda done: self._report(job, done))
             return True

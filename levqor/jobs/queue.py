@@ -249,6 +249,7 @@ class JobWrite:
     job_id: str
     step: dict[str, Any] | None = None
     state: dict[str, Any] | None = None
+    callback: bool = False  # the job has a callback URL: a final state queues its delivery
 
 
 def succeeded(result: Any, now: datetime) -> dict[str, Any]:

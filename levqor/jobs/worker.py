@@ -145,7 +145,7 @@ class Worker:
         if free <= 0:
             return 0
         releases_before = self.releases
-        async with self.runtime.db.transaction() as connection:
+        async with self.runtime.db.one_statement() as connection:  # the claim is one
             jobs = await queue.claim(
                 connection,
                 worker_id=self.worker_id,

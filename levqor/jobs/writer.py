@@ -54,7 +54,11 @@ class JobWriter:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
-                async with self.db.transaction() as connection:
+                # One statement on PostgreSQL, unless a finished job's callback must be
+                # queued with it, atomically.
+                atomic = any(write.callback for write, _ in batch)
+                writing = self.db.transaction() if atomic else self.db.one_statement()
+                async with writing as connection:
                     owned = await queue.write_batch(
                         connection, worker_id=self.worker_id, writes=[write for write, _ in batch]
                     )
