@@ -33,7 +33,7 @@ from levqor.logging import get_logger
 from levqor.runtime import Runtime
 
 log = get_logger("levqor.worker")
-VACUUM_CHECK_S = 2.0
+VACUUM_CHECK_S = 0.5
 
 
 class Worker:
@@ -241,7 +241,7 @@ class Worker:
             try:
                 async with self.runtime.db.read_engine.connect() as connection:
                     if await queue.vacuum_if_needed(connection):
-                        log.info("jobs_vacuumed")
+                        log.info("jobs_table_upkeep")
             except Exception:
                 log.exception("vacuum_failed")
 
