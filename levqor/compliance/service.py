@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts.models import User
@@ -28,15 +28,17 @@ def address_hash(key: str, address: str) -> str:
     return hmac.new(key.encode(), normalise(address).encode(), hashlib.sha256).hexdigest()
 
 
-async def is_suppressed(session: AsyncSession, *, key: str, user_id: str, address: str) -> bool:
-    """True when `address` unsubscribed from `user_id`'s mail or may not be mailed at all."""
+async def is_suppressed(
+    session: AsyncSession, *, key: str, user_id: str, address: str, marketing: bool = True
+) -> bool:
+    """True when `address` may not be sent this mail: nobody may mail it (an erased
+    account, a hard bounce), or, for marketing mail, it unsubscribed from `user_id`'s.
+    An unsubscribe stops newsletters, not receipts or password resets."""
+    senders: ColumnElement[bool] = EmailSuppression.user_id.is_(None)
+    if marketing:
+        senders = or_(senders, EmailSuppression.user_id == user_id)
     found = await session.scalar(
-        select(
-            exists().where(
-                EmailSuppression.address_hash == address_hash(key, address),
-                or_(EmailSuppression.user_id == user_id, EmailSuppression.user_id.is_(None)),
-            )
-        )
+        select(exists().where(EmailSuppression.address_hash == address_hash(key, address), senders))
     )
     return bool(found)
 

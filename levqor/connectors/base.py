@@ -39,7 +39,7 @@ class MailPolicy:
     unsubscribe link for marketing mail, the SSRF check for the SMTP host, and the postal
     address a marketing footer shows when the step names none."""
 
-    suppressed: Callable[[str], Awaitable[bool]]
+    suppressed: Callable[[str, bool], Awaitable[bool]]  # (address, marketing)
     unsubscribe_url: Callable[[str], str]
     vet_host: Callable[[str, int], Awaitable[str]]
     postal_address: str | None = None  # the operator's, for marketing footers

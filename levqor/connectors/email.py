@@ -3,8 +3,9 @@
 Credential: `host` and `from` (the sender address), optional `port`, `username`,
 `password`, `security` (`starttls`, the default; `ssl`; `none`) and `verify_tls`.
 
-Never sends to a suppressed address: one that unsubscribed from this user's mail, or one
-nobody may mail (an erased account); such an address is skipped and reported, and the
+Never sends to a suppressed address: one nobody may mail (an erased account), or, for
+marketing mail, one that unsubscribed from this user's; transactional mail (a receipt)
+still reaches an address that only unsubscribed. A skipped address is reported, and the
 step still succeeds. Marketing mail goes one message per recipient with RFC 8058
 one-click `List-Unsubscribe` headers, and a footer (text and HTML) with the sender's
 postal address and the unsubscribe link, as CAN-SPAM asks: the step's `postal_address`,
@@ -78,7 +79,8 @@ async def run(
     recipients: list[str] = []
     suppressed: list[str] = []
     for address in mail.to:
-        (suppressed if await policy.suppressed(address) else recipients).append(address)
+        blocked = await policy.suppressed(address, mail.marketing)
+        (suppressed if blocked else recipients).append(address)
     if not recipients:
         return {"sent": 0, "message_ids": [], "suppressed": suppressed}
     mail.postal_address = mail.postal_address or policy.postal_address

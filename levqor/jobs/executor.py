@@ -200,10 +200,10 @@ class Executor:
         assert key is not None  # load_settings always fills it
         secret = key.get_secret_value()
 
-        async def suppressed(address: str) -> bool:
+        async def suppressed(address: str, marketing: bool) -> bool:
             async with self.db.session(write=False) as session:
                 return await compliance.is_suppressed(
-                    session, key=secret, user_id=user_id, address=address
+                    session, key=secret, user_id=user_id, address=address, marketing=marketing
                 )
 
         def unsubscribe_url(address: str) -> str:

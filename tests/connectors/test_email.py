@@ -32,6 +32,21 @@ def body_parts(message: Any) -> dict[str, str]:
     }
 
 
+async def unsubscribed_and_erased(runtime: Runtime, account: Any, unsubscribed: str) -> None:
+    """`unsubscribed` left this sender's marketing mail; erased@example.org's account
+    was erased, so nobody may mail it."""
+    key = runtime.settings.blind_index_key
+    assert key is not None
+    async with runtime.db.write() as session, session.begin():
+        for sender, address, reason in (
+            (account.id, unsubscribed, "unsubscribed"),
+            (None, "erased@example.org", "erased"),
+        ):
+            await compliance.suppress(
+                session, key=key.get_secret_value(), user_id=sender, address=address, reason=reason
+            )
+
+
 async def mail_credential(
     client: httpx.AsyncClient, account: Any, smtp: SmtpPeer, **extra: Any
 ) -> str:
@@ -100,23 +115,7 @@ async def test_marketing_mail_carries_one_click_unsubscribe_and_skips_the_suppre
 ) -> None:
     account = await signup()
     credential_id = await mail_credential(client, account, smtp_peer)
-    key = runtime.settings.blind_index_key
-    assert key is not None
-    async with runtime.db.write() as session, session.begin():
-        await compliance.suppress(
-            session,
-            key=key.get_secret_value(),
-            user_id=account.id,
-            address="Gone@Example.org",
-            reason="unsubscribed",
-        )
-        await compliance.suppress(
-            session,
-            key=key.get_secret_value(),
-            user_id=None,
-            address="erased@example.org",
-            reason="erased",
-        )
+    await unsubscribed_and_erased(runtime, account, "Gone@Example.org")
     done = await run_email(
         client,
         account,
@@ -265,3 +264,25 @@ async def test_starttls_delivers_and_an_untrusted_certificate_is_refused(
     assert refused["status"] == "failed"
     assert refused["attempts"] == 1  # not retried: a certificate does not become trusted
     assert "certificate" in refused["error"]
+
+
+async def test_transactional_mail_reaches_the_unsubscribed_but_never_the_erased(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, smtp_peer: SmtpPeer
+) -> None:
+    account = await signup()
+    credential_id = await mail_credential(client, account, smtp_peer)
+    await unsubscribed_and_erased(runtime, account, "newsletter-only@example.org")
+    done = await run_email(
+        client,
+        account,
+        runtime,
+        credential_id,
+        to=["newsletter-only@example.org", "erased@example.org"],
+        subject="Your receipt",
+        text="Thanks for your order",
+    )
+    assert done["status"] == "succeeded", done
+    assert done["result"]["suppressed"] == ["erased@example.org"]
+    [sent] = smtp_peer.messages  # an unsubscribe stops newsletters, not receipts
+    assert sent["to"] == ["newsletter-only@example.org"]
+    assert "List-Unsubscribe" not in sent["message"]
