@@ -32,7 +32,10 @@ class AuditEntry(Base):
     breaks every hash after it (`levqor audit verify`)."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_actor_at", "actor", "at"),)
+    __table_args__ = (
+        Index("ix_audit_log_actor_at", "actor", "at"),
+        Index("ix_audit_log_object_id", "object_id"),  # "about them", for exports
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import ColumnElement, Table, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
@@ -38,7 +38,7 @@ async def count_rows(session: AsyncSession, *, user: User) -> int:
     for name, rule in registry.TABLES.items():
         if isinstance(rule, Owned) and rule.erase != "by_account_key":
             table = metadata.tables[name]
-            owned = table.c[rule.column] == user.id
+            owned = _theirs(table, rule, user.id)
             parents[name] = (table, owned)
             total += await session.scalar(select(func.count()).where(owned)) or 0
     for name, rule in registry.TABLES.items():
@@ -59,7 +59,7 @@ async def collect(session: AsyncSession, *, user: User) -> dict[str, Any]:
     for name, rule in registry.TABLES.items():
         if isinstance(rule, Owned) and rule.erase != "by_account_key":
             table = metadata.tables[name]
-            query = select(table).where(table.c[rule.column] == user.id)
+            query = select(table).where(_theirs(table, rule, user.id))
             data[name] = [_public(table, row._mapping) for row in await session.execute(query)]
     for name, rule in registry.TABLES.items():
         if isinstance(rule, Via):
@@ -74,6 +74,11 @@ async def collect(session: AsyncSession, *, user: User) -> dict[str, Any]:
         "data": data,
         "about": registry.ABOUT,
     }
+
+
+def _theirs(table: Table, rule: Owned, user_id: str) -> ColumnElement[bool]:
+    """Rows by the user, or about them (`rule.about`)."""
+    return or_(*(table.c[name] == user_id for name in (rule.column, *rule.about)))
 
 
 def _public(table: Table, row: Any) -> dict[str, Any]:

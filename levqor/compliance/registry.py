@@ -24,6 +24,10 @@ class Owned:
     column: str
     erase: Erase = "cascade"
     why_kept: str = ""
+    # Other columns naming the user: rows about them that someone else wrote (an admin
+    # or the system acting on their account). Exported with the rest; erasure goes by
+    # `column` alone.
+    about: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ TABLES: dict[str, Rule] = {
     ),
     "audit_log": Owned(
         "actor",
+        about=("object_id",),
         erase="keep",
         why_kept="security and accounting record (legitimate interest); names only the "
         "random user id",

@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from levqor.accounts import service as accounts
+from levqor.accounts.models import User
 from levqor.billing.models import CreditEntry
 from levqor.compliance import audit, registry
 from levqor.compliance import service as compliance
@@ -44,9 +46,22 @@ async def test_the_export_holds_every_personal_table_and_no_secret(
     client: httpx.AsyncClient, signup: Any, runtime: Runtime
 ) -> None:
     account = await a_full_account(client, signup, runtime)
+    other = await signup()
+    async with runtime.db.write() as session, session.begin():  # done to them, by the system
+        user = await session.get(User, account.id)
+        assert user is not None
+        await accounts.set_role(session, user=user, role="admin", actor="system")
     answer = await client.get("/api/v1/me/export", headers=account.headers)
     assert answer.status_code == 200
     document = answer.json()
+    about_them = [
+        entry for entry in document["data"]["audit_log"] if entry["action"] == "role_changed"
+    ]
+    assert [entry["actor"] for entry in about_them] == ["system"]
+    assert all(
+        other.id not in (entry["actor"], entry["object_id"])
+        for entry in document["data"]["audit_log"]
+    )
     filled = {name for name, rows in document["data"].items() if rows}
     assert filled >= {
         "users",
