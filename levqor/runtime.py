@@ -74,6 +74,9 @@ def _redis_client(settings: Settings) -> Redis | None:
     return Redis.from_pool(pool)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
 def return_freed_memory() -> None:
     """Make glibc give large freed blocks back to the system.
 
@@ -84,15 +87,8 @@ def return_freed_memory() -> None:
     macOS) this does nothing.
     """
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "mallopt"):
-            libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    except OSError:
-        pass
-
-
-M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+    # The process's own symbols: no library search (find_library runs ldconfig).
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, 128 * 1024)

@@ -87,14 +87,7 @@ async def create(
     )
     session.add(user)
     await session.flush()
-    if user.credits:
-        await billing.record_grant(
-            session,
-            user_id=user.id,
-            amount=user.credits,
-            balance_after=user.credits,
-            reason=billing.SIGNUP_GRANT,
-        )
+    await billing.record_signup_grant(session, user_id=user.id, credits=user.credits)
     return user
 
 

@@ -2,7 +2,8 @@
 
 Every change to `users.credits` writes a ledger row in the same transaction (or the same
 statement, on the webhook hot path), so the ledger always explains the balance:
-the sum of a user's deltas is their balance.
+the sum of a user's deltas is their balance. The balance sits on the users row, read
+on every run's hot path, but only billing changes it (accounts sets its opening value).
 """
 
 from __future__ import annotations
@@ -40,13 +41,12 @@ def short_of_credits(amount: int) -> errors.PaymentRequired:
     return errors.PaymentRequired(f"A run costs {amount} credits; your balance is too low.")
 
 
-async def record_grant(
-    session: AsyncSession, *, user_id: str, amount: int, balance_after: int, reason: str
-) -> None:
-    """A ledger row for credits given to a user whose balance is already set (signup)."""
-    session.add(
-        CreditEntry(user_id=user_id, delta=amount, balance_after=balance_after, reason=reason)
-    )
+async def record_signup_grant(session: AsyncSession, *, user_id: str, credits: int) -> None:
+    """The ledger row of the credits a new account starts with (its balance is set)."""
+    if credits:
+        session.add(
+            CreditEntry(user_id=user_id, delta=credits, balance_after=credits, reason=SIGNUP_GRANT)
+        )
 
 
 async def charge_run(

@@ -107,7 +107,6 @@ class ExportRead(BaseModel):
 
 
 def _export_read(export: DataExport, runtime: Runtime) -> ExportRead:
-    ready = export.status == exports.READY
     return ExportRead(
         id=export.id,
         status=export.status,
@@ -115,10 +114,7 @@ def _export_read(export: DataExport, runtime: Runtime) -> ExportRead:
         finished_at=export.finished_at,
         expires_at=export.expires_at,
         size_bytes=export.size_bytes,
-        download_url=runtime.settings.public_url.rstrip("/")
-        + exports.download_path(_key(runtime), export)
-        if ready
-        else None,
+        download_url=exports.download_url(runtime.settings.public_url, _key(runtime), export),
     )
 
 

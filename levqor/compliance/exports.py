@@ -83,17 +83,20 @@ async def build_pending(db: Database, *, settings: Settings, limit: int = 10) ->
 
 
 async def _claim(db: Database) -> str | None:
+    """The oldest waiting export, now ours; looked for with a read, so a scheduler tick
+    with nothing to build takes no write lock."""
     now = utcnow()
     waiting = or_(
         DataExport.status == PENDING,
         (DataExport.status == BUILDING) & (DataExport.started_at < now - STALE_BUILD),
     )
-    async with db.session(write=True) as session, session.begin():
+    async with db.session(write=False) as session:
         candidate = await session.scalar(
             select(DataExport.id).where(waiting).order_by(DataExport.requested_at).limit(1)
         )
-        if candidate is None:
-            return None
+    if candidate is None:
+        return None
+    async with db.session(write=True) as session, session.begin():
         claimed = await session.execute(
             update(DataExport)
             .where(DataExport.id == candidate, waiting)
@@ -154,6 +157,13 @@ def download_path(key: str, export: DataExport) -> str:
     expires = int(export.expires_at.timestamp())
     signature = _signature(key, export.id, expires)
     return f"/api/v1/me/exports/{export.id}/download?expires={expires}&signature={signature}"
+
+
+def download_url(public_url: str, key: str, export: DataExport) -> str | None:
+    """The signed link of a ready export (None before it is)."""
+    if export.status != READY:
+        return None
+    return public_url.rstrip("/") + download_path(key, export)
 
 
 @dataclass(frozen=True)

@@ -34,46 +34,43 @@ async def export(session: AsyncSession, *, user: User, actor: str) -> dict[str, 
 async def count_rows(session: AsyncSession, *, user: User) -> int:
     """How many rows an export of `user` would hold, counted without reading them."""
     total = 0
-    parents: dict[str, Any] = {}
-    for name, rule in registry.TABLES.items():
-        if isinstance(rule, Owned) and rule.erase != "by_account_key":
-            table = metadata.tables[name]
-            owned = _theirs(table, rule, user.id)
-            parents[name] = (table, owned)
-            total += await session.scalar(select(func.count()).where(owned)) or 0
-    for name, rule in registry.TABLES.items():
-        if isinstance(rule, Via) and rule.parent in parents:
-            table = metadata.tables[name]
-            parent, owned = parents[rule.parent]
-            keys = select(parent.c[rule.parent_key]).where(owned)
-            total += (
-                await session.scalar(select(func.count()).where(table.c[rule.column].in_(keys)))
-                or 0
-            )
+    for *_, theirs in _selections(user.id):
+        total += await session.scalar(select(func.count()).where(theirs)) or 0
     return total
 
 
 async def collect(session: AsyncSession, *, user: User) -> dict[str, Any]:
     """The export document of `user`: read only, recorded by the caller."""
-    data: dict[str, list[dict[str, Any]]] = {}
-    for name, rule in registry.TABLES.items():
-        if isinstance(rule, Owned) and rule.erase != "by_account_key":
-            table = metadata.tables[name]
-            query = select(table).where(_theirs(table, rule, user.id))
-            data[name] = [_public(table, row._mapping) for row in await session.execute(query)]
-    for name, rule in registry.TABLES.items():
-        if isinstance(rule, Via):
-            table = metadata.tables[name]
-            parents = [row[rule.parent_key] for row in data.get(rule.parent, [])]
-            query = select(table).where(table.c[rule.column].in_(parents))
-            rows = (await session.execute(query)).all() if parents else []
-            data[name] = [_public(table, row._mapping) for row in rows]
+    data = {
+        name: [
+            _public(table, row._mapping)
+            for row in await session.execute(select(table).where(theirs))
+        ]
+        for name, table, theirs in _selections(user.id)
+    }
     return {
         "generated_at": utcnow().isoformat(),
         "user_id": user.id,
         "data": data,
         "about": registry.ABOUT,
     }
+
+
+def _selections(user_id: str) -> list[tuple[str, Table, ColumnElement[bool]]]:
+    """Each personal table with the condition picking the user's rows: their own (and
+    those about them), then the rows hanging off those, by a subquery on the parent."""
+    chosen: dict[str, tuple[Table, ColumnElement[bool]]] = {}
+    for name, rule in registry.TABLES.items():
+        if isinstance(rule, Owned) and rule.erase != "by_account_key":
+            table = metadata.tables[name]
+            chosen[name] = (table, _theirs(table, rule, user_id))
+    for name, rule in registry.TABLES.items():
+        if isinstance(rule, Via):
+            table = metadata.tables[name]
+            parent, parent_rows = chosen[rule.parent]
+            keys = select(parent.c[rule.parent_key]).where(parent_rows)
+            chosen[name] = (table, table.c[rule.column].in_(keys))
+    return [(name, table, theirs) for name, (table, theirs) in chosen.items()]
 
 
 def _theirs(table: Table, rule: Owned, user_id: str) -> ColumnElement[bool]:
