@@ -26,6 +26,7 @@ from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
 from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestContextMiddleware
 from levqor.ops import api as ops_api
+from levqor.partners import api as partners_api
 from levqor.runtime import Runtime, build_runtime
 from levqor.web import pages
 from levqor.web.security import SecurityHeadersMiddleware
@@ -63,6 +64,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(jobs_api.router)
     app.include_router(jobs_api.hooks_router)
     app.include_router(billing_api.router)
+    app.include_router(billing_api.admin_router)
+    app.include_router(partners_api.router)
+    app.include_router(partners_api.admin_router)
+    app.include_router(partners_api.link_router)
     app.include_router(pages.router)
     app.include_router(compliance_api.router)
     app.include_router(compliance_api.admin_router)

@@ -13,12 +13,14 @@ from rich.console import Console
 from levqor import __version__
 from levqor import serve as server
 from levqor.accounts import cli as accounts_cli
+from levqor.billing import cli as billing_cli
 from levqor.compliance import cli as compliance_cli
 from levqor.config import load_settings
 from levqor.db import cli as db_cli
 from levqor.db import migrate as migrations
 from levqor.jobs import cli as jobs_cli
 from levqor.logging import configure_logging
+from levqor.partners import cli as partners_cli
 from levqor.runtime import return_freed_memory
 
 app = typer.Typer(help="Levqor: self-hosted workflow automation.", no_args_is_help=True)
@@ -32,6 +34,8 @@ app.add_typer(accounts_cli.tokens_app, name="tokens")
 app.command("worker")(jobs_cli.worker)
 app.command("scheduler")(jobs_cli.scheduler)
 app.add_typer(jobs_cli.jobs_app, name="jobs")
+app.add_typer(partners_cli.payouts_app, name="payouts")
+app.add_typer(billing_cli.spend_guard_app, name="spend-guard")
 console = Console()
 
 

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
+    billing_currency: str = Field("usd", pattern="^[a-z]{3}$")
+    # LLM spend a day (micro-dollars) past which the spend guard pauses LLM calls until
+    # the next UTC midnight: per user, and for the whole server; 0 turns a guard off.
+    spend_guard_user_daily_micro_usd: int = Field(5_000_000, ge=0)
+    spend_guard_daily_micro_usd: int = Field(0, ge=0)
+    partner_commission_bp: int = Field(2000, ge=0, le=10_000)
+    partner_hold_days: int = Field(30, ge=0)
+    partner_payout_minimum_cents: int = Field(5000, ge=1)
+    partner_cookie_days: int = Field(30, ge=1)
     metrics_token: SecretStr | None = None
 
     rate_limit_per_minute: int = Field(60, ge=1)

@@ -10,6 +10,7 @@ from cryptography.fernet import MultiFernet
 
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
+from levqor.billing.gateway import StripeGateway
 from levqor.config import Settings
 from levqor.crypto import build_cipher
 from levqor.db.engine import Database, create_database
@@ -26,6 +27,7 @@ class Runtime:
     limiter: Limiter
     cipher: MultiFernet
     redis: Redis | None
+    stripe: StripeGateway
     # Set when a run is queued in this process, so a worker here starts it at once.
     job_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -53,6 +55,7 @@ def build_runtime(settings: Settings) -> Runtime:
         limiter=limiter,
         cipher=build_cipher(settings),
         redis=redis,
+        stripe=StripeGateway(settings),
     )
 
 

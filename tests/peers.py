@@ -81,6 +81,8 @@ class HttpPeer:
         self.script: collections.deque[tuple[int, object, dict[str, str]]] = collections.deque()
         self.default: tuple[int, object, dict[str, str]] = (200, {"ok": True}, {})
         self.hold: set[str] = set()
+        # (method, path prefix) -> a fixed answer, after the script and before `default`.
+        self.routes: dict[tuple[str, str], tuple[int, object]] = {}
         self.released = threading.Event()
         self.arrived = threading.Event()
         self._lock = threading.Lock()
@@ -118,6 +120,15 @@ class HttpPeer:
         self.server.shutdown()
         self.server.server_close()
 
+    def route(self, method: str, path: str, status: int, body: object) -> None:
+        self.routes[(method, path)] = (status, body)
+
+    def _routed(self, method: str, path: str) -> tuple[int, object, dict[str, str]]:
+        for (route_method, prefix), (status, body) in self.routes.items():
+            if method == route_method and path.startswith(prefix):
+                return status, body, {}
+        return self.default
+
     def _handler(self) -> type:
         import json
         from http.server import BaseHTTPRequestHandler
@@ -143,7 +154,11 @@ class HttpPeer:
                             "form": dict(parse_qsl(raw.decode())) if "form" in kind else None,
                         }
                     )
-                    status, body, headers = peer.script.popleft() if peer.script else peer.default
+                    status, body, headers = (
+                        peer.script.popleft()
+                        if peer.script
+                        else peer._routed(self.command, self.path)
+                    )
                 if self.path in peer.hold:
                     peer.arrived.set()
                     peer.released.wait(timeout=30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from levqor.accounts import service, sessions
 from levqor.accounts.api_deps import AnonymousLimit, CurrentUser, OptionalUser
@@ -23,6 +23,7 @@ from levqor.accounts.schemas import (
 )
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.idempotency.api import IdempotencyDep
+from levqor.partners.service import REFERRAL_COOKIE
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[AnonymousLimit])
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
@@ -38,7 +39,9 @@ def _session_out(user: User, pair: TokenPair) -> SessionOut:
 
 
 @auth_router.post("/signup", status_code=status.HTTP_201_CREATED)
-async def signup(body: SignupIn, session: SessionDep, runtime: RuntimeDep) -> SessionOut:
+async def signup(
+    body: SignupIn, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> SessionOut:
     user, pair = await service.signup(
         session,
         kit=runtime.auth,
@@ -46,6 +49,7 @@ async def signup(body: SignupIn, session: SessionDep, runtime: RuntimeDep) -> Se
         password=body.password,
         name=body.name,
         marketing_consent=body.marketing_consent,
+        referral_code=body.ref or request.cookies.get(REFERRAL_COOKIE),
     )
     return _session_out(user, pair)
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts import service
 from levqor.accounts.errors import InvalidToken, MissingScope
 from levqor.accounts.kit import Principal
 from levqor.accounts.ratelimit import Decision, Policy
-from levqor.deps import READ_METHODS, RuntimeDep, SessionDep
+from levqor.deps import READ_METHODS, ReadSessionDep, RuntimeDep, SessionDep
 from levqor.errors import Forbidden, RateLimited, Unauthorized
 from levqor.middleware import add_response_headers
 from levqor.ops import metrics
@@ -72,6 +73,19 @@ async def limit_anonymous(request: Request, runtime: RuntimeDep) -> None:
 
 
 async def authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -> Principal:
+    return await _authenticate(request, runtime, session)
+
+
+async def authenticated_autocommit(
+    request: Request, runtime: RuntimeDep, session: ReadSessionDep
+) -> Principal:
+    """The caller, checked outside any transaction: for routes that call an outside
+    service (Stripe) and open their own short transactions around it, so no write lock
+    is held while it answers."""
+    return await _authenticate(request, runtime, session)
+
+
+async def _authenticate(request: Request, runtime: Runtime, session: AsyncSession) -> Principal:
     credential = bearer_credential(request)
     if credential is None:
         await limit_anonymous(request, runtime)
@@ -106,6 +120,16 @@ async def optional_user(
 
 
 async def admin_user(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    return _admin(principal)
+
+
+async def admin_user_autocommit(
+    principal: Annotated[Principal, Depends(authenticated_autocommit)],
+) -> Principal:
+    return _admin(principal)
+
+
+def _admin(principal: Principal) -> Principal:
     if not principal.is_admin:
         raise Forbidden("This needs the admin role.")
     return principal
@@ -114,4 +138,6 @@ async def admin_user(principal: Annotated[Principal, Depends(authenticated)]) ->
 CurrentUser = Annotated[Principal, Depends(authenticated)]
 OptionalUser = Annotated[Principal | None, Depends(optional_user)]
 AdminUser = Annotated[Principal, Depends(admin_user)]
+CurrentUserAutocommit = Annotated[Principal, Depends(authenticated_autocommit)]
+AdminUserAutocommit = Annotated[Principal, Depends(admin_user_autocommit)]
 AnonymousLimit = Depends(limit_anonymous)

@@ -23,6 +23,7 @@ from levqor.compliance import audit
 from levqor.compliance import service as compliance
 from levqor.db.base import utcnow
 from levqor.logging import get_logger
+from levqor.partners import service as partners
 
 log = get_logger("levqor.accounts")
 
@@ -99,9 +100,11 @@ async def signup(
     password: str,
     name: str | None,
     marketing_consent: bool = False,
+    referral_code: str | None = None,
 ) -> tuple[User, TokenPair]:
     user = await create(session, kit=kit, email=email, password=password, name=name)
     await record_event(session, user_id=user.id, kind="signup")
+    await partners.attribute(session, user_id=user.id, code=referral_code)
     await compliance.record_consent(
         session, user_id=user.id, kind="marketing_email", granted=marketing_consent, source="signup"
     )

@@ -4,14 +4,101 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
 
-from levqor.accounts.api_deps import CurrentUser
-from levqor.billing import service
-from levqor.deps import ReadSessionDep
+from levqor.accounts.api_deps import AdminUserAutocommit, CurrentUser, CurrentUserAutocommit
+from levqor.billing import events, plans, refunds, service
+from levqor.deps import ReadSessionDep, RuntimeDep
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
+admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+
+class PlanRead(BaseModel):
+    name: str
+    title: str
+    price_cents: int
+    currency: str
+    interval: str
+    credits_per_month: int
+
+
+class PackRead(BaseModel):
+    name: str
+    title: str
+    price_cents: int
+    currency: str
+    credits: int
+
+
+class Catalogue(BaseModel):
+    plans: list[PlanRead]
+    packs: list[PackRead]
+
+
+@router.get("/plans")
+async def list_plans(runtime: RuntimeDep) -> Catalogue:
+    """What can be bought: monthly plans and one-off credit packs, prices in cents."""
+    currency = runtime.settings.billing_currency
+    return Catalogue(
+        plans=[
+            PlanRead(**vars(plan), currency=currency, interval="month")
+            for plan in plans.PLANS.values()
+        ],
+        packs=[PackRead(**vars(pack), currency=currency) for pack in plans.PACKS.values()],
+    )
+
+
+class CheckoutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str | None = Field(None, max_length=32)
+    pack: str | None = Field(None, max_length=32)
+
+
+class CheckoutOut(BaseModel):
+    url: str
+    session_id: str
+
+
+@router.post("/checkout", status_code=status.HTTP_201_CREATED)
+async def checkout(
+    body: CheckoutIn, principal: CurrentUserAutocommit, runtime: RuntimeDep
+) -> CheckoutOut:
+    """A Stripe Checkout page for a plan or a credit pack. Credits arrive when Stripe
+    confirms the payment (webhook), not before."""
+    session_id, url = await service.checkout(
+        runtime, user=principal.user, plan=body.plan, pack=body.pack
+    )
+    return CheckoutOut(url=url, session_id=session_id)
+
+
+class WebhookOut(BaseModel):
+    received: bool
+    duplicate: bool
+
+
+@router.post("/webhook")
+async def stripe_webhook(request: Request, runtime: RuntimeDep) -> WebhookOut:
+    """Stripe's events. The signature is checked; each event id is applied once."""
+    event = runtime.stripe.verify_event(
+        await request.body(), request.headers.get("stripe-signature")
+    )
+    async with runtime.db.session(write=True) as session, session.begin():
+        applied = await events.apply(session, event=event, settings=runtime.settings)
+    return WebhookOut(received=True, duplicate=not applied)
+
+
+@router.get("/usage")
+async def usage(
+    principal: CurrentUser, session: ReadSessionDep, runtime: RuntimeDep
+) -> service.Usage:
+    """This month (UTC): your plan, credits left, runs charged and what they cost, money
+    paid (net of refunds)."""
+    return await service.usage(
+        session, user=principal.user, currency=runtime.settings.billing_currency
+    )
 
 
 class CreditEntryRead(BaseModel):
@@ -50,4 +137,44 @@ async def ledger(
     return LedgerPage(
         data=[CreditEntryRead.model_validate(entry) for entry in page],
         next_cursor=str(page[-1].id) if more else None,
+    )
+
+
+class RefundIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment_id: str = Field(max_length=32)
+    amount: int | None = Field(None, ge=1, description="Cents; the whole remainder if left out.")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RefundOut(BaseModel):
+    id: str
+    payment_id: str
+    amount_cents: int
+    currency: str
+    credits_reversed: int
+    commission_reversed_cents: int
+    created_at: datetime
+
+
+@admin_router.post("/refunds", status_code=status.HTTP_201_CREATED)
+async def refund(body: RefundIn, admin: AdminUserAutocommit, runtime: RuntimeDep) -> RefundOut:
+    """Refund a payment through Stripe; its credits and partner commission are taken back."""
+    issued = await refunds.issue(
+        runtime,
+        payment_id=body.payment_id,
+        amount_cents=body.amount,
+        reason=body.reason,
+        admin_id=admin.user.id,
+    )
+    found = issued.refund
+    return RefundOut(
+        id=found.id,
+        payment_id=found.payment_id,
+        amount_cents=found.amount_cents,
+        currency=found.currency,
+        credits_reversed=found.credits_reversed,
+        commission_reversed_cents=issued.commission_reversed_cents,
+        created_at=found.created_at,
     )

@@ -1,13 +1,14 @@
-"""Tables owned by billing: the credit ledger."""
+"""Tables owned by billing: the credit ledger, Stripe customers, subscriptions,
+payments, invoices, refunds and the events already applied."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from levqor.db.base import Base, UTCDateTime, utcnow
+from levqor.db.base import Base, UTCDateTime, new_id, utcnow
 
 # A big integer on PostgreSQL (a ledger outgrows 2^31 rows), the rowid on SQLite.
 LedgerId = BigInteger().with_variant(Integer, "sqlite")
@@ -32,3 +33,116 @@ class CreditEntry(Base):
     balance_after: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(32))
     job_id: Mapped[str | None] = mapped_column(String(32))
+    payment_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class StripeCustomer(Base):
+    """The Stripe customer that pays for a user (created at their first checkout)."""
+
+    __tablename__ = "billing_customers"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Subscription(Base):
+    """A plan subscription as Stripe last told us about it (webhooks keep it current)."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (Index("ix_subscriptions_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # Stripe's sub_…
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    plan: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Payment(Base):
+    """Money received: a credit pack, or a plan's invoice. Kept after erasure (tax
+    law), so `user_id` has no foreign key and becomes a tombstone id."""
+
+    __tablename__ = "payments"
+    __table_args__ = (Index("ix_payments_user_id_created", "user_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("pay"))
+    user_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # "pack" or "subscription"
+    product: Mapped[str] = mapped_column(String(32))  # the pack's or plan's name
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    credits: Mapped[int] = mapped_column(Integer)
+    refunded_cents: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(24), default="succeeded")
+    payment_intent: Mapped[str | None] = mapped_column(String(64))
+    checkout_session: Mapped[str | None] = mapped_column(String(64), unique=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Invoice(Base):
+    """A paid subscription invoice (Stripe keeps the document; this is our record)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (Index("ix_invoices_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # Stripe's in_…
+    user_id: Mapped[str] = mapped_column(String(32))
+    subscription_id: Mapped[str | None] = mapped_column(String(64))
+    number: Mapped[str | None] = mapped_column(String(64))
+    amount_paid_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Refund(Base):
+    """Money given back through Stripe, and the credits taken back with it."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (Index("ix_refunds_payment_id", "payment_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # Stripe's re_…
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"))
+    user_id: Mapped[str] = mapped_column(String(32))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    credits_reversed: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(500))
+    issued_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StripeEvent(Base):
+    """A Stripe event already applied: its id makes a redelivery a no-op."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SpendPause(Base):
+    """The spend guard stopped LLM calls: for one user (`user_id`) or for everyone
+    (`user_id` NULL) until `until` (the next UTC midnight), unless resumed sooner."""
+
+    __tablename__ = "spend_pauses"
+    __table_args__ = (Index("ix_spend_pauses_user_until", "user_id", "until"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    spent_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    limit_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    paused_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resumed_by: Mapped[str | None] = mapped_column(String(32))

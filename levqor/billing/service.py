@@ -1,4 +1,6 @@
-"""Billing logic: the credit balance and its ledger.
+"""Billing logic: the credit balance and its ledger, checkout and usage.
+
+Stripe's webhook events are applied in `events.py`, refunds in `refunds.py`.
 
 Every change to `users.credits` writes a ledger row in the same transaction (or the same
 statement, on the webhook hot path), so the ledger always explains the balance:
@@ -8,8 +10,10 @@ on every run's hot path, but only billing changes it (accounts sets its opening 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     CTE,
@@ -18,6 +22,7 @@ from sqlalchemy import (
     Table,
     Update,
     bindparam,
+    func,
     insert,
     literal,
     select,
@@ -27,11 +32,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from levqor import errors
 from levqor.accounts.models import User
-from levqor.billing.models import CreditEntry
-from levqor.db.base import UTCDateTime, utcnow
+from levqor.billing import plans
+from levqor.billing.models import CreditEntry, Payment, StripeCustomer, Subscription
+from levqor.db.base import UTCDateTime, upsert, utcnow
+
+if TYPE_CHECKING:
+    from levqor.runtime import Runtime
 
 SIGNUP_GRANT = "signup_grant"
 RUN = "run"
+PURCHASE = "purchase"
+PLAN_CREDITS = "plan_credits"
+REFUND = "refund"
+# Stripe statuses in which a subscription still gives its plan.
+LIVE_STATUSES = frozenset({"active", "trialing", "past_due"})
 
 ledger_table = cast(Table, CreditEntry.__table__)
 users_table = cast(Table, User.__table__)
@@ -122,3 +136,197 @@ async def ledger(
         query = query.where(CreditEntry.id < before)
     rows = await session.scalars(query.order_by(CreditEntry.id.desc()).limit(limit))
     return list(rows)
+
+
+async def grant(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    credits: int,
+    reason: str,
+    payment_id: str | None = None,
+) -> int | None:
+    """Add credits (a purchase, a plan's month) with their ledger row; the new balance,
+    or None when the account no longer exists (erased: the money record still stays)."""
+    users = users_table.c
+    balance = await session.scalar(
+        update(users_table)
+        .where(users.id == user_id)
+        .values(credits=users.credits + credits)
+        .returning(users.credits)
+    )
+    if balance is None:
+        return None
+    session.add(
+        CreditEntry(
+            user_id=user_id,
+            delta=credits,
+            balance_after=balance,
+            reason=reason,
+            payment_id=payment_id,
+        )
+    )
+    return int(balance)
+
+
+async def take_back(
+    session: AsyncSession, *, user_id: str, credits: int, reason: str, payment_id: str
+) -> int:
+    """Remove up to `credits` (a refund): never below zero, since what was already spent
+    on runs was delivered. How many were taken."""
+    balance = await session.scalar(select(User.credits).where(User.id == user_id).with_for_update())
+    taken = min(credits, balance or 0)
+    if taken:
+        await session.execute(
+            update(users_table)
+            .where(users_table.c.id == user_id)
+            .values(credits=users_table.c.credits - taken)
+        )
+        session.add(
+            CreditEntry(
+                user_id=user_id,
+                delta=-taken,
+                balance_after=(balance or 0) - taken,
+                reason=reason,
+                payment_id=payment_id,
+            )
+        )
+    return taken
+
+
+class UnknownProduct(errors.InvalidRequest):
+    code = "unknown_product"
+
+
+class AlreadySubscribed(errors.Conflict):
+    code = "already_subscribed"
+
+
+async def checkout(
+    runtime: Runtime, *, user: User, plan: str | None, pack: str | None
+) -> tuple[str, str]:
+    """A Stripe Checkout session for a plan (monthly) or a credit pack (once):
+    `(session_id, url)`. Nothing is granted here; the webhook does that once Stripe says
+    the money arrived. No database transaction is held while Stripe is called."""
+    params = _checkout_items(runtime.settings.billing_currency, plan=plan, pack=pack)
+    async with runtime.db.session(write=False) as session:
+        if plan is not None and await live_subscription(session, user_id=user.id):
+            raise AlreadySubscribed("You already have a plan; cancel it before changing.")
+        customer = await session.scalar(
+            select(StripeCustomer.customer_id).where(StripeCustomer.user_id == user.id)
+        )
+    if customer is None:
+        customer = await runtime.stripe.create_customer(email=user.email, user_id=user.id)
+        async with runtime.db.session(write=True) as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            await session.execute(
+                upsert(dialect, StripeCustomer.__table__)
+                .values(user_id=user.id, customer_id=customer, created_at=utcnow())
+                .on_conflict_do_nothing()
+            )
+    base = runtime.settings.public_url
+    product = {"plan": plan} if plan else {"pack": pack or ""}
+    params |= {
+        "customer": customer,
+        "client_reference_id": user.id,
+        "metadata": {"user_id": user.id, **product},
+        "success_url": f"{base}/billing?checkout=done&session_id={{CHECKOUT_SESSION_ID}}",
+        "cancel_url": f"{base}/billing?checkout=cancelled",
+    }
+    if plan:
+        params["subscription_data"] = {"metadata": {"user_id": user.id, "plan": plan}}
+    return await runtime.stripe.create_checkout(params)
+
+
+def _checkout_items(currency: str, *, plan: str | None, pack: str | None) -> dict[str, Any]:
+    if (plan is None) == (pack is None):
+        raise errors.InvalidRequest("Give either a plan or a pack.")
+    if plan is not None:
+        chosen = plans.PLANS.get(plan)
+        if chosen is None or chosen.price_cents == 0:
+            raise UnknownProduct(f"There is no paid plan {plan!r}.")
+        price: dict[str, Any] = {
+            "currency": currency,
+            "unit_amount": chosen.price_cents,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": f"Levqor {chosen.title}"},
+        }
+        return {"mode": "subscription", "line_items": [{"price_data": price, "quantity": 1}]}
+    bought = plans.PACKS.get(pack or "")
+    if bought is None:
+        raise UnknownProduct(f"There is no credit pack {pack!r}.")
+    price = {
+        "currency": currency,
+        "unit_amount": bought.price_cents,
+        "product_data": {"name": f"Levqor {bought.title}"},
+    }
+    return {"mode": "payment", "line_items": [{"price_data": price, "quantity": 1}]}
+
+
+async def live_subscription(session: AsyncSession, *, user_id: str) -> Subscription | None:
+    return cast(
+        Subscription | None,
+        await session.scalar(
+            select(Subscription)
+            .where(Subscription.user_id == user_id, Subscription.status.in_(LIVE_STATUSES))
+            .limit(1)
+        ),
+    )
+
+
+async def cancel_subscriptions(runtime: Runtime, *, user_id: str) -> list[str]:
+    """Cancel at Stripe every subscription of `user_id` that still bills (erasure)."""
+    async with runtime.db.session(write=False) as session:
+        ids = list(
+            await session.scalars(
+                select(Subscription.id).where(
+                    Subscription.user_id == user_id, Subscription.status != "canceled"
+                )
+            )
+        )
+    for subscription_id in ids:
+        await runtime.stripe.cancel_subscription(subscription_id)
+    return ids
+
+
+@dataclass(frozen=True)
+class Usage:
+    plan: str
+    credits: int
+    period_start: datetime
+    period_end: datetime
+    runs: int
+    credits_spent: int
+    paid_cents: int
+    currency: str
+
+
+async def usage(session: AsyncSession, *, user: User, currency: str) -> Usage:
+    """This calendar month (UTC): runs, credits spent on them, money paid."""
+    start = utcnow().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    ledger_rows = CreditEntry.user_id == user.id, CreditEntry.at >= start, CreditEntry.reason == RUN
+    runs, spent = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(-CreditEntry.delta), 0)).where(*ledger_rows)
+        )
+    ).one()
+    paid = await session.scalar(
+        select(func.coalesce(func.sum(Payment.amount_cents - Payment.refunded_cents), 0)).where(
+            Payment.user_id == user.id, Payment.created_at >= start
+        )
+    )
+    return Usage(
+        plan=user.plan,
+        credits=user.credits,
+        period_start=start,
+        period_end=end,
+        runs=int(runs),
+        credits_spent=int(spent),
+        paid_cents=int(paid or 0),
+        currency=currency,
+    )

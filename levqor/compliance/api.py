@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from levqor.accounts.api_deps import AdminUser, CurrentUser
+from levqor.accounts.api_deps import AdminUser, CurrentUser, CurrentUserAutocommit
 from levqor.compliance import audit, exports, privacy, service
 from levqor.compliance.models import DataExport
 from levqor.db.base import utcnow
@@ -180,10 +180,10 @@ async def download_export(
 
 @me_router.delete("", status_code=204)
 async def erase_me(
-    body: EraseIn, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+    body: EraseIn, principal: CurrentUserAutocommit, runtime: RuntimeDep
 ) -> Response:
-    """Delete your account and everything personal about it, for good."""
-    await privacy.erase_confirmed(
-        session, user=principal.user, kit=runtime.auth, password=body.password
-    )
+    """Delete your account and everything personal about it, for good; a plan
+    subscription is cancelled at Stripe. Invoices, payments and the ledger stay, under a
+    random tombstone id, as tax law requires."""
+    await privacy.erase_account(runtime, user_id=principal.user.id, password=body.password)
     return Response(status_code=204)

@@ -18,6 +18,7 @@ from levqor.accounts.models import User
 from levqor.compliance import audit, privacy
 from levqor.config import load_settings
 from levqor.db.engine import create_database
+from levqor.errors import LevqorError
 from levqor.runtime import build_runtime
 
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
@@ -86,7 +87,11 @@ def delete_user(
     """Erase a user and everything personal about them, for good (an Art. 17 request)."""
     if not yes:
         typer.confirm(f"Erase {email} and all their data?", abort=True)
-    tombstone = asyncio.run(_erase(email))
+    try:
+        tombstone = asyncio.run(_erase(email))
+    except LevqorError as exc:  # Stripe could not cancel the subscription: nothing erased
+        console.print(f"[red]{exc.detail} Nothing was erased.[/red]")
+        raise typer.Exit(1) from exc
     console.print(f"Erased. Receipt in the audit log: {tombstone}.")
 
 
@@ -103,9 +108,9 @@ async def _export(email: str) -> dict[str, Any]:
 async def _erase(email: str) -> str:
     runtime = build_runtime(load_settings())
     try:
-        async with runtime.db.session(write=True) as session, session.begin():
+        async with runtime.db.session(write=False) as session:
             user = await _user(session, email, runtime.auth)
-            return await privacy.erase(session, user=user, kit=runtime.auth)
+        return await privacy.erase_account(runtime, user_id=user.id, password=None)
     finally:
         await runtime.close()
 

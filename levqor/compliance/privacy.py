@@ -7,7 +7,7 @@ the caller's one transaction: it fails whole or not at all.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Table, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,11 +16,15 @@ from levqor import errors
 from levqor.accounts import service as accounts
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.models import User
+from levqor.billing import service as billing
 from levqor.compliance import audit, registry
 from levqor.compliance import service as compliance
 from levqor.compliance.registry import Owned, Via
 from levqor.db.base import Sealed, new_id, utcnow
 from levqor.db.models import metadata
+
+if TYPE_CHECKING:
+    from levqor.runtime import Runtime
 
 
 async def export(session: AsyncSession, *, user: User, actor: str) -> dict[str, Any]:
@@ -101,14 +105,33 @@ class WrongPassword(errors.Forbidden):
     code = "wrong_password"
 
 
-async def erase_confirmed(session: AsyncSession, *, user: User, kit: AuthKit, password: str) -> str:
-    """Erasure asked for by the user: only with their current password."""
-    if not await kit.passwords.verify(user.password_hash, password):
+async def erase_account(runtime: Runtime, *, user_id: str, password: str | None) -> str:
+    """Erasure from end to end; the tombstone id of its receipt.
+
+    The user's own request needs their current password (`password`; an operator's
+    passes None). Stripe subscriptions are cancelled first, outside any transaction: if
+    Stripe fails, nothing is erased and the request can be repeated (a subscription
+    already cancelled counts as done); then everything here goes in one transaction.
+    """
+    async with runtime.db.session(write=False) as session:
+        user = await session.get(User, user_id)
+    if user is None:
+        raise errors.NotFound("No such account.")
+    if password is not None and not await runtime.auth.passwords.verify(
+        user.password_hash, password
+    ):
         raise WrongPassword()
-    return await erase(session, user=user, kit=kit)
+    cancelled = await billing.cancel_subscriptions(runtime, user_id=user_id)
+    async with runtime.db.session(write=True) as session, session.begin():
+        user = await session.get(User, user_id)
+        if user is None:
+            raise errors.NotFound("No such account.")
+        return await erase(session, user=user, kit=runtime.auth, cancelled=cancelled)
 
 
-async def erase(session: AsyncSession, *, user: User, kit: AuthKit) -> str:
+async def erase(
+    session: AsyncSession, *, user: User, kit: AuthKit, cancelled: list[str] | None = None
+) -> str:
     """Delete everything personal about `user`; the tombstone id of the receipt.
 
     The address goes on the global suppression list first (by blind index, never in
@@ -137,6 +160,6 @@ async def erase(session: AsyncSession, *, user: User, kit: AuthKit) -> str:
         actor="system",
         action="account_erased",
         object_id=user.id,
-        detail={"tombstone": tombstone},
+        detail={"tombstone": tombstone, "subscriptions_cancelled": cancelled or []},
     )
     return tombstone

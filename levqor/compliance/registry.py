@@ -45,6 +45,8 @@ class NotPersonal:
 
 Rule = Owned | Via | NotPersonal
 
+_TAX = "accounting record kept for tax law; the user id becomes a tombstone id"
+
 TABLES: dict[str, Rule] = {
     "users": Owned("id"),
     "api_keys": Owned("user_id"),
@@ -66,11 +68,19 @@ TABLES: dict[str, Rule] = {
     "email_suppressions": Owned("user_id"),
     "consents": Owned("user_id"),
     "data_exports": Owned("user_id"),
-    "credit_ledger": Owned(
-        "user_id",
-        erase="pseudonymise",
-        why_kept="accounting record kept for tax law; the user id becomes a tombstone id",
-    ),
+    "credit_ledger": Owned("user_id", erase="pseudonymise", why_kept=_TAX),
+    "billing_customers": Owned("user_id"),
+    "subscriptions": Owned("user_id"),
+    "payments": Owned("user_id", erase="pseudonymise", why_kept=_TAX),
+    "invoices": Owned("user_id", erase="pseudonymise", why_kept=_TAX),
+    "refunds": Owned("user_id", about=("issued_by",), erase="pseudonymise", why_kept=_TAX),
+    "spend_pauses": Owned("user_id"),
+    "stripe_events": NotPersonal("event ids and types only; the events' contents are not kept"),
+    "partners": Owned("user_id"),
+    "referral_clicks": Via("partners", "partner_id"),
+    "referrals": Owned("user_id"),
+    "commissions": Owned("user_id", erase="pseudonymise", why_kept=_TAX),
+    "payouts": Owned("user_id", erase="pseudonymise", why_kept=_TAX),
     "audit_log": Owned(
         "actor",
         about=("object_id",),
@@ -103,21 +113,25 @@ ABOUT = {
     "purposes": [
         "running the automations you define (workflows, runs, their inputs and outputs)",
         "keeping your account secure (logins, keys, the audit log)",
-        "billing for runs (credits, usage of AI models)",
+        "billing for runs (credits, usage of AI models), payments, invoices and refunds",
+        "the partner program: referral clicks (a keyed hash of the IP address), signups "
+        "and commissions",
         "sending e-mail you asked for, and product news only with your consent",
     ],
     "recipients": [
         "the services your workflow steps call (Slack, Telegram, e-mail servers, ...)",
         "the LLM provider configured for the AI planner and AI steps",
-        "Stripe, for payments",
+        "Stripe, for payments (your e-mail address, as the paying customer) and partner payouts",
         "the e-mail provider that delivers account mail",
     ],
     "retention": {
         "runs": "kept for the job retention period (LEVQOR_JOB_RETENTION_DAYS), then deleted",
         "account": "until you delete it",
         "audit log": "kept after deletion, pseudonymous (no name, no e-mail)",
-        "credit ledger": "kept after deletion as long as tax law requires, under a random "
+        "credit ledger, payments, invoices, refunds, commissions and payouts": "kept after "
+        "deletion as long as tax law requires (typically 10 years), under a random "
         "tombstone id instead of your user id",
+        "partner program": "your code, clicks and referrals are deleted with your account",
     },
     "rights": [
         "access and portability: this export (GET /api/v1/me/export)",

@@ -9,6 +9,7 @@ from levqor.connectors import models as connectors_models
 from levqor.db.base import Base
 from levqor.idempotency import models as idempotency_models
 from levqor.jobs import models as jobs_models
+from levqor.partners import models as partners_models
 from levqor.workflows import models as workflows_models
 
 metadata = Base.metadata
@@ -21,5 +22,6 @@ __all__ = [
     "idempotency_models",
     "jobs_models",
     "metadata",
+    "partners_models",
     "workflows_models",
 ]

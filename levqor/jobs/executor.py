@@ -20,6 +20,7 @@ import httpx
 import orjson
 from cryptography.fernet import MultiFernet
 
+from levqor.billing import spend_guard
 from levqor.compliance import service as compliance
 from levqor.config import Settings
 from levqor.connectors import llm, registry, safety
@@ -180,6 +181,9 @@ class Executor:
             mail=self._mail_policy(job.user_id),
         )
         credential = await self._credential(job, step) if step.credential else None
+        if step.connector == "llm":
+            async with self.db.session(write=False) as session:
+                await spend_guard.ensure_allowed(session, user_id=job.user_id)
         async with asyncio.timeout(step.timeout_s):  # in this task: no task per step
             return await connector.run(action.name, params, credential, context)
 
@@ -191,8 +195,8 @@ class Executor:
             "cost_micro_usd": output["cost_micro_usd"],
         }
         async with self.db.session(write=True) as session, session.begin():
-            await connectors_service.record_llm_usage(
-                session, user_id=job.user_id, purpose="step", usage=usage
+            await spend_guard.record_usage(
+                session, settings=self.settings, user_id=job.user_id, purpose="step", usage=usage
             )
 
     def _mail_policy(self, user_id: str) -> MailPolicy:

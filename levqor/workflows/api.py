@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from levqor.accounts.api_deps import CurrentUser
+from levqor.billing import spend_guard
 from levqor.connectors import llm
-from levqor.connectors import service as connectors_service
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.idempotency.api import IdempotencyDep
 from levqor.runtime import Runtime
@@ -152,11 +152,19 @@ plan_router = APIRouter(prefix="/api/v1", tags=["workflows"])
 async def plan_workflow(
     body: PlanIn, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
 ) -> PlanRead:
-    """Plain words -> a validated workflow draft (not saved)."""
-    drafted = await planner.plan(body.prompt, llm.server_from_settings(runtime.settings))
+    """Plain words -> a validated workflow draft (not saved). While the spend guard
+    pauses your LLM calls, the rules planner answers instead."""
+    server = llm.server_from_settings(runtime.settings)
+    if server is not None and await spend_guard.active_pause(session, user_id=principal.user.id):
+        server = None
+    drafted = await planner.plan(body.prompt, server)
     if drafted.usage:
-        await connectors_service.record_llm_usage(
-            session, user_id=principal.user.id, purpose="plan", usage=drafted.usage
+        await spend_guard.record_usage(
+            session,
+            settings=runtime.settings,
+            user_id=principal.user.id,
+            purpose="plan",
+            usage=drafted.usage,
         )
     return PlanRead(
         planner=drafted.planner,

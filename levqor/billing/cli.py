@@ -1,0 +1,96 @@
+"""`levqor spend-guard`: today's LLM spend and the pauses the guard made; resume them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from levqor.accounts import service as accounts
+from levqor.billing import spend_guard
+from levqor.config import load_settings
+from levqor.runtime import build_runtime
+
+spend_guard_app = typer.Typer(
+    help="The LLM spend guard: today's spend, pauses, resuming.", no_args_is_help=True
+)
+console = Console()
+
+
+@spend_guard_app.command("status")
+def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Today's LLM spend (UTC), the biggest spenders, and the pauses in force."""
+    report = asyncio.run(_status())
+    if as_json:
+        console.print_json(data=report)
+        return
+    console.print(
+        f"Today: ${report['spent_micro_usd'] / 1e6:.2f} spent on LLM calls "
+        f"(server limit: {_limit(report['server_limit_micro_usd'])}, per user: "
+        f"{_limit(report['user_limit_micro_usd'])})."
+    )
+    table = Table("user", "spent today", "paused")
+    for spender in report["spenders"]:
+        table.add_row(
+            spender["user_id"],
+            f"${spender['spent_micro_usd'] / 1e6:.2f}",
+            "yes" if spender["paused"] else "",
+        )
+    console.print(table)
+    if report["server_paused"]:
+        console.print("[red]LLM calls are paused for everyone until midnight UTC.[/red]")
+
+
+@spend_guard_app.command("resume")
+def resume(
+    email: str | None = typer.Argument(None, help="The user to resume; leave out with --server."),
+    server: bool = typer.Option(False, "--server", help="Lift the server-wide pause."),
+) -> None:
+    """Lift a pause before midnight: the user (or server) may spend one more day's limit."""
+    if (email is None) == (not server):
+        console.print("[red]Give a user's e-mail address, or --server.[/red]")
+        raise typer.Exit(2)
+    lifted = asyncio.run(_resume(email))
+    if lifted is None:
+        console.print(f"[red]No user with the address {email}.[/red]")
+        raise typer.Exit(1)
+    console.print("Resumed." if lifted else "Nothing was paused.")
+
+
+def _limit(micro_usd: int) -> str:
+    return f"${micro_usd / 1e6:.2f}" if micro_usd else "off"
+
+
+async def _status() -> dict[str, Any]:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.session(write=False) as session:
+            total, spenders = await spend_guard.today(session)
+            server_paused = await spend_guard.paused(session, user_id=None)
+        return {
+            "spent_micro_usd": total,
+            "server_limit_micro_usd": runtime.settings.spend_guard_daily_micro_usd,
+            "user_limit_micro_usd": runtime.settings.spend_guard_user_daily_micro_usd,
+            "server_paused": server_paused,
+            "spenders": [vars(spender) for spender in spenders],
+        }
+    finally:
+        await runtime.close()
+
+
+async def _resume(email: str | None) -> int | None:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.session(write=True) as session, session.begin():
+            user_id = None
+            if email is not None:
+                user = await accounts.find_by_email(session, kit=runtime.auth, email=email)
+                if user is None:
+                    return None
+                user_id = user.id
+            return await spend_guard.resume(session, user_id=user_id, actor="system")
+    finally:
+        await runtime.close()

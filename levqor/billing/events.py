@@ -1,0 +1,244 @@
+"""Stripe's webhook events, applied once each.
+
+The event id goes into `stripe_events` in the same transaction that applies it, so a
+redelivered event changes nothing, and one that failed half-way left nothing behind
+(Stripe retries it). Events can arrive in any order: an invoice may come before the
+checkout session that started its subscription, so the user is found by the metadata
+we gave Stripe, or else by the customer id saved before the checkout began.
+
+Both API shapes are read: before 2025-03-31 an invoice names its `subscription` and
+`payment_intent` at the top; later ones under `parent.subscription_details` and
+`payments`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor.accounts.models import User
+from levqor.billing import plans, service
+from levqor.billing.models import Invoice, Payment, StripeCustomer, StripeEvent, Subscription
+from levqor.config import Settings
+from levqor.db.base import upsert, utcnow
+from levqor.partners import service as partners
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, dict[str, Any], Settings], Awaitable[None]]
+
+
+async def apply(session: AsyncSession, *, event: dict[str, Any], settings: Settings) -> bool:
+    """Apply `event` in the caller's transaction; False if it was applied before."""
+    dialect = session.get_bind().dialect.name
+    inserted = await session.execute(
+        upsert(dialect, StripeEvent.__table__)
+        .values(id=event["id"], type=str(event["type"])[:64], received_at=utcnow())
+        .on_conflict_do_nothing()
+        .returning(StripeEvent.__table__.c.id)
+    )
+    if inserted.first() is None:
+        return False
+    handler = HANDLERS.get(event["type"])
+    obj = (event.get("data") or {}).get("object") or {}
+    if handler is not None and isinstance(obj, dict):
+        await handler(session, obj, settings)
+    return True
+
+
+async def _checkout_completed(
+    session: AsyncSession, checkout: dict[str, Any], settings: Settings
+) -> None:
+    user_id = await _user_for(session, checkout)
+    if user_id is None:
+        return
+    if checkout.get("customer"):
+        await _remember_customer(session, user_id, str(checkout["customer"]))
+    metadata = checkout.get("metadata") or {}
+    if checkout.get("mode") == "subscription" and checkout.get("subscription"):
+        plan = metadata.get("plan") or plans.FREE
+        await _save_subscription(
+            session,
+            {
+                "id": checkout["subscription"],
+                "customer": checkout.get("customer"),
+                "status": "active",
+                "metadata": {"plan": plan},
+            },
+            user_id=user_id,
+        )
+        return
+    pack = plans.PACKS.get(metadata.get("pack") or "")
+    if checkout.get("payment_status") != "paid" or pack is None:
+        return
+    payment = Payment(
+        user_id=user_id,
+        kind="pack",
+        product=pack.name,
+        amount_cents=int(checkout.get("amount_total") or 0),
+        currency=str(checkout.get("currency") or settings.billing_currency),
+        credits=pack.credits,
+        payment_intent=checkout.get("payment_intent"),
+        checkout_session=checkout["id"],
+    )
+    await _record_payment(session, payment, reason=service.PURCHASE, settings=settings)
+
+
+async def _invoice_paid(session: AsyncSession, invoice: dict[str, Any], settings: Settings) -> None:
+    details = (
+        (invoice.get("parent") or {}).get("subscription_details")
+        or invoice.get("subscription_details")
+        or {}
+    )
+    subscription_id = details.get("subscription") or invoice.get("subscription")
+    metadata = details.get("metadata") or {}
+    user_id = await _user_for(session, {**invoice, "metadata": metadata})
+    if user_id is None or not subscription_id:
+        return
+    known = await session.get(Subscription, subscription_id)
+    plan = plans.PLANS.get(metadata.get("plan") or (known.plan if known else ""))
+    period = _service_period(invoice)
+    currency = str(invoice.get("currency") or settings.billing_currency)
+    amount = int(invoice.get("amount_paid") or 0)
+    session.add(
+        Invoice(
+            id=invoice["id"],
+            user_id=user_id,
+            subscription_id=subscription_id,
+            number=invoice.get("number"),
+            amount_paid_cents=amount,
+            currency=currency,
+            period_start=period[0],
+            period_end=period[1],
+        )
+    )
+    if amount <= 0 or plan is None:
+        return  # a trial's or an unknown plan's invoice: recorded, no credits
+    payment = Payment(
+        user_id=user_id,
+        kind="subscription",
+        product=plan.name,
+        amount_cents=amount,
+        currency=currency,
+        credits=plan.credits_per_month,
+        payment_intent=_payment_intent(invoice),
+        invoice_id=invoice["id"],
+    )
+    await _record_payment(session, payment, reason=service.PLAN_CREDITS, settings=settings)
+
+
+async def _subscription_changed(
+    session: AsyncSession, subscription: dict[str, Any], _settings: Settings
+) -> None:
+    user_id = await _user_for(session, subscription)
+    if user_id is not None:
+        await _save_subscription(session, subscription, user_id=user_id)
+
+
+async def _record_payment(
+    session: AsyncSession, payment: Payment, *, reason: str, settings: Settings
+) -> None:
+    session.add(payment)
+    await session.flush()
+    await service.grant(
+        session,
+        user_id=payment.user_id,
+        credits=payment.credits,
+        reason=reason,
+        payment_id=payment.id,
+    )
+    await partners.on_payment(session, payment=payment, settings=settings)
+
+
+async def _save_subscription(
+    session: AsyncSession, subscription: dict[str, Any], *, user_id: str
+) -> None:
+    """Insert or update our copy, and move the user to the plan it gives (or back to
+    free when it stops billing)."""
+    status = str(subscription.get("status") or "active")
+    known = await session.get(Subscription, subscription["id"])
+    plan = (subscription.get("metadata") or {}).get("plan") or (known.plan if known else None)
+    if plan not in plans.PLANS:
+        log.warning("subscription %s names no known plan", subscription["id"])
+        plan = plans.FREE
+    if known is None:
+        known = Subscription(id=subscription["id"], user_id=user_id, plan=plan, status=status)
+        session.add(known)
+    known.plan, known.status = plan, status
+    known.customer_id = subscription.get("customer") or known.customer_id
+    known.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
+    period_end = subscription.get("current_period_end") or _first_item(subscription).get(
+        "current_period_end"
+    )
+    if period_end:
+        known.current_period_end = _from_unix(period_end)
+    live = status in service.LIVE_STATUSES
+    await session.execute(
+        update(User).where(User.id == user_id).values(plan=plan if live else plans.FREE)
+    )
+
+
+async def _remember_customer(session: AsyncSession, user_id: str, customer_id: str) -> None:
+    """The user's Stripe customer, if none is known yet (a checkout made elsewhere)."""
+    dialect = session.get_bind().dialect.name
+    await session.execute(
+        upsert(dialect, StripeCustomer.__table__)
+        .values(user_id=user_id, customer_id=customer_id, created_at=utcnow())
+        .on_conflict_do_nothing()
+    )
+
+
+async def _user_for(session: AsyncSession, obj: dict[str, Any]) -> str | None:
+    """The user an object is about: our metadata, else its customer; None (logged) when
+    the account is gone."""
+    user_id = (obj.get("metadata") or {}).get("user_id") or obj.get("client_reference_id")
+    if user_id is None and obj.get("customer"):
+        user_id = await session.scalar(
+            select(StripeCustomer.user_id).where(StripeCustomer.customer_id == obj["customer"])
+        )
+    if user_id is None or await session.get(User, user_id) is None:
+        log.warning("stripe %s %s names no account here", obj.get("object"), obj.get("id"))
+        return None
+    return str(user_id)
+
+
+def _payment_intent(invoice: dict[str, Any]) -> str | None:
+    if invoice.get("payment_intent"):
+        return str(invoice["payment_intent"])
+    for paid in (invoice.get("payments") or {}).get("data") or []:
+        intent = (paid.get("payment") or {}).get("payment_intent")
+        if intent:
+            return str(intent)
+    return None
+
+
+def _service_period(invoice: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    lines = (invoice.get("lines") or {}).get("data") or []
+    period = (lines[0].get("period") if lines else None) or {
+        "start": invoice.get("period_start"),
+        "end": invoice.get("period_end"),
+    }
+    return _from_unix(period.get("start")), _from_unix(period.get("end"))
+
+
+def _first_item(subscription: dict[str, Any]) -> dict[str, Any]:
+    items = (subscription.get("items") or {}).get("data") or []
+    return items[0] if items else {}
+
+
+def _from_unix(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": _checkout_completed,
+    "invoice.paid": _invoice_paid,
+    "customer.subscription.created": _subscription_changed,
+    "customer.subscription.updated": _subscription_changed,
+    "customer.subscription.deleted": _subscription_changed,
+}

@@ -1,0 +1,155 @@
+"""Stripe, behind the few calls billing and partners make.
+
+The official SDK does the HTTP, retries (with idempotency keys) and signature checks;
+`LEVQOR_STRIPE_API_BASE` points it at another server (a local peer in tests). It is
+imported on first use: `levqor up` should not pay for loading it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from levqor import errors
+from levqor.config import Settings
+
+if TYPE_CHECKING:
+    import stripe
+
+# Stripe's own default: a signed event older than this is refused (replays).
+SIGNATURE_TOLERANCE_S = 300
+
+
+class BillingNotConfigured(errors.ServiceUnavailable):
+    code = "billing_not_configured"
+
+
+class StripeUnavailable(errors.LevqorError):
+    """Stripe refused or did not answer; nothing was changed here."""
+
+    status = 502
+    code = "stripe_error"
+
+
+class BadSignature(errors.InvalidRequest):
+    code = "invalid_signature"
+
+
+def _httpx_client() -> stripe.HTTPClient:
+    """The SDK's httpx client, sending the encoded form as `content`: it passes a
+    string as `data`, which httpx deprecates (a warning on every call)."""
+    import stripe
+
+    class FormAsContent(stripe.HTTPXClient):
+        def _get_request_args_kwargs(self, *args: Any, **kwargs: Any) -> Any:
+            positional, named = super()._get_request_args_kwargs(*args, **kwargs)
+            named["content"] = named.pop("data", None) or None
+            return positional, named
+
+    return FormAsContent(allow_sync_methods=False)
+
+
+class StripeGateway:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: stripe.StripeClient | None = None
+
+    @property
+    def client(self) -> stripe.StripeClient:
+        if self._client is None:
+            key = self._settings.stripe_secret_key
+            if key is None:
+                raise BillingNotConfigured("Stripe is not configured (LEVQOR_STRIPE_SECRET_KEY).")
+            import stripe
+
+            bases: Any = (
+                {"api": self._settings.stripe_api_base} if self._settings.stripe_api_base else {}
+            )
+            self._client = stripe.StripeClient(
+                key.get_secret_value(),
+                base_addresses=bases,
+                http_client=_httpx_client(),
+                max_network_retries=2,
+            )
+        return self._client
+
+    def verify_event(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+        """The event in a webhook body, if `Stripe-Signature` proves Stripe sent it."""
+        secret = self._settings.stripe_webhook_secret
+        if secret is None:
+            raise BillingNotConfigured("Stripe webhooks are not configured.")
+        import stripe
+
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload.decode(), signature or "", secret.get_secret_value(), SIGNATURE_TOLERANCE_S
+            )
+        except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
+            raise BadSignature("The Stripe-Signature header does not match the body.") from exc
+        event = json.loads(payload)
+        if not isinstance(event, dict) or "id" not in event or "type" not in event:
+            raise errors.InvalidRequest("Not a Stripe event.")
+        return event
+
+    async def create_customer(self, *, email: str, user_id: str) -> str:
+        customer = await self._call(
+            "customers",
+            {"email": email, "metadata": {"user_id": user_id}},
+            idempotency_key=f"customer-{user_id}",
+        )
+        return str(customer["id"])
+
+    async def create_checkout(self, params: dict[str, Any]) -> tuple[str, str]:
+        session = await self._call("checkout.sessions", params)
+        return str(session["id"]), str(session["url"])
+
+    async def cancel_subscription(self, subscription_id: str) -> None:
+        """Cancel at once; one Stripe no longer knows (cancelled already) is done."""
+        import stripe
+
+        try:
+            await self.client.v1.subscriptions.cancel_async(subscription_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.code != "resource_missing":
+                raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc
+        except stripe.StripeError as exc:
+            raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc
+
+    async def refund(
+        self, *, payment_intent: str, amount_cents: int, metadata: dict[str, str], key: str
+    ) -> str:
+        refund = await self._call(
+            "refunds",
+            {"payment_intent": payment_intent, "amount": amount_cents, "metadata": metadata},
+            idempotency_key=key,
+        )
+        return str(refund["id"])
+
+    async def transfer(
+        self, *, amount_cents: int, currency: str, destination: str, payout_id: str
+    ) -> str:
+        transfer = await self._call(
+            "transfers",
+            {
+                "amount": amount_cents,
+                "currency": currency,
+                "destination": destination,
+                "metadata": {"payout_id": payout_id},
+            },
+            idempotency_key=payout_id,
+        )
+        return str(transfer["id"])
+
+    async def _call(
+        self, service_path: str, params: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Any:
+        import stripe
+
+        service: Any = self.client.v1
+        for part in service_path.split("."):
+            service = getattr(service, part)
+        options: Any = {"idempotency_key": idempotency_key} if idempotency_key else {}
+        try:
+            return await service.create_async(params, options)
+        except stripe.StripeError as exc:
+            raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc

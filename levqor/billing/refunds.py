@@ -1,0 +1,118 @@
+"""Refunds an admin issues: money back through Stripe, then, in one transaction, the
+refund recorded, the payment's credits and its partner's commission taken back, and an
+audit entry.
+
+Stripe is called first, with an idempotency key made of the payment and how much of it
+was refunded before: the same request sent twice (a double click, a retry after a
+timeout) refunds once, and a second, later refund of the rest gets a key of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor import errors
+from levqor.billing import service
+from levqor.billing.models import Payment, Refund
+from levqor.compliance import audit
+from levqor.partners import service as partners
+
+if TYPE_CHECKING:
+    from levqor.runtime import Runtime
+
+
+class NotRefundable(errors.Conflict):
+    code = "not_refundable"
+
+
+@dataclass(frozen=True)
+class Issued:
+    refund: Refund
+    commission_reversed_cents: int
+    repeated: bool  # Stripe had already made this refund; nothing changed here
+
+
+async def issue(
+    runtime: Runtime, *, payment_id: str, amount_cents: int | None, reason: str, admin_id: str
+) -> Issued:
+    async with runtime.db.session(write=False) as session:
+        payment = await session.get(Payment, payment_id)
+    if payment is None:
+        raise errors.NotFound(f"No payment {payment_id}.")
+    left = payment.amount_cents - payment.refunded_cents
+    amount = left if amount_cents is None else amount_cents
+    if left <= 0:
+        raise NotRefundable("This payment has been refunded in full.")
+    if not 0 < amount <= left:
+        raise errors.InvalidRequest(f"amount must be between 1 and {left} cents.")
+    if payment.payment_intent is None:
+        raise NotRefundable("Stripe gave no payment intent for this payment; refund it there.")
+    refund_id = await runtime.stripe.refund(
+        payment_intent=payment.payment_intent,
+        amount_cents=amount,
+        metadata={"payment_id": payment.id, "reason": reason[:500]},
+        key=f"refund-{payment.id}-{payment.refunded_cents}-{amount}",
+    )
+    async with runtime.db.session(write=True) as session, session.begin():
+        known = await session.get(Refund, refund_id)
+        if known is not None:
+            return Issued(known, 0, repeated=True)
+        return await _record(session, payment_id, refund_id, amount, reason, admin_id)
+
+
+async def _record(
+    session: AsyncSession,
+    payment_id: str,
+    refund_id: str,
+    amount: int,
+    reason: str,
+    admin_id: str,
+) -> Issued:
+    payment = await session.get(Payment, payment_id, with_for_update=True)
+    assert payment is not None
+    payment.refunded_cents += amount
+    payment.status = (
+        "refunded" if payment.refunded_cents >= payment.amount_cents else "partially_refunded"
+    )
+    credits = payment.credits * amount // payment.amount_cents
+    taken = await service.take_back(
+        session,
+        user_id=payment.user_id,
+        credits=credits,
+        reason=service.REFUND,
+        payment_id=payment.id,
+    )
+    reversed_cents = await partners.reverse_for_refund(
+        session, payment=payment, refunded_cents=amount
+    )
+    refund = Refund(
+        id=refund_id,
+        payment_id=payment.id,
+        user_id=payment.user_id,
+        amount_cents=amount,
+        currency=payment.currency,
+        credits_reversed=taken,
+        reason=reason,
+        issued_by=admin_id,
+    )
+    session.add(refund)
+    await audit.record(
+        session,
+        actor=admin_id,
+        action="refund_issued",
+        object_id=payment.user_id,
+        detail={
+            "payment_id": payment.id,
+            "refund_id": refund_id,
+            "amount_cents": amount,
+            "currency": payment.currency,
+            "credits_reversed": taken,
+            "commission_reversed_cents": reversed_cents,
+            "reason": reason,
+        },
+    )
+    await session.flush()
+    return Issued(refund, reversed_cents, repeated=False)

@@ -1,0 +1,1 @@
+"""The partner program: referral links, attribution, commissions and payouts."""

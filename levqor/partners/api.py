@@ -1,0 +1,132 @@
+"""Partner routes: joining, the partner's own figures, the referral link, payouts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from levqor.accounts.api_deps import AdminUserAutocommit, AnonymousLimit, CurrentUser, client_ip
+from levqor.compliance import audit
+from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
+from levqor.partners import service
+
+router = APIRouter(prefix="/api/v1/partners", tags=["partners"])
+admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+link_router = APIRouter(include_in_schema=False)
+
+
+class JoinIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payout_account: str | None = Field(
+        None, max_length=64, description="Your Stripe Connect account id (acct_…) for payouts."
+    )
+
+
+class PartnerOut(BaseModel):
+    id: str
+    code: str
+    link: str
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def join(
+    principal: CurrentUser, session: SessionDep, runtime: RuntimeDep, body: JoinIn | None = None
+) -> PartnerOut:
+    """Join the partner program: a referral code and link of your own."""
+    partner = await service.join(
+        session,
+        user_id=principal.user.id,
+        settings=runtime.settings,
+        payout_account=body.payout_account if body else None,
+    )
+    return PartnerOut(
+        id=partner.id, code=partner.code, link=service.link(runtime.settings, partner.code)
+    )
+
+
+class CommissionTotals(BaseModel):
+    pending: int
+    approved: int
+    paid: int
+
+
+class PayoutRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    amount_cents: int
+    currency: str
+    status: str
+    created_at: datetime
+
+
+class PartnerMe(BaseModel):
+    id: str
+    code: str
+    link: str
+    payout_account: str | None
+    commission_percent: float
+    clicks: int
+    signups: int
+    conversions: int
+    commission_cents: CommissionTotals
+    payouts: list[PayoutRead]
+
+
+@router.get("/me")
+async def me(principal: CurrentUser, session: ReadSessionDep, runtime: RuntimeDep) -> PartnerMe:
+    """Your clicks, signups, paying referrals, commission (pending in the hold period,
+    approved to pay, paid) in cents, and payouts."""
+    found = await service.summary(session, user_id=principal.user.id, settings=runtime.settings)
+    return PartnerMe(
+        id=found.partner.id,
+        code=found.partner.code,
+        link=found.link,
+        payout_account=found.partner.payout_account,
+        commission_percent=found.partner.commission_bp / 100,
+        clicks=found.clicks,
+        signups=found.signups,
+        conversions=found.conversions,
+        commission_cents=CommissionTotals(**found.commission),
+        payouts=[PayoutRead.model_validate(payout) for payout in found.payouts],
+    )
+
+
+@link_router.get("/r/{code}", dependencies=[AnonymousLimit])
+async def referral_link(
+    code: str, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> RedirectResponse:
+    """Count the click (once a day per visitor), remember the code in a cookie for the
+    signup, and go to the landing page. An unknown code just goes to the landing page."""
+    answer = RedirectResponse("/", status_code=status.HTTP_302_FOUND)
+    partner = await service.find_by_code(session, code.lower()) if len(code) <= 32 else None
+    if partner is None:
+        return answer
+    key = runtime.settings.blind_index_key
+    assert key is not None
+    visitor = audit.hash_ip(key.get_secret_value(), client_ip(request)) or "unknown"
+    await service.count_click(session, partner=partner, visitor_hash=visitor)
+    answer.set_cookie(
+        service.REFERRAL_COOKIE,
+        partner.code,
+        max_age=runtime.settings.partner_cookie_days * 86_400,
+        httponly=True,
+        samesite="lax",
+        secure=runtime.settings.public_url.startswith("https://"),
+    )
+    return answer
+
+
+class PayoutRunOut(BaseModel):
+    payouts: list[PayoutRead]
+
+
+@admin_router.post("/payouts/run")
+async def run_payouts(admin: AdminUserAutocommit, runtime: RuntimeDep) -> PayoutRunOut:
+    """Pay every partner whose approved commission reaches the minimum."""
+    done = await service.run_payouts(runtime, actor=admin.user.id)
+    return PayoutRunOut(payouts=[PayoutRead.model_validate(payout) for payout in done])

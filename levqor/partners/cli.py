@@ -1,0 +1,65 @@
+"""`levqor payouts run`: pay every partner whose approved commission reaches the minimum."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from levqor.config import load_settings
+from levqor.errors import LevqorError
+from levqor.partners import service
+from levqor.partners.models import Payout
+from levqor.runtime import build_runtime
+
+payouts_app = typer.Typer(help="Partner payouts.", no_args_is_help=True)
+console = Console()
+
+
+@payouts_app.command("run")
+def run(as_json: bool = typer.Option(False, "--json", help="Print the payouts as JSON.")) -> None:
+    """Send the payouts that are due (Stripe transfers); exit 1 if any failed."""
+    try:
+        done = asyncio.run(_run())
+    except LevqorError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from exc
+    if as_json:
+        console.print_json(
+            data=[
+                {
+                    "id": payout.id,
+                    "partner_id": payout.partner_id,
+                    "amount_cents": payout.amount_cents,
+                    "currency": payout.currency,
+                    "status": payout.status,
+                    "failure": payout.failure,
+                }
+                for payout in done
+            ]
+        )
+    else:
+        _print_table(done)
+    if any(payout.status == "failed" for payout in done):
+        raise typer.Exit(1)
+
+
+def _print_table(done: list[Payout]) -> None:
+    if not done:
+        console.print("No partner is owed the minimum payout.")
+        return
+    table = Table("payout", "partner", "amount", "status", "failure")
+    for payout in done:
+        amount = f"{payout.amount_cents / 100:.2f} {payout.currency.upper()}"
+        table.add_row(payout.id, payout.partner_id, amount, payout.status, payout.failure or "")
+    console.print(table)
+
+
+async def _run() -> list[Payout]:
+    runtime = build_runtime(load_settings())
+    try:
+        return await service.run_payouts(runtime, actor="system")
+    finally:
+        await runtime.close()

@@ -1,0 +1,308 @@
+"""Partner program logic: codes and links, clicks, attribution, commissions, payouts.
+
+Fraud guard, by rule rather than by score: a partner cannot refer themselves; a visitor
+(a keyed hash of the IP) counts as one click a day per partner; a commission is held for
+`LEVQOR_PARTNER_HOLD_DAYS` so refunds and chargebacks come before the money goes out;
+a refund takes its share of commission back, and after payout as a negative commission
+the next payout nets out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor import errors
+from levqor.billing.models import Payment
+from levqor.compliance import audit
+from levqor.config import Settings
+from levqor.db.base import utcnow
+from levqor.partners.models import Commission, Partner, Payout, Referral, ReferralClick
+
+if TYPE_CHECKING:
+    from levqor.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes (0/o, 1/l/i)
+CLICK_WINDOW = timedelta(days=1)
+REFERRAL_COOKIE = "levqor_ref"  # set by the referral link, read at signup
+PAYOUT_ACCOUNT = re.compile(r"^acct_\w{1,60}$")
+
+
+class AlreadyPartner(errors.Conflict):
+    code = "already_partner"
+
+
+class NotPartner(errors.NotFound):
+    code = "not_a_partner"
+
+
+def link(settings: Settings, code: str) -> str:
+    return f"{settings.public_url}/r/{code}"
+
+
+async def join(
+    session: AsyncSession, *, user_id: str, settings: Settings, payout_account: str | None
+) -> Partner:
+    if await session.scalar(select(Partner.id).where(Partner.user_id == user_id)):
+        raise AlreadyPartner("You are in the partner program already.")
+    if payout_account is not None and not PAYOUT_ACCOUNT.match(payout_account):
+        raise errors.InvalidRequest("payout_account must be a Stripe account id (acct_…).")
+    partner = Partner(
+        user_id=user_id,
+        code="".join(secrets.choice(CODE_ALPHABET) for _ in range(10)),
+        payout_account=payout_account,
+        commission_bp=settings.partner_commission_bp,
+    )
+    session.add(partner)
+    await audit.record(session, actor=user_id, action="partner_joined", object_id=partner.id)
+    return partner
+
+
+async def find_by_code(session: AsyncSession, code: str) -> Partner | None:
+    found: Partner | None = await session.scalar(select(Partner).where(Partner.code == code))
+    return found
+
+
+async def count_click(session: AsyncSession, *, partner: Partner, visitor_hash: str) -> bool:
+    """Count a visit, once a day per visitor; True if it counted."""
+    since = utcnow() - CLICK_WINDOW
+    seen = await session.scalar(
+        select(ReferralClick.id)
+        .where(
+            ReferralClick.partner_id == partner.id,
+            ReferralClick.visitor_hash == visitor_hash,
+            ReferralClick.at >= since,
+        )
+        .limit(1)
+    )
+    if seen is not None:
+        return False
+    session.add(ReferralClick(partner_id=partner.id, visitor_hash=visitor_hash))
+    return True
+
+
+async def attribute(session: AsyncSession, *, user_id: str, code: str | None) -> bool:
+    """Credit a new account's signup to the partner whose code brought it (body `ref` or
+    the referral cookie); an unknown code, or a partner's own, is ignored."""
+    if not code:
+        return False
+    partner = await find_by_code(session, code.strip().lower())
+    if partner is None or partner.user_id == user_id:
+        return False
+    session.add(Referral(user_id=user_id, partner_id=partner.id))
+    return True
+
+
+async def on_payment(session: AsyncSession, *, payment: Payment, settings: Settings) -> None:
+    """The referring partner's commission on a payment (none if the payer came alone)."""
+    partner = await session.scalar(
+        select(Partner)
+        .join(Referral, Referral.partner_id == Partner.id)
+        .where(Referral.user_id == payment.user_id)
+    )
+    if partner is None:
+        return
+    amount = payment.amount_cents * partner.commission_bp // 10_000
+    if amount <= 0:
+        return
+    session.add(
+        Commission(
+            partner_id=partner.id,
+            user_id=partner.user_id,
+            payment_id=payment.id,
+            amount_cents=amount,
+            currency=payment.currency,
+            available_at=utcnow() + timedelta(days=settings.partner_hold_days),
+        )
+    )
+
+
+async def reverse_for_refund(
+    session: AsyncSession, *, payment: Payment, refunded_cents: int
+) -> int:
+    """Take back the refunded share of a payment's commission: from the unpaid
+    commission where it is still unpaid, else as a negative commission the next payout
+    nets out. The cents taken back."""
+    earned = list(
+        await session.scalars(
+            select(Commission).where(
+                Commission.payment_id == payment.id, Commission.amount_cents > 0
+            )
+        )
+    )
+    reversed_total = 0
+    for commission in earned:
+        share = commission.amount_cents * refunded_cents // payment.amount_cents
+        if share <= 0:
+            continue
+        reversed_total += share
+        if commission.status == "pending" and commission.payout_id is None:
+            commission.amount_cents -= share
+            if commission.amount_cents == 0:
+                commission.status = "reversed"
+        else:
+            session.add(
+                Commission(
+                    partner_id=commission.partner_id,
+                    user_id=commission.user_id,
+                    payment_id=payment.id,
+                    amount_cents=-share,
+                    currency=commission.currency,
+                    available_at=utcnow(),
+                )
+            )
+    return reversed_total
+
+
+@dataclass
+class Summary:
+    partner: Partner
+    link: str
+    clicks: int
+    signups: int
+    conversions: int
+    commission: dict[str, int]
+    payouts: list[Payout] = field(default_factory=list)
+
+
+async def summary(session: AsyncSession, *, user_id: str, settings: Settings) -> Summary:
+    partner = await session.scalar(select(Partner).where(Partner.user_id == user_id))
+    if partner is None:
+        raise NotPartner("You are not in the partner program; POST /api/v1/partners to join.")
+    clicks = await session.scalar(
+        select(func.count()).where(ReferralClick.partner_id == partner.id)
+    )
+    signups = await session.scalar(select(func.count()).where(Referral.partner_id == partner.id))
+    conversions = await session.scalar(
+        select(func.count(func.distinct(Payment.user_id))).where(
+            Payment.user_id.in_(select(Referral.user_id).where(Referral.partner_id == partner.id))
+        )
+    )
+    now = utcnow()
+    state = case(
+        (Commission.status == "paid", "paid"),
+        (Commission.payout_id.is_not(None), "approved"),
+        (Commission.available_at <= now, "approved"),
+        else_="pending",
+    )
+    totals = {"pending": 0, "approved": 0, "paid": 0}
+    rows = await session.execute(
+        select(state, func.sum(Commission.amount_cents))
+        .where(Commission.partner_id == partner.id, Commission.status != "reversed")
+        .group_by(state)
+    )
+    for name, cents in rows:
+        totals[name] = int(cents or 0)
+    payouts = list(
+        await session.scalars(
+            select(Payout).where(Payout.partner_id == partner.id).order_by(Payout.created_at.desc())
+        )
+    )
+    return Summary(
+        partner=partner,
+        link=link(settings, partner.code),
+        clicks=int(clicks or 0),
+        signups=int(signups or 0),
+        conversions=int(conversions or 0),
+        commission=totals,
+        payouts=payouts,
+    )
+
+
+async def run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
+    """Pay every partner whose payable balance reaches the minimum, one Stripe transfer
+    each. Payouts a crash left `processing` are sent again first (same idempotency key,
+    so Stripe pays once). A failed transfer gives the commissions back for next time."""
+    async with runtime.db.session(write=True) as session, session.begin():
+        await _set_aside(session, settings=runtime.settings)
+    async with runtime.db.session(write=False) as session:
+        waiting = list(await session.scalars(select(Payout).where(Payout.status == "processing")))
+    done = []
+    for payout in waiting:
+        transfer_id, failure = None, None
+        try:
+            transfer_id = await runtime.stripe.transfer(
+                amount_cents=payout.amount_cents,
+                currency=payout.currency,
+                destination=payout.destination,
+                payout_id=payout.id,
+            )
+        except errors.LevqorError as exc:
+            failure = exc.detail
+        async with runtime.db.session(write=True) as session, session.begin():
+            done.append(await _settle(session, payout.id, transfer_id, failure, actor=actor))
+    return done
+
+
+async def _set_aside(session: AsyncSession, *, settings: Settings) -> None:
+    """A `processing` payout for each partner owed at least the minimum, its commissions
+    marked with it, in one transaction."""
+    payable = (
+        Commission.status == "pending",
+        Commission.payout_id.is_(None),
+        Commission.available_at <= utcnow(),
+    )
+    owed = await session.execute(
+        select(Commission.partner_id, Commission.currency, func.sum(Commission.amount_cents))
+        .where(*payable)
+        .group_by(Commission.partner_id, Commission.currency)
+        .having(func.sum(Commission.amount_cents) >= settings.partner_payout_minimum_cents)
+    )
+    for partner_id, currency, cents in owed.all():
+        partner = await session.get(Partner, partner_id)
+        if partner is None or partner.payout_account is None:
+            continue  # erased, or no account to pay into yet: it waits
+        payout = Payout(
+            partner_id=partner_id,
+            user_id=partner.user_id,
+            amount_cents=int(cents),
+            currency=currency,
+            destination=partner.payout_account,
+        )
+        session.add(payout)
+        await session.flush()
+        await session.execute(
+            update(Commission)
+            .where(*payable, Commission.partner_id == partner_id, Commission.currency == currency)
+            .values(payout_id=payout.id)
+        )
+
+
+async def _settle(
+    session: AsyncSession,
+    payout_id: str,
+    transfer_id: str | None,
+    failure: str | None,
+    *,
+    actor: str,
+) -> Payout:
+    payout = await session.get(Payout, payout_id)
+    assert payout is not None
+    mine = Commission.payout_id == payout_id
+    if transfer_id is not None:
+        payout.status, payout.transfer_id = "paid", transfer_id
+        await session.execute(update(Commission).where(mine).values(status="paid"))
+        action = "payout_sent"
+    else:
+        payout.status, payout.failure = "failed", (failure or "")[:500]
+        await session.execute(update(Commission).where(mine).values(payout_id=None))
+        action = "payout_failed"
+        log.warning("payout %s failed: %s", payout_id, failure)
+    detail: dict[str, Any] = {
+        "payout_id": payout.id,
+        "amount_cents": payout.amount_cents,
+        "currency": payout.currency,
+    }
+    if failure:
+        detail["failure"] = payout.failure
+    await audit.record(session, actor=actor, action=action, object_id=payout.user_id, detail=detail)
+    return payout

@@ -1,0 +1,143 @@
+"""Refunds: money back through Stripe once, credits taken back, audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+
+from levqor.accounts.models import ROLE_ADMIN, User
+from levqor.billing.models import Payment, Refund
+from levqor.runtime import Runtime
+from tests.conftest import assert_problem
+from tests.stripe_kit import deliver, pack_paid
+
+
+async def make_admin(runtime: Runtime, account: Any) -> None:
+    async with runtime.db.session(write=True) as session, session.begin():
+        await session.execute(update(User).where(User.id == account.id).values(role=ROLE_ADMIN))
+
+
+async def paid_pack(client: httpx.AsyncClient, runtime: Runtime, account: Any) -> Payment:
+    paid = pack_paid(account.id, pack="credits_10k", amount=8000)
+    assert (await deliver(client, paid)).status_code == 200
+    async with runtime.db.session(write=False) as session:
+        payment = await session.scalar(select(Payment).where(Payment.user_id == account.id))
+    assert payment is not None
+    return payment
+
+
+async def admin_and_payment(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> tuple[Any, Any, Payment]:
+    """An admin, and a customer who bought 10,000 credits for 80.00."""
+    admin, customer = await signup(), await signup()
+    await make_admin(runtime, admin)
+    return admin, customer, await paid_pack(client, runtime, customer)
+
+
+async def refund(
+    client: httpx.AsyncClient, admin: Any, payment_id: str, **extra: Any
+) -> httpx.Response:
+    return await client.post(
+        "/api/v1/admin/refunds",
+        json={"payment_id": payment_id, "reason": "customer asked", **extra},
+        headers=admin.headers,
+    )
+
+
+async def test_a_partial_refund_takes_back_its_share_of_credits_and_is_audited(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    admin, customer, payment = await admin_and_payment(client, signup, runtime)
+
+    answer = await refund(client, admin, payment.id, amount=2000)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["id"] == "re_test_1"
+    assert body["amount_cents"] == 2000
+    assert body["credits_reversed"] == 2500  # a quarter of 10,000 credits
+    sent = next(r for r in stripe_peer.requests if r["path"] == "/v1/refunds")
+    assert sent["form"]["payment_intent"] == payment.payment_intent
+    assert sent["form"]["amount"] == "2000"
+    assert sent["headers"]["idempotency-key"] == f"refund-{payment.id}-0-2000"
+
+    me = (await client.get("/api/v1/me", headers=customer.headers)).json()
+    assert me["credits"] == 50 + 10_000 - 2500
+    ledger = (await client.get("/api/v1/billing/ledger", headers=customer.headers)).json()["data"]
+    assert (ledger[0]["reason"], ledger[0]["delta"]) == ("refund", -2500)
+    log = (
+        await client.get(
+            "/api/v1/admin/audit", headers=admin.headers, params={"action": "refund_issued"}
+        )
+    ).json()
+    assert log[0]["actor"] == admin.id
+    assert log[0]["object_id"] == customer.id
+    assert log[0]["detail"]["amount_cents"] == 2000
+
+    too_much = await refund(client, admin, payment.id, amount=6001)
+    assert_problem(too_much, 400, "invalid_request")
+    stripe_peer.route("POST", "/v1/refunds", 200, {"id": "re_test_2", "object": "refund"})
+    rest = await refund(client, admin, payment.id)
+    assert rest.json()["amount_cents"] == 6000
+    async with runtime.db.session(write=False) as session:
+        settled = await session.get(Payment, payment.id)
+    assert settled is not None
+    assert (settled.refunded_cents, settled.status) == (8000, "refunded")
+    assert_problem(await refund(client, admin, payment.id), 409, "not_refundable")
+
+
+async def test_credits_already_spent_are_not_taken_below_zero(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    admin, customer, payment = await admin_and_payment(client, signup, runtime)
+    async with runtime.db.session(write=True) as session, session.begin():
+        await session.execute(update(User).where(User.id == customer.id).values(credits=300))
+    answer = await refund(client, admin, payment.id)
+    assert answer.json()["credits_reversed"] == 300
+    me = (await client.get("/api/v1/me", headers=customer.headers)).json()
+    assert me["credits"] == 0
+
+
+async def test_the_same_refund_sent_twice_is_recorded_once(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    admin, customer, payment = await admin_and_payment(client, signup, runtime)
+    # Stripe answers a repeated idempotency key with the refund it already made.
+    first = await refund(client, admin, payment.id, amount=1000)
+    async with runtime.db.session(write=True) as session, session.begin():
+        await session.execute(
+            update(Payment).where(Payment.id == payment.id).values(refunded_cents=0)
+        )
+    second = await refund(client, admin, payment.id, amount=1000)
+    assert first.status_code == second.status_code == 201
+    async with runtime.db.session(write=False) as session:
+        refunds = list(await session.scalars(select(Refund)))
+    assert len(refunds) == 1
+    me = (await client.get("/api/v1/me", headers=customer.headers)).json()
+    assert me["credits"] == 50 + 10_000 - 1250
+
+
+async def test_refunds_need_an_admin_and_a_known_payment(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    user, admin = await signup(), await signup()
+    await make_admin(runtime, admin)
+    assert_problem(await refund(client, user, "pay_x"), 403, "forbidden")
+    assert_problem(await refund(client, admin, "pay_x"), 404, "not_found")
+    assert "/v1/refunds" not in stripe_peer.paths()
+
+
+async def test_a_refund_stripe_refuses_changes_nothing_here(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    admin, customer, payment = await admin_and_payment(client, signup, runtime)
+    stripe_peer.reply(
+        400,
+        {"error": {"type": "invalid_request_error", "message": "Charge already refunded"}},
+    )
+    answer = await refund(client, admin, payment.id)
+    assert_problem(answer, 502, "stripe_error")
+    me = (await client.get("/api/v1/me", headers=customer.headers)).json()
+    assert me["credits"] == 50 + 10_000
