@@ -85,8 +85,14 @@ async def stripe_webhook(request: Request, runtime: RuntimeDep) -> WebhookOut:
     event = runtime.stripe.verify_event(
         await request.body(), request.headers.get("stripe-signature")
     )
+    async with runtime.db.session(write=False) as session:
+        orphan = await events.orphaned_subscription(session, event)
+    if orphan is not None:  # fails as 502, so Stripe delivers the event again
+        await runtime.stripe.cancel_subscription(orphan)
     async with runtime.db.session(write=True) as session, session.begin():
-        applied = await events.apply(session, event=event, settings=runtime.settings)
+        applied = await events.apply(
+            session, event=event, settings=runtime.settings, cancelled_orphan=orphan
+        )
     return WebhookOut(received=True, duplicate=not applied)
 
 

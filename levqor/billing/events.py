@@ -24,16 +24,46 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor.accounts.models import User
 from levqor.billing import plans, service
 from levqor.billing.models import Invoice, Payment, StripeCustomer, StripeEvent, Subscription
+from levqor.compliance import audit
 from levqor.config import Settings
 from levqor.db.base import upsert, utcnow
 from levqor.partners import service as partners
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AsyncSession, dict[str, Any], Settings], Awaitable[None]]
+Handler = Callable[[AsyncSession, dict[str, Any], Settings, datetime | None], Awaitable[None]]
 
 
-async def apply(session: AsyncSession, *, event: dict[str, Any], settings: Settings) -> bool:
+async def orphaned_subscription(session: AsyncSession, event: dict[str, Any]) -> str | None:
+    """The subscription an event shows still billing an account erased here (it was
+    bought while the erasure ran, say): the caller cancels it at Stripe before applying
+    the event, so an erased person is never charged again."""
+    obj = (event.get("data") or {}).get("object") or {}
+    kind = event.get("type")
+    details = _subscription_details(obj)
+    if kind == "checkout.session.completed" and obj.get("mode") == "subscription":
+        subscription = obj.get("subscription")
+    elif kind in ("customer.subscription.created", "customer.subscription.updated"):
+        live = obj.get("status") in service.LIVE_STATUSES
+        subscription = obj.get("id") if live else None
+    elif kind == "invoice.paid":
+        subscription = details.get("subscription") or obj.get("subscription")
+    else:
+        return None
+    metadata = obj.get("metadata") or details.get("metadata") or {}
+    user_id = metadata.get("user_id") or obj.get("client_reference_id")
+    if not subscription or not user_id or await session.get(User, user_id) is not None:
+        return None
+    return str(subscription)
+
+
+async def apply(
+    session: AsyncSession,
+    *,
+    event: dict[str, Any],
+    settings: Settings,
+    cancelled_orphan: str | None = None,
+) -> bool:
     """Apply `event` in the caller's transaction; False if it was applied before."""
     dialect = session.get_bind().dialect.name
     inserted = await session.execute(
@@ -44,15 +74,22 @@ async def apply(session: AsyncSession, *, event: dict[str, Any], settings: Setti
     )
     if inserted.first() is None:
         return False
+    if cancelled_orphan is not None:
+        await audit.record(
+            session,
+            actor="system",
+            action="subscription_cancelled",
+            detail={"subscription": cancelled_orphan, "why": "the account was erased"},
+        )
     handler = HANDLERS.get(event["type"])
     obj = (event.get("data") or {}).get("object") or {}
     if handler is not None and isinstance(obj, dict):
-        await handler(session, obj, settings)
+        await handler(session, obj, settings, _from_unix(event.get("created")))
     return True
 
 
 async def _checkout_completed(
-    session: AsyncSession, checkout: dict[str, Any], settings: Settings
+    session: AsyncSession, checkout: dict[str, Any], settings: Settings, at: datetime | None
 ) -> None:
     user_id = await _user_for(session, checkout)
     if user_id is None:
@@ -71,6 +108,7 @@ async def _checkout_completed(
                 "metadata": {"plan": plan},
             },
             user_id=user_id,
+            at=at,
         )
         return
     pack = plans.PACKS.get(metadata.get("pack") or "")
@@ -89,12 +127,10 @@ async def _checkout_completed(
     await _record_payment(session, payment, reason=service.PURCHASE, settings=settings)
 
 
-async def _invoice_paid(session: AsyncSession, invoice: dict[str, Any], settings: Settings) -> None:
-    details = (
-        (invoice.get("parent") or {}).get("subscription_details")
-        or invoice.get("subscription_details")
-        or {}
-    )
+async def _invoice_paid(
+    session: AsyncSession, invoice: dict[str, Any], settings: Settings, _at: datetime | None
+) -> None:
+    details = _subscription_details(invoice)
     subscription_id = details.get("subscription") or invoice.get("subscription")
     metadata = details.get("metadata") or {}
     user_id = await _user_for(session, {**invoice, "metadata": metadata})
@@ -133,11 +169,11 @@ async def _invoice_paid(session: AsyncSession, invoice: dict[str, Any], settings
 
 
 async def _subscription_changed(
-    session: AsyncSession, subscription: dict[str, Any], _settings: Settings
+    session: AsyncSession, subscription: dict[str, Any], _settings: Settings, at: datetime | None
 ) -> None:
     user_id = await _user_for(session, subscription)
     if user_id is not None:
-        await _save_subscription(session, subscription, user_id=user_id)
+        await _save_subscription(session, subscription, user_id=user_id, at=at)
 
 
 async def _record_payment(
@@ -156,12 +192,18 @@ async def _record_payment(
 
 
 async def _save_subscription(
-    session: AsyncSession, subscription: dict[str, Any], *, user_id: str
+    session: AsyncSession, subscription: dict[str, Any], *, user_id: str, at: datetime | None
 ) -> None:
     """Insert or update our copy, and move the user to the plan it gives (or back to
-    free when it stops billing)."""
+    free when it stops billing). An event older than the one that last changed it is
+    late news and changes nothing; a cancelled subscription stays cancelled."""
     status = str(subscription.get("status") or "active")
     known = await session.get(Subscription, subscription["id"])
+    if known is not None and (
+        known.status == "canceled"
+        or (at and known.changed_by_event_at and at < known.changed_by_event_at)
+    ):
+        return
     plan = (subscription.get("metadata") or {}).get("plan") or (known.plan if known else None)
     if plan not in plans.PLANS:
         log.warning("subscription %s names no known plan", subscription["id"])
@@ -172,6 +214,7 @@ async def _save_subscription(
     known.plan, known.status = plan, status
     known.customer_id = subscription.get("customer") or known.customer_id
     known.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
+    known.changed_by_event_at = at or known.changed_by_event_at
     period_end = subscription.get("current_period_end") or _first_item(subscription).get(
         "current_period_end"
     )
@@ -205,6 +248,11 @@ async def _user_for(session: AsyncSession, obj: dict[str, Any]) -> str | None:
         log.warning("stripe %s %s names no account here", obj.get("object"), obj.get("id"))
         return None
     return str(user_id)
+
+
+def _subscription_details(obj: dict[str, Any]) -> dict[str, Any]:
+    details = (obj.get("parent") or {}).get("subscription_details")
+    return details or obj.get("subscription_details") or {}
 
 
 def _payment_intent(invoice: dict[str, Any]) -> str | None:

@@ -115,6 +115,22 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc
 
+    async def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        """The payment intent that paid an invoice (its first paid invoice payment)."""
+        import stripe
+
+        try:
+            listed = await self.client.v1.invoice_payments.list_async(
+                {"invoice": invoice_id, "status": "paid", "limit": 1}
+            )
+        except stripe.StripeError as exc:
+            raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc
+        for paid in listed.data:
+            intent = getattr(paid.payment, "payment_intent", None)
+            if intent:
+                return intent if isinstance(intent, str) else str(intent.id)
+        return None
+
     async def refund(
         self, *, payment_intent: str, amount_cents: int, metadata: dict[str, str], key: str
     ) -> str:

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from levqor.db.base import Base, UTCDateTime, new_id, utcnow
+from levqor.db.base import ENCRYPTED, Base, Sealed, UTCDateTime, new_id, utcnow
 
 # A big integer on PostgreSQL (a ledger outgrows 2^31 rows), the rowid on SQLite.
 LedgerId = BigInteger().with_variant(Integer, "sqlite")
@@ -61,6 +61,9 @@ class Subscription(Base):
     status: Mapped[str] = mapped_column(String(32))
     current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When Stripe created the event that last changed this row: an older event, come
+    # late, does not undo a newer one (Stripe does not promise order).
+    changed_by_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -116,7 +119,8 @@ class Refund(Base):
     amount_cents: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     credits_reversed: Mapped[int] = mapped_column(Integer)
-    reason: Mapped[str] = mapped_column(String(500))
+    # Free text an admin writes (it may name the customer): sealed like other PII.
+    reason: Mapped[str] = mapped_column("reason_encrypted", Sealed, info=ENCRYPTED)
     issued_by: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

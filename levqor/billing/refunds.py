@@ -48,10 +48,15 @@ async def issue(
         raise NotRefundable("This payment has been refunded in full.")
     if not 0 < amount <= left:
         raise errors.InvalidRequest(f"amount must be between 1 and {left} cents.")
-    if payment.payment_intent is None:
-        raise NotRefundable("Stripe gave no payment intent for this payment; refund it there.")
+    intent = payment.payment_intent
+    if intent is None and payment.invoice_id is not None:
+        # Invoices since API 2025-03-31 name their payment only under `payments`,
+        # which webhook payloads leave out: ask Stripe.
+        intent = await runtime.stripe.invoice_payment_intent(payment.invoice_id)
+    if intent is None:
+        raise NotRefundable("Stripe names no payment intent for this payment; refund it there.")
     refund_id = await runtime.stripe.refund(
-        payment_intent=payment.payment_intent,
+        payment_intent=intent,
         amount_cents=amount,
         metadata={"payment_id": payment.id, "reason": reason[:500]},
         key=f"refund-{payment.id}-{payment.refunded_cents}-{amount}",
@@ -111,7 +116,6 @@ async def _record(
             "currency": payment.currency,
             "credits_reversed": taken,
             "commission_reversed_cents": reversed_cents,
-            "reason": reason,
         },
     )
     await session.flush()

@@ -229,3 +229,87 @@ async def test_usage_counts_this_months_runs_and_money(
     assert body["paid_cents"] == 1000
     assert body["currency"] == "usd"
     assert body["period_start"] < body["period_end"]
+
+
+async def test_checkout_comes_back_to_a_billing_page(client: httpx.AsyncClient) -> None:
+    done = await client.get("/billing", params={"checkout": "done", "session_id": "cs_1"})
+    assert done.status_code == 200
+    assert "Thank you" in done.text
+    assert "49.00 USD" in done.text
+    cancelled = await client.get("/billing", params={"checkout": "cancelled"})
+    assert "nothing was charged" in cancelled.text
+
+
+async def subscribe(client: httpx.AsyncClient, account: Any, subscription: str) -> None:
+    started = event(
+        "checkout.session.completed",
+        {
+            "id": f"cs_{subscription}",
+            "object": "checkout.session",
+            "mode": "subscription",
+            "customer": "cus_test1",
+            "subscription": subscription,
+            "metadata": {"user_id": account.id, "plan": "pro"},
+        },
+    )
+    assert (await deliver(client, started)).status_code == 200
+
+
+async def test_a_second_plan_is_refused_while_one_bills(
+    client: httpx.AsyncClient, signup: Any, stripe_peer: Any
+) -> None:
+    account = await signup()
+    await subscribe(client, account, "sub_1")
+    again = await client.post(
+        "/api/v1/billing/checkout", json={"plan": "starter"}, headers=account.headers
+    )
+    assert_problem(again, 409, "already_subscribed")
+    pack = await client.post(
+        "/api/v1/billing/checkout", json={"pack": "credits_1k"}, headers=account.headers
+    )
+    assert pack.status_code == 201
+
+
+async def test_a_late_event_does_not_undo_a_newer_one(
+    client: httpx.AsyncClient, signup: Any
+) -> None:
+    account = await signup()
+    await subscribe(client, account, "sub_1")
+    now = int(time.time())
+
+    def changed(status: str, at: int) -> dict[str, Any]:
+        body = event(
+            "customer.subscription.updated",
+            {
+                "id": "sub_1",
+                "object": "subscription",
+                "customer": "cus_test1",
+                "status": status,
+                "metadata": {"user_id": account.id, "plan": "pro"},
+            },
+        )
+        return body | {"created": at}
+
+    await deliver(client, changed("past_due", now))
+    await deliver(client, changed("unpaid", now + 10))
+    assert (await me(client, account))["plan"] == "free"
+    await deliver(client, changed("active", now + 5))  # sent before "unpaid", came after
+    assert (await me(client, account))["plan"] == "free"
+    await deliver(client, changed("active", now + 20))  # paid at last
+    assert (await me(client, account))["plan"] == "pro"
+
+
+async def test_a_subscription_still_billing_an_erased_account_is_cancelled(
+    client: httpx.AsyncClient, signup: Any, stripe_peer: Any, runtime: Runtime
+) -> None:
+    # Bought while the erasure ran: the account is gone, Stripe still bills it.
+    late = invoice_paid("usr_erased", subscription="sub_orphan")
+    stripe_peer.reply(500, {"error": {"type": "api_error"}}, times=3)
+    failed = await deliver(client, late)
+    assert_problem(failed, 502, "stripe_error")  # Stripe will deliver it again
+    retried = await deliver(client, late)
+    assert retried.json() == {"received": True, "duplicate": False}
+    cancels = [r["path"] for r in stripe_peer.requests if r["method"] == "DELETE"]
+    assert cancels[-1] == "/v1/subscriptions/sub_orphan"
+    async with runtime.db.session(write=False) as session:
+        assert await session.scalar(select(func.count()).select_from(Payment)) == 0

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from levqor.accounts.models import ROLE_ADMIN, User
 from levqor.billing.models import Payment, Refund
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
-from tests.stripe_kit import deliver, pack_paid
+from tests.stripe_kit import deliver, invoice_paid, pack_paid
 
 
 async def make_admin(runtime: Runtime, account: Any) -> None:
@@ -42,7 +42,7 @@ async def refund(
 ) -> httpx.Response:
     return await client.post(
         "/api/v1/admin/refunds",
-        json={"payment_id": payment_id, "reason": "customer asked", **extra},
+        json={"payment_id": payment_id, "reason": "customer asked"} | extra,
         headers=admin.headers,
     )
 
@@ -141,3 +141,45 @@ async def test_a_refund_stripe_refuses_changes_nothing_here(
     assert_problem(answer, 502, "stripe_error")
     me = (await client.get("/api/v1/me", headers=customer.headers)).json()
     assert me["credits"] == 50 + 10_000
+
+
+async def test_a_plan_invoice_is_refunded_through_the_payment_stripe_names(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    admin, customer = await signup(), await signup()
+    await make_admin(runtime, admin)
+    paid = invoice_paid(customer.id)
+    del paid["data"]["object"]["payments"]  # as webhooks send it: `payments` not included
+    await deliver(client, paid)
+    async with runtime.db.session(write=False) as session:
+        payment = await session.scalar(select(Payment).where(Payment.user_id == customer.id))
+    assert payment is not None
+    assert payment.payment_intent is None
+    stripe_peer.route(
+        "GET",
+        "/v1/invoice_payments",
+        200,
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": "inpay_1",
+                    "object": "invoice_payment",
+                    "payment": {"type": "payment_intent", "payment_intent": "pi_from_list"},
+                }
+            ],
+            "has_more": False,
+        },
+    )
+    answer = await refund(client, admin, payment.id, reason="duplicate charge for jo@example.org")
+    assert answer.status_code == 201, answer.text
+    sent = next(r for r in stripe_peer.requests if r["path"] == "/v1/refunds")
+    assert sent["form"]["payment_intent"] == "pi_from_list"
+    listed = next(r for r in stripe_peer.requests if r["method"] == "GET")
+    assert f"invoice={paid['data']['object']['id']}" in str(listed["path"])
+    # The reason is free text about a person: sealed at rest, in clear in the API.
+    async with runtime.db.session(write=False) as session:
+        raw = await session.execute(text("SELECT reason_encrypted FROM refunds"))
+        assert "jo@example.org" not in str(raw.scalar())
+        kept = await session.scalar(select(Refund.reason))
+    assert kept == "duplicate charge for jo@example.org"

@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("current_period_end", UTCDateTime(), nullable=True),
         sa.Column("cancel_at_period_end", sa.Boolean(), nullable=False),
+        sa.Column("changed_by_event_at", UTCDateTime(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         _user_fk("subscriptions"),
@@ -95,7 +96,7 @@ def upgrade() -> None:
         sa.Column("amount_cents", sa.Integer(), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("credits_reversed", sa.Integer(), nullable=False),
-        sa.Column("reason", sa.String(500), nullable=False),
+        sa.Column("reason_encrypted", sa.Text(), nullable=False),
         sa.Column("issued_by", sa.String(32), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
