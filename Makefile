@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/runs.py
 	$(BIN)/python bench/planner.py
+	$(BIN)/python bench/billing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

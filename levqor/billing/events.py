@@ -27,6 +27,7 @@ from levqor.billing.models import Invoice, Payment, StripeCustomer, StripeEvent,
 from levqor.compliance import audit
 from levqor.config import Settings
 from levqor.db.base import upsert, utcnow
+from levqor.db.engine import Database
 from levqor.partners import service as partners
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,19 @@ log = logging.getLogger(__name__)
 Handler = Callable[[AsyncSession, dict[str, Any], Settings, datetime | None], Awaitable[None]]
 
 
-async def orphaned_subscription(session: AsyncSession, event: dict[str, Any]) -> str | None:
+async def orphaned_subscription(db: Database, event: dict[str, Any]) -> str | None:
     """The subscription an event shows still billing an account erased here (it was
     bought while the erasure ran, say): the caller cancels it at Stripe before applying
     the event, so an erased person is never charged again."""
+    subscription, user_id = _billing_subscription(event)
+    if subscription is None or user_id is None:
+        return None
+    async with db.session(write=False) as session:
+        return None if await _account_exists(session, user_id) else subscription
+
+
+def _billing_subscription(event: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The subscription an event says bills on, and the user our metadata names."""
     obj = (event.get("data") or {}).get("object") or {}
     kind = event.get("type")
     details = _subscription_details(obj)
@@ -49,12 +59,10 @@ async def orphaned_subscription(session: AsyncSession, event: dict[str, Any]) ->
     elif kind == "invoice.paid":
         subscription = details.get("subscription") or obj.get("subscription")
     else:
-        return None
+        return None, None
     metadata = obj.get("metadata") or details.get("metadata") or {}
     user_id = metadata.get("user_id") or obj.get("client_reference_id")
-    if not subscription or not user_id or await session.get(User, user_id) is not None:
-        return None
-    return str(subscription)
+    return (str(subscription) if subscription else None), (str(user_id) if user_id else None)
 
 
 async def apply(
@@ -244,10 +252,15 @@ async def _user_for(session: AsyncSession, obj: dict[str, Any]) -> str | None:
         user_id = await session.scalar(
             select(StripeCustomer.user_id).where(StripeCustomer.customer_id == obj["customer"])
         )
-    if user_id is None or await session.get(User, user_id) is None:
+    if user_id is None or not await _account_exists(session, user_id):
         log.warning("stripe %s %s names no account here", obj.get("object"), obj.get("id"))
         return None
     return str(user_id)
+
+
+async def _account_exists(session: AsyncSession, user_id: str) -> bool:
+    """By id alone: loading the user would decrypt their address and name for nothing."""
+    return await session.scalar(select(User.id).where(User.id == user_id)) is not None
 
 
 def _subscription_details(obj: dict[str, Any]) -> dict[str, Any]:
