@@ -22,8 +22,15 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts.models import User
-from levqor.billing import plans, service
-from levqor.billing.models import Invoice, Payment, StripeCustomer, StripeEvent, Subscription
+from levqor.billing import plans, refunds, service
+from levqor.billing.models import (
+    Invoice,
+    Payment,
+    Refund,
+    StripeCustomer,
+    StripeEvent,
+    Subscription,
+)
 from levqor.compliance import audit
 from levqor.config import Settings
 from levqor.db.base import upsert, utcnow
@@ -184,6 +191,31 @@ async def _subscription_changed(
         await _save_subscription(session, subscription, user_id=user_id, at=at)
 
 
+async def _refund_created(
+    session: AsyncSession, refund: dict[str, Any], _settings: Settings, _at: datetime | None
+) -> None:
+    """A refund made in Stripe's dashboard (or ours, if its event comes first)."""
+    if refund.get("status") in ("failed", "canceled"):
+        return
+    if await session.get(Refund, refund["id"]) is not None:
+        return  # recorded already
+    metadata = refund.get("metadata") or {}
+    payment = None
+    if metadata.get("payment_id"):
+        payment = await session.get(Payment, metadata["payment_id"])
+    if payment is None and refund.get("payment_intent"):
+        payment = await session.scalar(
+            select(Payment).where(Payment.payment_intent == refund["payment_intent"])
+        )
+    if payment is None:
+        log.warning("stripe refund %s is for no payment recorded here", refund["id"])
+        return
+    amount = min(int(refund.get("amount") or 0), payment.amount_cents - payment.refunded_cents)
+    if amount > 0:
+        reason = metadata.get("reason") or "refunded in Stripe"
+        await refunds.record(session, payment.id, refund["id"], amount, reason, "stripe")
+
+
 async def _record_payment(
     session: AsyncSession, payment: Payment, *, reason: str, settings: Settings
 ) -> None:
@@ -302,4 +334,5 @@ HANDLERS: dict[str, Handler] = {
     "customer.subscription.created": _subscription_changed,
     "customer.subscription.updated": _subscription_changed,
     "customer.subscription.deleted": _subscription_changed,
+    "refund.created": _refund_created,
 }

@@ -1,6 +1,7 @@
 """Refunds an admin issues: money back through Stripe, then, in one transaction, the
 refund recorded, the payment's credits and its partner's commission taken back, and an
-audit entry.
+audit entry. Refunds made in Stripe's dashboard arrive as `refund.created` events and
+are recorded the same way (`events.py`); the refund id makes each count once.
 
 Stripe is called first, with an idempotency key made of the payment and how much of it
 was refunded before: the same request sent twice (a double click, a retry after a
@@ -65,10 +66,10 @@ async def issue(
         known = await session.get(Refund, refund_id)
         if known is not None:
             return Issued(known, 0, repeated=True)
-        return await _record(session, payment_id, refund_id, amount, reason, admin_id)
+        return await record(session, payment_id, refund_id, amount, reason, admin_id)
 
 
-async def _record(
+async def record(
     session: AsyncSession,
     payment_id: str,
     refund_id: str,
@@ -76,6 +77,9 @@ async def _record(
     reason: str,
     admin_id: str,
 ) -> Issued:
+    """A refund Stripe made (asked for here, or in Stripe's dashboard), in the
+    caller's transaction: the payment marked, credits and commission taken back,
+    audited by `admin_id` ("stripe" when made there)."""
     payment = await session.get(Payment, payment_id, with_for_update=True)
     assert payment is not None
     payment.refunded_cents += amount

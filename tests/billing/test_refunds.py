@@ -11,7 +11,7 @@ from levqor.accounts.models import ROLE_ADMIN, User
 from levqor.billing.models import Payment, Refund
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
-from tests.stripe_kit import deliver, invoice_paid, pack_paid
+from tests.stripe_kit import deliver, event, invoice_paid, pack_paid
 
 
 async def make_admin(runtime: Runtime, account: Any) -> None:
@@ -183,3 +183,52 @@ async def test_a_plan_invoice_is_refunded_through_the_payment_stripe_names(
         assert "jo@example.org" not in str(raw.scalar())
         kept = await session.scalar(select(Refund.reason))
     assert kept == "duplicate charge for jo@example.org"
+
+
+async def test_a_refund_made_in_stripes_dashboard_is_recorded_once(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    admin, customer, payment = await admin_and_payment(client, signup, runtime)
+    made_there = event(
+        "refund.created",
+        {
+            "id": "re_dashboard",
+            "object": "refund",
+            "amount": 4000,
+            "currency": "usd",
+            "payment_intent": payment.payment_intent,
+            "status": "succeeded",
+            "metadata": {},
+        },
+    )
+    assert (await deliver(client, made_there)).status_code == 200
+    assert (await deliver(client, made_there)).json()["duplicate"] is True
+    me = (await client.get("/api/v1/me", headers=customer.headers)).json()
+    assert me["credits"] == 50 + 10_000 - 5000
+    # Our own refund's event, arriving after we recorded it, changes nothing.
+    ours = await refund(client, admin, payment.id, amount=1000)
+    assert ours.status_code == 201
+    echo = event(
+        "refund.created",
+        {
+            "id": "re_test_1",
+            "object": "refund",
+            "amount": 1000,
+            "payment_intent": payment.payment_intent,
+            "status": "succeeded",
+            "metadata": {"payment_id": payment.id},
+        },
+    )
+    assert (await deliver(client, echo)).json()["duplicate"] is False
+    async with runtime.db.session(write=False) as session:
+        settled = await session.get(Payment, payment.id)
+        recorded = list(await session.scalars(select(Refund.id).order_by(Refund.id)))
+    assert settled is not None
+    assert settled.refunded_cents == 5000
+    assert recorded == ["re_dashboard", "re_test_1"]
+    log = (
+        await client.get(
+            "/api/v1/admin/audit", headers=admin.headers, params={"action": "refund_issued"}
+        )
+    ).json()
+    assert sorted(entry["actor"] for entry in log) == sorted([admin.id, "stripe"])
