@@ -74,6 +74,17 @@ async def checkout(
     return CheckoutOut(url=url, session_id=session_id)
 
 
+class PortalOut(BaseModel):
+    url: str
+
+
+@router.post("/portal", status_code=status.HTTP_201_CREATED)
+async def portal(principal: CurrentUserAutocommit, runtime: RuntimeDep) -> PortalOut:
+    """A Stripe customer portal page: change or cancel your plan, update your card,
+    download invoices. Changes come back through Stripe's webhooks."""
+    return PortalOut(url=await service.portal(runtime, user=principal.user))
+
+
 class WebhookOut(BaseModel):
     received: bool
     duplicate: bool

@@ -103,6 +103,14 @@ class StripeGateway:
         session = await self._call("checkout.sessions", params)
         return str(session["id"]), str(session["url"])
 
+    async def portal(self, *, customer_id: str, return_url: str) -> str:
+        """A Stripe customer portal session: change or cancel the plan, update the card,
+        download invoices."""
+        session = await self._call(
+            "billing_portal.sessions", {"customer": customer_id, "return_url": return_url}
+        )
+        return str(session["url"])
+
     async def cancel_subscription(self, subscription_id: str) -> None:
         """Cancel at once; one Stripe no longer knows (cancelled already) is done."""
         import stripe

@@ -211,7 +211,10 @@ async def checkout(
     params = _checkout_items(runtime.settings.billing_currency, plan=plan, pack=pack)
     async with runtime.db.session(write=False) as session:
         if plan is not None and await live_subscription(session, user_id=user.id):
-            raise AlreadySubscribed("You already have a plan; cancel it before changing.")
+            raise AlreadySubscribed(
+                "You already have a plan: change or cancel it in the billing portal "
+                "(POST /api/v1/billing/portal)."
+            )
         customer = await session.scalar(
             select(StripeCustomer.customer_id).where(StripeCustomer.user_id == user.id)
         )
@@ -236,6 +239,23 @@ async def checkout(
     if plan:
         params["subscription_data"] = {"metadata": {"user_id": user.id, "plan": plan}}
     return await runtime.stripe.create_checkout(params)
+
+
+class NoCustomer(errors.NotFound):
+    code = "no_billing_account"
+
+
+async def portal(runtime: Runtime, *, user: User) -> str:
+    """Where a paying user manages their plan, card and invoices (Stripe's portal)."""
+    async with runtime.db.session(write=False) as session:
+        customer = await session.scalar(
+            select(StripeCustomer.customer_id).where(StripeCustomer.user_id == user.id)
+        )
+    if customer is None:
+        raise NoCustomer("You have not bought anything yet; there is nothing to manage.")
+    return await runtime.stripe.portal(
+        customer_id=customer, return_url=f"{runtime.settings.public_url}/billing"
+    )
 
 
 def _checkout_items(currency: str, *, plan: str | None, pack: str | None) -> dict[str, Any]:

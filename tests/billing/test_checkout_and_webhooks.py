@@ -313,3 +313,23 @@ async def test_a_subscription_still_billing_an_erased_account_is_cancelled(
     assert cancels[-1] == "/v1/subscriptions/sub_orphan"
     async with runtime.db.session(write=False) as session:
         assert await session.scalar(select(func.count()).select_from(Payment)) == 0
+
+
+async def test_the_billing_portal_opens_for_a_customer_only(
+    client: httpx.AsyncClient, signup: Any, stripe_peer: Any
+) -> None:
+    stripe_peer.route(
+        "POST",
+        "/v1/billing_portal/sessions",
+        200,
+        {"id": "bps_1", "object": "billing_portal.session", "url": "https://portal.test/1"},
+    )
+    account = await signup()
+    none_yet = await client.post("/api/v1/billing/portal", headers=account.headers)
+    assert_problem(none_yet, 404, "no_billing_account")
+    await client.post("/api/v1/billing/checkout", json={"plan": "pro"}, headers=account.headers)
+    opened = await client.post("/api/v1/billing/portal", headers=account.headers)
+    assert opened.status_code == 201
+    assert opened.json() == {"url": "https://portal.test/1"}
+    sent = next(r for r in stripe_peer.requests if r["path"] == "/v1/billing_portal/sessions")
+    assert sent["form"] == {"customer": "cus_test1", "return_url": "http://127.0.0.1:8000/billing"}
