@@ -36,6 +36,7 @@ app.command("scheduler")(jobs_cli.scheduler)
 app.add_typer(jobs_cli.jobs_app, name="jobs")
 app.add_typer(partners_cli.payouts_app, name="payouts")
 app.add_typer(billing_cli.spend_guard_app, name="spend-guard")
+app.command("costs")(billing_cli.costs)
 console = Console()
 
 

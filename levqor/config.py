@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # the next UTC midnight: per user, and for the whole server; 0 turns a guard off.
     spend_guard_user_daily_micro_usd: int = Field(5_000_000, ge=0)
     spend_guard_daily_micro_usd: int = Field(0, ge=0)
+    # Costs report: Stripe's fee per payment (estimate) and the servers' monthly bill.
+    stripe_fee_bp: int = Field(290, ge=0, le=10_000)
+    stripe_fee_fixed_cents: int = Field(30, ge=0)
+    infra_monthly_cents: int = Field(0, ge=0)
     partner_commission_bp: int = Field(2000, ge=0, le=10_000)
     partner_hold_days: int = Field(30, ge=0)
     partner_payout_minimum_cents: int = Field(5000, ge=1)

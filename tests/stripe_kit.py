@@ -114,3 +114,18 @@ def invoice_paid(
             "lines": {"data": [{"period": {"start": 1_790_000_000, "end": 1_792_592_000}}]},
         },
     )
+
+
+def subscription_started(user_id: str, subscription: str, *, plan: str = "pro") -> dict[str, Any]:
+    """The checkout of a plan, completed."""
+    return event(
+        "checkout.session.completed",
+        {
+            "id": f"cs_{subscription}",
+            "object": "checkout.session",
+            "mode": "subscription",
+            "customer": "cus_test1",
+            "subscription": subscription,
+            "metadata": {"user_id": user_id, "plan": plan},
+        },
+    )

@@ -7,8 +7,13 @@ from datetime import datetime
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from levqor.accounts.api_deps import AdminUserAutocommit, CurrentUser, CurrentUserAutocommit
-from levqor.billing import events, plans, refunds, service
+from levqor.accounts.api_deps import (
+    AdminUser,
+    AdminUserAutocommit,
+    CurrentUser,
+    CurrentUserAutocommit,
+)
+from levqor.billing import events, plans, refunds, reports, service
 from levqor.deps import ReadSessionDep, RuntimeDep
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
@@ -194,3 +199,20 @@ async def refund(body: RefundIn, admin: AdminUserAutocommit, runtime: RuntimeDep
         commission_reversed_cents=issued.commission_reversed_cents,
         created_at=found.created_at,
     )
+
+
+@admin_router.get("/revenue")
+async def revenue(
+    _admin: AdminUser, session: ReadSessionDep, runtime: RuntimeDep
+) -> reports.Revenue:
+    """MRR and ARR (live subscriptions at their plan's price), paying users (a plan
+    billing, or a payment in the last 30 days), net revenue, the conversion funnel
+    (signups, activated, paying, subscribed) and partner commission."""
+    return await reports.revenue(session, settings=runtime.settings)
+
+
+@admin_router.get("/costs")
+async def costs(_admin: AdminUser, session: ReadSessionDep, runtime: RuntimeDep) -> reports.Costs:
+    """Today's and this month's costs by source (Stripe fees, LLM calls, infra) and the
+    paying users it takes to cover the month."""
+    return await reports.costs(session, settings=runtime.settings)

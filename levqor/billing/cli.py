@@ -1,8 +1,10 @@
-"""`levqor spend-guard`: today's LLM spend and the pauses the guard made; resume them."""
+"""`levqor spend-guard` (today's LLM spend and the pauses the guard made; resume them)
+and `levqor costs` (what running the business costs, and the users that cover it)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from typing import Any
 
 import typer
@@ -10,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from levqor.accounts import service as accounts
-from levqor.billing import spend_guard
+from levqor.billing import reports, spend_guard
 from levqor.config import load_settings
 from levqor.runtime import build_runtime
 
@@ -92,5 +94,43 @@ async def _resume(email: str | None) -> int | None:
                     return None
                 user_id = user.id
             return await spend_guard.resume(session, user_id=user_id, actor="system")
+    finally:
+        await runtime.close()
+
+
+def costs(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Today's and this month's costs by source, and the paying users that cover them."""
+    report = asyncio.run(_costs())
+    if as_json:
+        console.print_json(data=asdict(report))
+        return
+    table = Table("source", "today", "this month")
+    for source in ("stripe", "llm", "infra", "total"):
+        table.add_row(
+            source,
+            _money(getattr(report.today, f"{source}_cents"), report.currency),
+            _money(getattr(report.this_month, f"{source}_cents"), report.currency),
+        )
+    console.print(table)
+    if report.break_even_users is None:
+        console.print("No plan has a price: nothing to break even with.")
+    else:
+        console.print(
+            f"Break-even: {report.break_even_users} paying users at "
+            f"{_money(report.arpu_cents, report.currency)} each a month."
+        )
+    for note in report.notes:
+        console.print(f"[dim]{note}[/dim]")
+
+
+def _money(cents: int, currency: str) -> str:
+    return f"{cents / 100:,.2f} {currency.upper()}"
+
+
+async def _costs() -> reports.Costs:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.session(write=False) as session:
+            return await reports.costs(session, settings=runtime.settings)
     finally:
         await runtime.close()

@@ -187,21 +187,7 @@ async def summary(session: AsyncSession, *, user_id: str, settings: Settings) ->
             Payment.user_id.in_(select(Referral.user_id).where(Referral.partner_id == partner.id))
         )
     )
-    now = utcnow()
-    state = case(
-        (Commission.status == "paid", "paid"),
-        (Commission.payout_id.is_not(None), "approved"),
-        (Commission.available_at <= now, "approved"),
-        else_="pending",
-    )
-    totals = {"pending": 0, "approved": 0, "paid": 0}
-    rows = await session.execute(
-        select(state, func.sum(Commission.amount_cents))
-        .where(Commission.partner_id == partner.id, Commission.status != "reversed")
-        .group_by(state)
-    )
-    for name, cents in rows:
-        totals[name] = int(cents or 0)
+    totals = await commission_totals(session, partner_id=partner.id)
     payouts = list(
         await session.scalars(
             select(Payout).where(Payout.partner_id == partner.id).order_by(Payout.created_at.desc())
@@ -215,6 +201,31 @@ async def summary(session: AsyncSession, *, user_id: str, settings: Settings) ->
         conversions=int(conversions or 0),
         commission=totals,
         payouts=payouts,
+    )
+
+
+async def commission_totals(
+    session: AsyncSession, *, partner_id: str | None = None
+) -> dict[str, int]:
+    """Commission in cents, one partner's or everyone's: pending (in the hold period),
+    approved (payable), paid."""
+    totals = {"pending": 0, "approved": 0, "paid": 0}
+    state = _commission_state()
+    query = select(state, func.sum(Commission.amount_cents)).where(Commission.status != "reversed")
+    if partner_id is not None:
+        query = query.where(Commission.partner_id == partner_id)
+    rows = await session.execute(query.group_by(state))
+    for name, cents in rows:
+        totals[name] = int(cents or 0)
+    return totals
+
+
+def _commission_state() -> Any:
+    return case(
+        (Commission.status == "paid", "paid"),
+        (Commission.payout_id.is_not(None), "approved"),
+        (Commission.available_at <= utcnow(), "approved"),
+        else_="pending",
     )
 
 

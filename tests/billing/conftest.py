@@ -12,4 +12,4 @@ __all__ = ["stripe_peer"]
 
 @pytest.fixture
 def settings(make_settings: Any, fresh_database: None, stripe_peer: Any) -> Settings:
-    return stripe_settings(make_settings, stripe_peer)
+    return stripe_settings(make_settings, stripe_peer, infra_monthly_cents=30_000)

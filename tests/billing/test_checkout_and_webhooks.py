@@ -19,6 +19,7 @@ from tests.stripe_kit import (
     invoice_paid,
     pack_paid,
     signature,
+    subscription_started,
 )
 
 
@@ -241,17 +242,7 @@ async def test_checkout_comes_back_to_a_billing_page(client: httpx.AsyncClient) 
 
 
 async def subscribe(client: httpx.AsyncClient, account: Any, subscription: str) -> None:
-    started = event(
-        "checkout.session.completed",
-        {
-            "id": f"cs_{subscription}",
-            "object": "checkout.session",
-            "mode": "subscription",
-            "customer": "cus_test1",
-            "subscription": subscription,
-            "metadata": {"user_id": account.id, "plan": "pro"},
-        },
-    )
+    started = subscription_started(account.id, subscription)
     assert (await deliver(client, started)).status_code == 200
 
 

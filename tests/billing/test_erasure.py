@@ -18,7 +18,7 @@ from levqor.db.models import metadata
 from levqor.runtime import Runtime
 from tests.billing.test_refunds import make_admin, refund
 from tests.conftest import PASSWORD, assert_problem
-from tests.stripe_kit import deliver, event, invoice_paid, pack_paid
+from tests.stripe_kit import deliver, invoice_paid, pack_paid, subscription_started
 
 MONEY_TABLES = ("payments", "invoices", "refunds", "credit_ledger", "commissions", "payouts")
 
@@ -30,17 +30,7 @@ async def a_paying_partner(
     referral and a click; and the admin who refunded."""
     admin, account = await signup(), await signup()
     await make_admin(runtime, admin)
-    started = event(
-        "checkout.session.completed",
-        {
-            "id": "cs_sub",
-            "object": "checkout.session",
-            "mode": "subscription",
-            "customer": "cus_test1",
-            "subscription": "sub_live",
-            "metadata": {"user_id": account.id, "plan": "pro"},
-        },
-    )
+    started = subscription_started(account.id, "sub_live")
     await deliver(client, started)
     await deliver(client, invoice_paid(account.id, subscription="sub_live"))
     await deliver(client, pack_paid(account.id))

@@ -1,0 +1,215 @@
+"""What the business looks like to its operator: revenue (MRR, ARR, paying users, the
+conversion funnel, partner commissions) and costs (Stripe fees, LLM calls, infra) with
+the number of paying users that covers them.
+
+Money is integer cents in the billing currency; LLM costs are recorded in micro-dollars
+and added as cents at 1:1, so the costs report assumes the billing currency is USD (it
+says so when it is not). Stripe's fees are estimated from `LEVQOR_STRIPE_FEE_BP` and
+`LEVQOR_STRIPE_FEE_FIXED_CENTS` (Stripe's standard card pricing by default): Stripe's
+own balance report is the exact figure.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CompoundSelect, Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor.accounts.models import User
+from levqor.billing import plans
+from levqor.billing.models import CreditEntry, Payment, Subscription
+from levqor.billing.service import LIVE_STATUSES, RUN
+from levqor.config import Settings
+from levqor.connectors.models import LlmUsage
+from levqor.db.base import utcnow
+from levqor.partners import service as partners
+
+
+@dataclass(frozen=True)
+class Funnel:
+    signups: int
+    activated: int  # ran at least one paid run
+    paying: int  # paid at least once
+    subscribed: int  # a plan billing now
+
+
+@dataclass(frozen=True)
+class Revenue:
+    currency: str
+    mrr_cents: int
+    arr_cents: int
+    subscriptions_by_plan: dict[str, int]
+    paying_users: int
+    revenue_this_month_cents: int
+    revenue_last_30_days_cents: int
+    refunded_this_month_cents: int
+    funnel: Funnel
+    partner_commission_cents: dict[str, int]
+
+
+async def revenue(session: AsyncSession, *, settings: Settings) -> Revenue:
+    now = utcnow()
+    month_start = _month_start(now)
+    live = list(
+        await session.execute(
+            select(Subscription.plan, func.count())
+            .where(Subscription.status.in_(LIVE_STATUSES))
+            .group_by(Subscription.plan)
+        )
+    )
+    by_plan = {plan: int(count) for plan, count in live}
+    mrr = sum(
+        plans.PLANS[plan].price_cents * n for plan, n in by_plan.items() if plan in plans.PLANS
+    )
+    recent = now - timedelta(days=30)
+    subscribed = await _count_users(
+        select(Subscription.user_id).where(Subscription.status.in_(LIVE_STATUSES)), session
+    )
+    paying_now = await _count_users(
+        select(Subscription.user_id)
+        .where(Subscription.status.in_(LIVE_STATUSES))
+        .union(
+            select(Payment.user_id).where(
+                Payment.created_at >= recent, Payment.refunded_cents < Payment.amount_cents
+            )
+        ),
+        session,
+    )
+    funnel = Funnel(
+        signups=int(await session.scalar(select(func.count()).select_from(User)) or 0),
+        activated=await _count_users(
+            select(CreditEntry.user_id).where(CreditEntry.reason == RUN), session
+        ),
+        paying=await _count_users(select(Payment.user_id), session),
+        subscribed=subscribed,
+    )
+    return Revenue(
+        currency=settings.billing_currency,
+        mrr_cents=mrr,
+        arr_cents=mrr * 12,
+        subscriptions_by_plan=by_plan,
+        paying_users=paying_now,
+        revenue_this_month_cents=await _net_paid(session, since=month_start),
+        revenue_last_30_days_cents=await _net_paid(session, since=recent),
+        refunded_this_month_cents=int(
+            await session.scalar(
+                select(func.coalesce(func.sum(Payment.refunded_cents), 0)).where(
+                    Payment.created_at >= month_start
+                )
+            )
+            or 0
+        ),
+        funnel=funnel,
+        partner_commission_cents=await partners.commission_totals(session),
+    )
+
+
+@dataclass(frozen=True)
+class CostsOf:
+    stripe_cents: int
+    llm_cents: int
+    infra_cents: int
+    total_cents: int
+
+
+def _costs_of(*, stripe_cents: int, llm_cents: int, infra_cents: int) -> CostsOf:
+    return CostsOf(stripe_cents, llm_cents, infra_cents, stripe_cents + llm_cents + infra_cents)
+
+
+@dataclass(frozen=True)
+class Costs:
+    currency: str
+    today: CostsOf
+    this_month: CostsOf
+    llm_this_month_micro_usd: int
+    arpu_cents: int  # revenue a paying user brings a month
+    break_even_users: int | None  # paying users that cover this month's costs
+    notes: list[str]
+
+
+async def costs(session: AsyncSession, *, settings: Settings) -> Costs:
+    now = utcnow()
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month_start = _month_start(now)
+    days = calendar.monthrange(now.year, now.month)[1]
+    llm_month = await _llm_micro_usd(session, since=month_start)
+    today = _costs_of(
+        stripe_cents=await _stripe_fees(session, settings, since=day_start),
+        llm_cents=math.ceil(await _llm_micro_usd(session, since=day_start) / 10_000),
+        infra_cents=math.ceil(settings.infra_monthly_cents / days),
+    )
+    month = _costs_of(
+        stripe_cents=await _stripe_fees(session, settings, since=month_start),
+        llm_cents=math.ceil(llm_month / 10_000),
+        infra_cents=settings.infra_monthly_cents,
+    )
+    arpu = await _arpu(session, settings)
+    notes = ["Stripe fees are estimated from LEVQOR_STRIPE_FEE_BP and _FIXED_CENTS."]
+    if settings.billing_currency != "usd":
+        notes.append("LLM costs are in USD, added as if the billing currency were USD.")
+    return Costs(
+        currency=settings.billing_currency,
+        today=today,
+        this_month=month,
+        llm_this_month_micro_usd=llm_month,
+        arpu_cents=arpu,
+        break_even_users=math.ceil(month.total_cents / arpu) if arpu else None,
+        notes=notes,
+    )
+
+
+async def _arpu(session: AsyncSession, settings: Settings) -> int:
+    """This month's net revenue per paying user; with no one paying yet, the cheapest
+    plan's price (what the next user is likely to bring)."""
+    found = await revenue(session, settings=settings)
+    if found.paying_users and found.revenue_last_30_days_cents:
+        return found.revenue_last_30_days_cents // found.paying_users
+    paid = [plan.price_cents for plan in plans.PLANS.values() if plan.price_cents]
+    return min(paid) if paid else 0
+
+
+async def _stripe_fees(session: AsyncSession, settings: Settings, *, since: datetime) -> int:
+    count, amount = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(Payment.amount_cents), 0)).where(
+                Payment.created_at >= since
+            )
+        )
+    ).one()
+    return math.ceil(int(amount) * settings.stripe_fee_bp / 10_000) + int(count) * (
+        settings.stripe_fee_fixed_cents
+    )
+
+
+async def _llm_micro_usd(session: AsyncSession, *, since: datetime) -> int:
+    spent = await session.scalar(
+        select(func.coalesce(func.sum(LlmUsage.cost_micro_usd), 0)).where(
+            LlmUsage.created_at >= since
+        )
+    )
+    return int(spent or 0)
+
+
+async def _net_paid(session: AsyncSession, *, since: datetime) -> int:
+    paid = await session.scalar(
+        select(func.coalesce(func.sum(Payment.amount_cents - Payment.refunded_cents), 0)).where(
+            Payment.created_at >= since
+        )
+    )
+    return int(paid or 0)
+
+
+async def _count_users(query: Select[Any] | CompoundSelect[Any], session: AsyncSession) -> int:
+    """How many distinct users the first column of `query` names."""
+    rows = query.subquery()
+    counted = await session.scalar(select(func.count(func.distinct(rows.c[0]))))
+    return int(counted or 0)
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
