@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor.accounts.models import User
 from levqor.billing import plans, refunds, service
 from levqor.billing.models import (
+    Dispute,
     Invoice,
     Payment,
     Refund,
@@ -200,13 +201,7 @@ async def _refund_created(
     if await session.get(Refund, refund["id"]) is not None:
         return  # recorded already
     metadata = refund.get("metadata") or {}
-    payment = None
-    if metadata.get("payment_id"):
-        payment = await session.get(Payment, metadata["payment_id"])
-    if payment is None and refund.get("payment_intent"):
-        payment = await session.scalar(
-            select(Payment).where(Payment.payment_intent == refund["payment_intent"])
-        )
+    payment = await _payment_for(session, refund)
     if payment is None:
         log.warning("stripe refund %s is for no payment recorded here", refund["id"])
         return
@@ -214,6 +209,102 @@ async def _refund_created(
     if amount > 0:
         reason = metadata.get("reason") or "refunded in Stripe"
         await refunds.record(session, payment.id, refund["id"], amount, reason, "stripe")
+
+
+async def _dispute_opened(
+    session: AsyncSession, dispute: dict[str, Any], _settings: Settings, _at: datetime | None
+) -> None:
+    """A chargeback: the money is gone from the balance, so the payment's credits and
+    its partner's commission go too, as for a refund of the disputed amount."""
+    if await session.get(Dispute, dispute["id"]) is not None:
+        return
+    payment = await _payment_for(session, dispute)
+    if payment is None:
+        log.warning("stripe dispute %s is for no payment recorded here", dispute["id"])
+        return
+    amount = min(int(dispute.get("amount") or 0), payment.amount_cents)
+    credits = payment.credits * amount // payment.amount_cents if payment.amount_cents else 0
+    taken = await service.take_back(
+        session,
+        user_id=payment.user_id,
+        credits=credits,
+        reason=service.DISPUTE,
+        payment_id=payment.id,
+    )
+    commission = await partners.reverse_for_refund(session, payment=payment, refunded_cents=amount)
+    session.add(
+        Dispute(
+            id=dispute["id"],
+            payment_id=payment.id,
+            user_id=payment.user_id,
+            amount_cents=amount,
+            currency=payment.currency,
+            reason=str(dispute.get("reason") or "general")[:64],
+            status=str(dispute.get("status") or "needs_response")[:32],
+            credits_reversed=taken,
+            commission_reversed_cents=commission,
+        )
+    )
+    await audit.record(
+        session,
+        actor="stripe",
+        action="dispute_opened",
+        object_id=payment.user_id,
+        detail={
+            "dispute_id": dispute["id"],
+            "payment_id": payment.id,
+            "amount_cents": amount,
+            "reason": dispute.get("reason"),
+            "credits_reversed": taken,
+            "commission_reversed_cents": commission,
+        },
+    )
+
+
+async def _dispute_closed(
+    session: AsyncSession, dispute: dict[str, Any], _settings: Settings, _at: datetime | None
+) -> None:
+    """Won: the money came back, and so do the credits taken (commission stays
+    reversed: the partner's share of a disputed sale is not paid). Lost: it stays."""
+    known = await session.get(Dispute, dispute["id"], with_for_update=True)
+    if known is None or known.closed_at is not None:
+        return
+    known.status = str(dispute.get("status") or "lost")[:32]
+    known.closed_at = utcnow()
+    returned = 0
+    if known.status == "won" and known.credits_reversed:
+        balance = await service.grant(
+            session,
+            user_id=known.user_id,
+            credits=known.credits_reversed,
+            reason=service.DISPUTE_WON,
+            payment_id=known.payment_id,
+        )
+        returned = known.credits_reversed if balance is not None else 0
+    await audit.record(
+        session,
+        actor="stripe",
+        action="dispute_closed",
+        object_id=known.user_id,
+        detail={"dispute_id": known.id, "status": known.status, "credits_returned": returned},
+    )
+
+
+async def _payment_for(session: AsyncSession, obj: dict[str, Any]) -> Payment | None:
+    """The payment a refund or dispute is about: by our metadata, else its intent."""
+    payment_id = (obj.get("metadata") or {}).get("payment_id")
+    if payment_id:
+        found = await session.get(Payment, payment_id)
+        if found is not None:
+            return found
+    if not obj.get("payment_intent"):
+        return None
+    return cast(
+        Payment | None,
+        await session.scalar(
+            select(Payment).where(Payment.payment_intent == obj["payment_intent"])
+        ),
+    )
 
 
 async def _record_payment(
@@ -335,4 +426,6 @@ HANDLERS: dict[str, Handler] = {
     "customer.subscription.updated": _subscription_changed,
     "customer.subscription.deleted": _subscription_changed,
     "refund.created": _refund_created,
+    "charge.dispute.created": _dispute_opened,
+    "charge.dispute.closed": _dispute_closed,
 }

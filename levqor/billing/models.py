@@ -150,3 +150,23 @@ class SpendPause(Base):
     until: Mapped[datetime] = mapped_column(UTCDateTime)
     resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resumed_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class Dispute(Base):
+    """A chargeback: the card's bank took the money back from Stripe. The payment's
+    credits and commission are taken back when it opens; credits return if it is won."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (Index("ix_disputes_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # Stripe's dp_…
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"))
+    user_id: Mapped[str] = mapped_column(String(32))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(String(64))  # Stripe's code, e.g. "fraudulent"
+    status: Mapped[str] = mapped_column(String(32))
+    credits_reversed: Mapped[int] = mapped_column(Integer)
+    commission_reversed_cents: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -44,6 +44,8 @@ RUN = "run"
 PURCHASE = "purchase"
 PLAN_CREDITS = "plan_credits"
 REFUND = "refund"
+DISPUTE = "dispute"
+DISPUTE_WON = "dispute_won"
 # Stripe statuses in which a subscription still gives its plan.
 LIVE_STATUSES = frozenset({"active", "trialing", "past_due"})
 

@@ -1,5 +1,5 @@
 """billing and partners: Stripe customers, subscriptions, payments, invoices, refunds,
-applied events, spend-guard pauses; partners, referral clicks, referrals, commissions,
+disputes, applied events, spend-guard pauses; partners, referral clicks, referrals, commissions,
 payouts.
 
 Revision ID: 0016
@@ -105,6 +105,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_refunds")),
     )
     op.create_index("ix_refunds_payment_id", "refunds", ["payment_id"])
+    op.create_table(
+        "disputes",
+        sa.Column("id", sa.String(64), nullable=False),
+        sa.Column("payment_id", sa.String(32), nullable=False),
+        sa.Column("user_id", sa.String(32), nullable=False),
+        sa.Column("amount_cents", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("reason", sa.String(64), nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("credits_reversed", sa.Integer(), nullable=False),
+        sa.Column("commission_reversed_cents", sa.Integer(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("closed_at", UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["payment_id"], ["payments.id"], name=op.f("fk_disputes_payment_id_payments")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_disputes")),
+    )
+    op.create_index("ix_disputes_user_id", "disputes", ["user_id"])
     op.create_table(
         "stripe_events",
         sa.Column("id", sa.String(255), nullable=False),
@@ -218,6 +237,7 @@ def downgrade() -> None:
         "partners",
         "spend_pauses",
         "stripe_events",
+        "disputes",
         "refunds",
         "invoices",
         "payments",
