@@ -335,7 +335,11 @@ async def _save_subscription(
         or (at and known.changed_by_event_at and at < known.changed_by_event_at)
     ):
         return
-    plan = (subscription.get("metadata") or {}).get("plan") or (known.plan if known else None)
+    plan = (
+        _plan_of_price(subscription)
+        or (subscription.get("metadata") or {}).get("plan")
+        or (known.plan if known else None)
+    )
     if plan not in plans.PLANS:
         log.warning("subscription %s names no known plan", subscription["id"])
         plan = plans.FREE
@@ -408,6 +412,15 @@ def _service_period(invoice: dict[str, Any]) -> tuple[datetime | None, datetime 
         "end": invoice.get("period_end"),
     }
     return _from_unix(period.get("start")), _from_unix(period.get("end"))
+
+
+def _plan_of_price(subscription: dict[str, Any]) -> str | None:
+    """The plan a subscription's price names by its lookup key: how a plan changed in
+    Stripe's customer portal is known (the subscription's metadata keeps the first
+    plan). Prices made at checkout have none; an operator who offers plan changes in
+    the portal gives its prices the plans' names as lookup keys."""
+    lookup_key = (_first_item(subscription).get("price") or {}).get("lookup_key")
+    return lookup_key if lookup_key in plans.PLANS else None
 
 
 def _first_item(subscription: dict[str, Any]) -> dict[str, Any]:

@@ -324,3 +324,30 @@ async def test_the_billing_portal_opens_for_a_customer_only(
     assert opened.json() == {"url": "https://portal.test/1"}
     sent = next(r for r in stripe_peer.requests if r["path"] == "/v1/billing_portal/sessions")
     assert sent["form"] == {"customer": "cus_test1", "return_url": "http://127.0.0.1:8000/billing"}
+
+
+async def test_a_plan_changed_in_the_portal_is_known_by_its_price_lookup_key(
+    client: httpx.AsyncClient, signup: Any
+) -> None:
+    account = await signup()
+    await subscribe(client, account, "sub_1")
+    switched = event(
+        "customer.subscription.updated",
+        {
+            "id": "sub_1",
+            "object": "subscription",
+            "customer": "cus_test1",
+            "status": "active",
+            "metadata": {"user_id": account.id, "plan": "pro"},  # still the first plan
+            "items": {
+                "data": [
+                    {
+                        "price": {"id": "price_b", "lookup_key": "business"},
+                        "current_period_end": 1_800_000_000,
+                    }
+                ]
+            },
+        },
+    )
+    await deliver(client, switched)
+    assert (await me(client, account))["plan"] == "business"
