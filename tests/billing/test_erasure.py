@@ -4,11 +4,12 @@ cancelled, money records stay under a tombstone, the partner program's data goes
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from levqor.accounts.models import User
@@ -17,6 +18,7 @@ from levqor.compliance import registry
 from levqor.db.models import metadata
 from levqor.runtime import Runtime
 from tests.billing.test_refunds import make_admin, refund
+from tests.compliance.test_pii_at_rest import sqlite_files
 from tests.conftest import PASSWORD, assert_problem
 from tests.stripe_kit import deliver, invoice_paid, pack_paid, subscription_started
 
@@ -164,3 +166,35 @@ async def test_a_wrong_password_erases_nothing_and_calls_no_one(
     )
     assert_problem(answer, 403, "wrong_password")
     assert not [r for r in stripe_peer.requests if r["method"] == "DELETE"]
+
+
+async def test_billing_and_partner_records_hold_no_address_or_name_in_clear(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any, settings: Any
+) -> None:
+    admin = await signup()
+    await make_admin(runtime, admin)
+    buyer = await signup(email="grace.hopper@example.org", name="Grace Brewster Hopper")
+    await client.post(
+        "/api/v1/billing/checkout", json={"pack": "credits_1k"}, headers=buyer.headers
+    )
+    await deliver(client, pack_paid(buyer.id))
+    await client.post("/api/v1/partners", headers=buyer.headers)
+    async with runtime.db.session(write=False) as session:
+        payment_id = await session.scalar(select(metadata.tables["payments"].c.id))
+    asked = await refund(
+        client, admin, str(payment_id), reason="Grace Brewster Hopper, grace.hopper@example.org"
+    )
+    assert asked.status_code == 201
+    if runtime.db.is_sqlite:
+        raw = await asyncio.to_thread(sqlite_files, Path(settings.data_dir))
+    else:
+        lines = []
+        async with runtime.db.read() as session:
+            for table in metadata.sorted_tables:  # raw text: a Sealed column would decrypt
+                dump = f'SELECT row_to_json(t)::text FROM "{table.name}" t'  # noqa: S608
+                rows = await session.execute(text(dump))
+                lines += [row[0] for row in rows]
+        raw = "\n".join(lines).encode()
+    assert buyer.id.encode() in raw  # reading the right rows
+    assert b"grace.hopper@example.org" not in raw.lower()
+    assert b"Grace Brewster Hopper" not in raw
