@@ -32,7 +32,7 @@ from levqor.billing.models import (
     StripeEvent,
     Subscription,
 )
-from levqor.compliance import audit
+from levqor.compliance import audit, privacy
 from levqor.config import Settings
 from levqor.db.base import upsert, utcnow
 from levqor.db.engine import Database
@@ -46,12 +46,14 @@ Handler = Callable[[AsyncSession, dict[str, Any], Settings, datetime | None], Aw
 async def orphaned_subscription(db: Database, event: dict[str, Any]) -> str | None:
     """The subscription an event shows still billing an account erased here (it was
     bought while the erasure ran, say): the caller cancels it at Stripe before applying
-    the event, so an erased person is never charged again."""
+    the event, so an erased person is never charged again. Only an account this server
+    erased counts: another server sharing the Stripe account has users unknown here."""
     subscription, user_id = _billing_subscription(event)
     if subscription is None or user_id is None:
         return None
     async with db.session(write=False) as session:
-        return None if await _account_exists(session, user_id) else subscription
+        erased = await privacy.was_erased(session, user_id=user_id)
+    return subscription if erased else None
 
 
 def _billing_subscription(event: dict[str, Any]) -> tuple[str | None, str | None]:

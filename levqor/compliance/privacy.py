@@ -19,6 +19,7 @@ from levqor.accounts.models import User
 from levqor.billing import service as billing
 from levqor.compliance import audit, registry
 from levqor.compliance import service as compliance
+from levqor.compliance.models import AuditEntry
 from levqor.compliance.registry import Owned, Via
 from levqor.db.base import Sealed, new_id, utcnow
 from levqor.db.models import metadata
@@ -101,6 +102,9 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime | date) else value
 
 
+ERASED = "account_erased"
+
+
 class WrongPassword(errors.Forbidden):
     code = "wrong_password"
 
@@ -158,8 +162,20 @@ async def erase(
     await audit.record(
         session,
         actor="system",
-        action="account_erased",
+        action=ERASED,
         object_id=user.id,
         detail={"tombstone": tombstone, "subscriptions_cancelled": cancelled or []},
     )
     return tombstone
+
+
+async def was_erased(session: AsyncSession, *, user_id: str) -> bool:
+    """Whether this server erased `user_id` (its receipt is in the audit log): what
+    lets billing cancel a subscription still charging them, and not one of another
+    server that shares the Stripe account."""
+    receipt = await session.scalar(
+        select(AuditEntry.id)
+        .where(AuditEntry.object_id == user_id, AuditEntry.action == ERASED)
+        .limit(1)
+    )
+    return receipt is not None

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from levqor.billing.models import Invoice, Payment, StripeCustomer, Subscription
 from levqor.runtime import Runtime
-from tests.conftest import assert_problem, serve_app
+from tests.conftest import PASSWORD, assert_problem, serve_app
 from tests.jobs.test_runs import make_workflow, start
 from tests.stripe_kit import (
     deliver,
@@ -294,7 +294,12 @@ async def test_a_subscription_still_billing_an_erased_account_is_cancelled(
     client: httpx.AsyncClient, signup: Any, stripe_peer: Any, runtime: Runtime
 ) -> None:
     # Bought while the erasure ran: the account is gone, Stripe still bills it.
-    late = invoice_paid("usr_erased", subscription="sub_orphan")
+    account = await signup()
+    erased = await client.request(
+        "DELETE", "/api/v1/me", headers=account.headers, json={"password": PASSWORD}
+    )
+    assert erased.status_code == 204
+    late = invoice_paid(account.id, subscription="sub_orphan")
     stripe_peer.reply(500, {"error": {"type": "api_error"}}, times=3)
     failed = await deliver(client, late)
     assert_problem(failed, 502, "stripe_error")  # Stripe will deliver it again
@@ -351,3 +356,12 @@ async def test_a_plan_changed_in_the_portal_is_known_by_its_price_lookup_key(
     )
     await deliver(client, switched)
     assert (await me(client, account))["plan"] == "business"
+
+
+async def test_a_subscription_of_a_user_never_here_is_left_alone(
+    client: httpx.AsyncClient, stripe_peer: Any
+) -> None:
+    # Another server sharing the Stripe account gets the same events: not ours to cancel.
+    answer = await deliver(client, invoice_paid("usr_elsewhere", subscription="sub_theirs"))
+    assert answer.status_code == 200
+    assert not [r for r in stripe_peer.requests if r["method"] == "DELETE"]
