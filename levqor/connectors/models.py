@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import ENCRYPTED, Base, UTCDateTime, new_id, utcnow
@@ -33,6 +33,11 @@ class LlmUsage(Base):
     what the spend guard will cap and the costs report will add up."""
 
     __tablename__ = "llm_usage"
+    __table_args__ = (
+        # The spend guard adds up today's calls, a user's and everyone's, after each one.
+        Index("ix_llm_usage_user_created", "user_id", "created_at"),
+        Index("ix_llm_usage_created", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

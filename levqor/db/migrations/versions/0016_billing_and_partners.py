@@ -1,5 +1,5 @@
 """billing and partners: Stripe customers, subscriptions, payments, invoices, refunds,
-disputes, applied events, spend-guard pauses; partners, referral clicks, referrals, commissions,
+disputes, applied events, spend-guard pauses (and the indexes it sums LLM spend by); partners, referral clicks, referrals, commissions,
 payouts.
 
 Revision ID: 0016
@@ -145,6 +145,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_spend_pauses")),
     )
     op.create_index("ix_spend_pauses_user_until", "spend_pauses", ["user_id", "until"])
+    op.create_index("ix_llm_usage_user_created", "llm_usage", ["user_id", "created_at"])
+    op.create_index("ix_llm_usage_created", "llm_usage", ["created_at"])
     _partner_tables()
 
 
@@ -245,5 +247,7 @@ def downgrade() -> None:
         "billing_customers",
     ):
         op.drop_table(table)
+    op.drop_index("ix_llm_usage_created", table_name="llm_usage")
+    op.drop_index("ix_llm_usage_user_created", table_name="llm_usage")
     with op.batch_alter_table("credit_ledger") as batch:
         batch.drop_column("payment_id")
