@@ -225,7 +225,7 @@ async def _dispute_opened(
         log.warning("stripe dispute %s is for no payment recorded here", dispute["id"])
         return
     amount = min(int(dispute.get("amount") or 0), payment.amount_cents)
-    credits = payment.credits * amount // payment.amount_cents if payment.amount_cents else 0
+    credits = service.share_of(payment.credits, payment.amount_cents, 0, amount)
     taken = await service.take_back(
         session,
         user_id=payment.user_id,

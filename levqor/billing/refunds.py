@@ -82,11 +82,12 @@ async def record(
     audited by `admin_id` ("stripe" when made there)."""
     payment = await session.get(Payment, payment_id, with_for_update=True)
     assert payment is not None
+    before = payment.refunded_cents
     payment.refunded_cents += amount
     payment.status = (
         "refunded" if payment.refunded_cents >= payment.amount_cents else "partially_refunded"
     )
-    credits = payment.credits * amount // payment.amount_cents
+    credits = service.share_of(payment.credits, payment.amount_cents, before, before + amount)
     taken = await service.take_back(
         session,
         user_id=payment.user_id,

@@ -171,6 +171,15 @@ async def grant(
     return int(balance)
 
 
+def share_of(total: int, whole_cents: int, before_cents: int, after_cents: int) -> int:
+    """The part of `total` (credits) that money going from `before_cents` to
+    `after_cents` of `whole_cents` stands for, rounded so that the parts of several
+    partial refunds add up to exactly `total` once the whole is refunded."""
+    if whole_cents <= 0:
+        return 0
+    return total * after_cents // whole_cents - total * before_cents // whole_cents
+
+
 async def take_back(
     session: AsyncSession, *, user_id: str, credits: int, reason: str, payment_id: str
 ) -> int:

@@ -232,3 +232,18 @@ async def test_a_refund_made_in_stripes_dashboard_is_recorded_once(
         )
     ).json()
     assert sorted(entry["actor"] for entry in log) == sorted([admin.id, "stripe"])
+
+
+async def test_partial_refunds_that_add_up_to_the_whole_take_back_every_credit(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    admin, customer, payment = await admin_and_payment(client, signup, runtime)
+    taken = []
+    for n, cents in enumerate((1, 3333, 3333, 1333)):  # 8,000 cents in four refunds
+        stripe_peer.route("POST", "/v1/refunds", 200, {"id": f"re_part{n}", "object": "refund"})
+        answer = await refund(client, admin, payment.id, amount=cents)
+        assert answer.status_code == 201, answer.text
+        taken.append(answer.json()["credits_reversed"])
+    assert sum(taken) == 10_000
+    me = (await client.get("/api/v1/me", headers=customer.headers)).json()
+    assert me["credits"] == 50
