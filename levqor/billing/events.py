@@ -233,7 +233,9 @@ async def _dispute_opened(
         reason=service.DISPUTE,
         payment_id=payment.id,
     )
-    commission = await partners.reverse_for_refund(session, payment=payment, refunded_cents=amount)
+    commission = await partners.reverse_for_refund(
+        session, payment=payment, before_cents=0, after_cents=amount
+    )
     session.add(
         Dispute(
             id=dispute["id"],

@@ -96,7 +96,7 @@ async def record(
         payment_id=payment.id,
     )
     reversed_cents = await partners.reverse_for_refund(
-        session, payment=payment, refunded_cents=amount
+        session, payment=payment, before_cents=before, after_cents=before + amount
     )
     refund = Refund(
         id=refund_id,

@@ -51,8 +51,9 @@ class Referral(Base):
 
 class Commission(Base):
     """A partner's share of one payment. `pending` until the hold period ends (refunds
-    come in it), then payable; `paid` once a payout carried it; a refund after payment
-    adds a negative row that the next payout nets out.
+    come in it), then payable; `paid` once a payout carried it. A refund or chargeback
+    adds a negative row for its share: maturing with the earned row while that is
+    unpaid, payable at once (netted by the next payout) when it was paid already.
 
     `user_id` is the partner's user id, with no foreign key: commissions are money
     records kept after erasure, under a tombstone id.

@@ -3,8 +3,8 @@
 Fraud guard, by rule rather than by score: a partner cannot refer themselves; a visitor
 (a keyed hash of the IP) counts as one click a day per partner; a commission is held for
 `LEVQOR_PARTNER_HOLD_DAYS` so refunds and chargebacks come before the money goes out;
-a refund takes its share of commission back, and after payout as a negative commission
-the next payout nets out.
+a refund or chargeback takes its share of commission back as a negative commission,
+which the payout that carries the commission (or, once paid, the next one) nets out.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
 from levqor.billing.models import Payment
+from levqor.billing.service import share_of
 from levqor.compliance import audit
 from levqor.config import Settings
 from levqor.db.base import utcnow
@@ -127,11 +128,13 @@ async def on_payment(session: AsyncSession, *, payment: Payment, settings: Setti
 
 
 async def reverse_for_refund(
-    session: AsyncSession, *, payment: Payment, refunded_cents: int
+    session: AsyncSession, *, payment: Payment, before_cents: int, after_cents: int
 ) -> int:
-    """Take back the refunded share of a payment's commission: from the unpaid
-    commission where it is still unpaid, else as a negative commission the next payout
-    nets out. The cents taken back."""
+    """Take back the commission on the money refunded (the payment's refunded total
+    going from `before_cents` to `after_cents`): a negative commission beside the
+    earned one. Unpaid, it matures with it, so the two net out in the same payout;
+    already paid, it is payable at once and the next payout nets it out. The cents
+    taken back; several partial refunds of the whole take back exactly all of it."""
     earned = list(
         await session.scalars(
             select(Commission).where(
@@ -141,25 +144,21 @@ async def reverse_for_refund(
     )
     reversed_total = 0
     for commission in earned:
-        share = commission.amount_cents * refunded_cents // payment.amount_cents
+        share = share_of(commission.amount_cents, payment.amount_cents, before_cents, after_cents)
         if share <= 0:
             continue
         reversed_total += share
-        if commission.status == "pending" and commission.payout_id is None:
-            commission.amount_cents -= share
-            if commission.amount_cents == 0:
-                commission.status = "reversed"
-        else:
-            session.add(
-                Commission(
-                    partner_id=commission.partner_id,
-                    user_id=commission.user_id,
-                    payment_id=payment.id,
-                    amount_cents=-share,
-                    currency=commission.currency,
-                    available_at=utcnow(),
-                )
+        unpaid = commission.status == "pending" and commission.payout_id is None
+        session.add(
+            Commission(
+                partner_id=commission.partner_id,
+                user_id=commission.user_id,
+                payment_id=payment.id,
+                amount_cents=-share,
+                currency=commission.currency,
+                available_at=commission.available_at if unpaid else utcnow(),
             )
+        )
     return reversed_total
 
 
@@ -211,7 +210,7 @@ async def commission_totals(
     approved (payable), paid."""
     totals = {"pending": 0, "approved": 0, "paid": 0}
     state = _commission_state()
-    query = select(state, func.sum(Commission.amount_cents)).where(Commission.status != "reversed")
+    query = select(state, func.sum(Commission.amount_cents))
     if partner_id is not None:
         query = query.where(Commission.partner_id == partner_id)
     rows = await session.execute(query.group_by(state))
