@@ -263,6 +263,12 @@ async def delete_api_key(session: AsyncSession, *, user: User, key_id: str) -> N
 # --- roles -----------------------------------------------------------------------------
 
 
+async def set_plan(session: AsyncSession, *, user_id: str, plan: str) -> None:
+    """The plan a user is on (billing decides it from their subscription); it sets
+    their rate limit from the next request on."""
+    await session.execute(update(User).where(User.id == user_id).values(plan=plan))
+
+
 async def set_role(session: AsyncSession, *, user: User, role: str, actor: str) -> bool:
     """Give `user` the role `role`, recorded in the audit log as done by `actor`; False
     when they had it already. Takes effect on their next request (roles are read per

@@ -98,16 +98,9 @@ class WebhookOut(BaseModel):
 @router.post("/webhook")
 async def stripe_webhook(request: Request, runtime: RuntimeDep) -> WebhookOut:
     """Stripe's events. The signature is checked; each event id is applied once."""
-    event = runtime.stripe.verify_event(
-        await request.body(), request.headers.get("stripe-signature")
+    applied = await events.receive(
+        runtime, payload=await request.body(), signature=request.headers.get("stripe-signature")
     )
-    orphan = await events.orphaned_subscription(runtime.db, event)
-    if orphan is not None:  # fails as 502, so Stripe delivers the event again
-        await runtime.stripe.cancel_subscription(orphan)
-    async with runtime.db.session(write=True) as session, session.begin():
-        applied = await events.apply(
-            session, event=event, settings=runtime.settings, cancelled_orphan=orphan
-        )
     return WebhookOut(received=True, duplicate=not applied)
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor.accounts import service as accounts
 from levqor.accounts.models import User
 from levqor.billing import plans, refunds, service
 from levqor.billing.models import (
@@ -38,9 +39,25 @@ from levqor.db.base import upsert, utcnow
 from levqor.db.engine import Database
 from levqor.partners import service as partners
 
+if TYPE_CHECKING:
+    from levqor.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, dict[str, Any], Settings, datetime | None], Awaitable[None]]
+
+
+async def receive(runtime: Runtime, *, payload: bytes, signature: str | None) -> bool:
+    """A webhook delivery, end to end; False when the event was applied before.
+
+    A subscription still billing an account erased here is cancelled at Stripe first:
+    if that fails the error answers the delivery, so Stripe sends the event again."""
+    event = runtime.stripe.verify_event(payload, signature)
+    orphan = await orphaned_subscription(runtime.db, event)
+    if orphan is not None:
+        await runtime.stripe.cancel_subscription(orphan)
+    async with runtime.db.session(write=True) as session, session.begin():
+        return await apply(session, event=event, settings=runtime.settings, cancelled_orphan=orphan)
 
 
 async def orphaned_subscription(db: Database, event: dict[str, Any]) -> str | None:
@@ -113,7 +130,9 @@ async def _checkout_completed(
     if user_id is None:
         return
     if checkout.get("customer"):
-        await _remember_customer(session, user_id, str(checkout["customer"]))
+        await service.remember_customer(
+            session, user_id=user_id, customer_id=str(checkout["customer"])
+        )
     metadata = checkout.get("metadata") or {}
     if checkout.get("mode") == "subscription" and checkout.get("subscription"):
         plan = metadata.get("plan") or plans.FREE
@@ -225,16 +244,8 @@ async def _dispute_opened(
         log.warning("stripe dispute %s is for no payment recorded here", dispute["id"])
         return
     amount = min(int(dispute.get("amount") or 0), payment.amount_cents)
-    credits = service.share_of(payment.credits, payment.amount_cents, 0, amount)
-    taken = await service.take_back(
-        session,
-        user_id=payment.user_id,
-        credits=credits,
-        reason=service.DISPUTE,
-        payment_id=payment.id,
-    )
-    commission = await partners.reverse_for_refund(
-        session, payment=payment, before_cents=0, after_cents=amount
+    taken, commission = await refunds.take_back_share(
+        session, payment, before_cents=0, after_cents=amount, reason=service.DISPUTE
     )
     session.add(
         Dispute(
@@ -360,19 +371,7 @@ async def _save_subscription(
     if period_end:
         known.current_period_end = _from_unix(period_end)
     live = status in service.LIVE_STATUSES
-    await session.execute(
-        update(User).where(User.id == user_id).values(plan=plan if live else plans.FREE)
-    )
-
-
-async def _remember_customer(session: AsyncSession, user_id: str, customer_id: str) -> None:
-    """The user's Stripe customer, if none is known yet (a checkout made elsewhere)."""
-    dialect = session.get_bind().dialect.name
-    await session.execute(
-        upsert(dialect, StripeCustomer.__table__)
-        .values(user_id=user_id, customer_id=customer_id, created_at=utcnow())
-        .on_conflict_do_nothing()
-    )
+    await accounts.set_plan(session, user_id=user_id, plan=plan if live else plans.FREE)
 
 
 async def _user_for(session: AsyncSession, obj: dict[str, Any]) -> str | None:

@@ -8,6 +8,8 @@ imported on first use: `levqor up` should not pay for loading it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from levqor import errors
@@ -115,24 +117,19 @@ class StripeGateway:
         """Cancel at once; one Stripe no longer knows (cancelled already) is done."""
         import stripe
 
-        try:
-            await self.client.v1.subscriptions.cancel_async(subscription_id)
-        except stripe.InvalidRequestError as exc:
-            if exc.code != "resource_missing":
-                raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc
-        except stripe.StripeError as exc:
-            raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc
+        with _as_unavailable():
+            try:
+                await self.client.v1.subscriptions.cancel_async(subscription_id)
+            except stripe.InvalidRequestError as exc:
+                if exc.code != "resource_missing":
+                    raise
 
     async def invoice_payment_intent(self, invoice_id: str) -> str | None:
         """The payment intent that paid an invoice (its first paid invoice payment)."""
-        import stripe
-
-        try:
+        with _as_unavailable():
             listed = await self.client.v1.invoice_payments.list_async(
                 {"invoice": invoice_id, "status": "paid", "limit": 1}
             )
-        except stripe.StripeError as exc:
-            raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc
         for paid in listed.data:
             intent = getattr(paid.payment, "payment_intent", None)
             if intent:
@@ -167,13 +164,20 @@ class StripeGateway:
     async def _call(
         self, service_path: str, params: dict[str, Any], *, idempotency_key: str | None = None
     ) -> Any:
-        import stripe
-
         service: Any = self.client.v1
         for part in service_path.split("."):
             service = getattr(service, part)
         options: Any = {"idempotency_key": idempotency_key} if idempotency_key else {}
-        try:
+        with _as_unavailable():
             return await service.create_async(params, options)
-        except stripe.StripeError as exc:
-            raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc
+
+
+@contextmanager
+def _as_unavailable() -> Iterator[None]:
+    """Any error of Stripe's, as the 502 our callers answer with."""
+    import stripe
+
+    try:
+        yield
+    except stripe.StripeError as exc:
+        raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc

@@ -87,16 +87,8 @@ async def record(
     payment.status = (
         "refunded" if payment.refunded_cents >= payment.amount_cents else "partially_refunded"
     )
-    credits = service.share_of(payment.credits, payment.amount_cents, before, before + amount)
-    taken = await service.take_back(
-        session,
-        user_id=payment.user_id,
-        credits=credits,
-        reason=service.REFUND,
-        payment_id=payment.id,
-    )
-    reversed_cents = await partners.reverse_for_refund(
-        session, payment=payment, before_cents=before, after_cents=before + amount
+    taken, reversed_cents = await take_back_share(
+        session, payment, before_cents=before, after_cents=before + amount, reason=service.REFUND
     )
     refund = Refund(
         id=refund_id,
@@ -125,3 +117,24 @@ async def record(
     )
     await session.flush()
     return Issued(refund, reversed_cents, repeated=False)
+
+
+async def take_back_share(
+    session: AsyncSession,
+    payment: Payment,
+    *,
+    before_cents: int,
+    after_cents: int,
+    reason: str,
+) -> tuple[int, int]:
+    """Money of `payment` lost (refunded or disputed, its total going from
+    `before_cents` to `after_cents`): take back that share of its credits and of its
+    partner's commission. The credits and the commission cents taken."""
+    credits = service.share_of(payment.credits, payment.amount_cents, before_cents, after_cents)
+    taken = await service.take_back(
+        session, user_id=payment.user_id, credits=credits, reason=reason, payment_id=payment.id
+    )
+    commission = await partners.reverse_for_refund(
+        session, payment=payment, before_cents=before_cents, after_cents=after_cents
+    )
+    return taken, commission

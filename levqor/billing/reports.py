@@ -70,16 +70,7 @@ async def revenue(session: AsyncSession, *, settings: Settings) -> Revenue:
     subscribed = await _count_users(
         select(Subscription.user_id).where(Subscription.status.in_(LIVE_STATUSES)), session
     )
-    paying_now = await _count_users(
-        select(Subscription.user_id)
-        .where(Subscription.status.in_(LIVE_STATUSES))
-        .union(
-            select(Payment.user_id).where(
-                Payment.created_at >= recent, Payment.refunded_cents < Payment.amount_cents
-            )
-        ),
-        session,
-    )
+    paying_now = await _paying_users(session, since=recent)
     funnel = Funnel(
         signups=int(await session.scalar(select(func.count()).select_from(User)) or 0),
         activated=await _count_users(
@@ -164,13 +155,15 @@ async def costs(session: AsyncSession, *, settings: Settings) -> Costs:
 
 
 async def _arpu(session: AsyncSession, settings: Settings) -> int:
-    """This month's net revenue per paying user; with no one paying yet, the cheapest
+    """The last 30 days' net revenue per paying user; with no one paying yet, the cheapest
     plan's price (what the next user is likely to bring)."""
-    found = await revenue(session, settings=settings)
-    if found.paying_users and found.revenue_last_30_days_cents:
-        return found.revenue_last_30_days_cents // found.paying_users
-    paid = [plan.price_cents for plan in plans.PLANS.values() if plan.price_cents]
-    return min(paid) if paid else 0
+    recent = utcnow() - timedelta(days=30)
+    paying = await _paying_users(session, since=recent)
+    paid = await _net_paid(session, since=recent)
+    if paying and paid:
+        return paid // paying
+    prices = [plan.price_cents for plan in plans.PLANS.values() if plan.price_cents]
+    return min(prices) if prices else 0
 
 
 async def _stripe_fees(session: AsyncSession, settings: Settings, *, since: datetime) -> int:
@@ -202,6 +195,20 @@ async def _net_paid(session: AsyncSession, *, since: datetime) -> int:
         )
     )
     return int(paid or 0)
+
+
+async def _paying_users(session: AsyncSession, *, since: datetime) -> int:
+    """Users with a plan billing now, or a payment since `since` not refunded in full."""
+    return await _count_users(
+        select(Subscription.user_id)
+        .where(Subscription.status.in_(LIVE_STATUSES))
+        .union(
+            select(Payment.user_id).where(
+                Payment.created_at >= since, Payment.refunded_cents < Payment.amount_cents
+            )
+        ),
+        session,
+    )
 
 
 async def _count_users(query: Select[Any] | CompoundSelect[Any], session: AsyncSession) -> int:

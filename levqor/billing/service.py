@@ -232,12 +232,7 @@ async def checkout(
     if customer is None:
         customer = await runtime.stripe.create_customer(email=user.email, user_id=user.id)
         async with runtime.db.session(write=True) as session, session.begin():
-            dialect = session.get_bind().dialect.name
-            await session.execute(
-                upsert(dialect, StripeCustomer.__table__)
-                .values(user_id=user.id, customer_id=customer, created_at=utcnow())
-                .on_conflict_do_nothing()
-            )
+            await remember_customer(session, user_id=user.id, customer_id=customer)
     base = runtime.settings.public_url
     product = {"plan": plan} if plan else {"pack": pack or ""}
     params |= {
@@ -292,6 +287,16 @@ def _checkout_items(currency: str, *, plan: str | None, pack: str | None) -> dic
         "product_data": {"name": f"Levqor {bought.title}"},
     }
     return {"mode": "payment", "line_items": [{"price_data": price, "quantity": 1}]}
+
+
+async def remember_customer(session: AsyncSession, *, user_id: str, customer_id: str) -> None:
+    """The user's Stripe customer, unless one is known already."""
+    dialect = session.get_bind().dialect.name
+    await session.execute(
+        upsert(dialect, StripeCustomer.__table__)
+        .values(user_id=user_id, customer_id=customer_id, created_at=utcnow())
+        .on_conflict_do_nothing()
+    )
 
 
 async def live_subscription(session: AsyncSession, *, user_id: str) -> Subscription | None:

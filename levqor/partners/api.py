@@ -9,7 +9,6 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from levqor.accounts.api_deps import AdminUserAutocommit, AnonymousLimit, CurrentUser, client_ip
-from levqor.compliance import audit
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.partners import service
 
@@ -106,10 +105,9 @@ async def referral_link(
     partner = await service.find_by_code(session, code.lower()) if len(code) <= 32 else None
     if partner is None:
         return answer
-    key = runtime.settings.blind_index_key
-    assert key is not None
-    visitor = audit.hash_ip(key.get_secret_value(), client_ip(request)) or "unknown"
-    await service.count_click(session, partner=partner, visitor_hash=visitor)
+    await service.count_click(
+        session, partner=partner, ip=client_ip(request), settings=runtime.settings
+    )
     answer.set_cookie(
         service.REFERRAL_COOKIE,
         partner.code,

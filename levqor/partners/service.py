@@ -73,8 +73,14 @@ async def find_by_code(session: AsyncSession, code: str) -> Partner | None:
     return found
 
 
-async def count_click(session: AsyncSession, *, partner: Partner, visitor_hash: str) -> bool:
-    """Count a visit, once a day per visitor; True if it counted."""
+async def count_click(
+    session: AsyncSession, *, partner: Partner, ip: str, settings: Settings
+) -> bool:
+    """Count a visit, once a day per visitor (a keyed hash of the IP, never the IP);
+    True if it counted."""
+    key = settings.blind_index_key
+    assert key is not None  # load_settings always fills it
+    visitor_hash = audit.hash_ip(key.get_secret_value(), ip) or "unknown"
     since = utcnow() - CLICK_WINDOW
     seen = await session.scalar(
         select(ReferralClick.id)
