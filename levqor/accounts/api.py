@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 
 from levqor.accounts import service, sessions
-from levqor.accounts.api_deps import AnonymousLimit, CurrentUser, OptionalUser
+from levqor.accounts.api_deps import AnonymousLimit, CurrentUser, OptionalUser, client_ip
 from levqor.accounts.kit import TokenPair
 from levqor.accounts.models import User
 from levqor.accounts.schemas import (
@@ -27,6 +27,10 @@ from levqor.partners.service import REFERRAL_COOKIE
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[AnonymousLimit])
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
+# A browser that signed in before: its failures count apart from its IP's, so a stranger
+# guessing the password from the same network never locks the owner out.
+DEVICE_COOKIE = "levqor_device"
+DEVICE_COOKIE_MAX_AGE = 365 * 24 * 3600
 
 
 def _session_out(user: User, pair: TokenPair) -> SessionOut:
@@ -55,9 +59,21 @@ async def signup(
 
 
 @auth_router.post("/login")
-async def login(body: LoginIn, session: SessionDep, runtime: RuntimeDep) -> SessionOut:
-    user, pair = await service.login(
-        session, kit=runtime.auth, email=body.email, password=body.password
+async def login(
+    body: LoginIn, request: Request, response: Response, session: SessionDep, runtime: RuntimeDep
+) -> SessionOut:
+    source = service.LoginSource(client_ip(request), request.cookies.get(DEVICE_COOKIE))
+    user, pair, device = await service.login(
+        session, kit=runtime.auth, email=body.email, password=body.password, source=source
+    )
+    response.set_cookie(
+        DEVICE_COOKIE,
+        device,
+        max_age=DEVICE_COOKIE_MAX_AGE,
+        path="/",
+        secure=runtime.settings.public_url.startswith("https://"),
+        httponly=True,
+        samesite="lax",
     )
     return _session_out(user, pair)
 

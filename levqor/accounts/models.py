@@ -83,13 +83,16 @@ class ApiKey(Base):
 
 
 class LoginFailure(Base):
-    """A failed login, keyed by a keyed hash of the normalised e-mail (for the lockout)."""
+    """A failed login, keyed by a keyed hash of the normalised e-mail, and by where it
+    came from (a keyed hash of the client's IP, or of a known device): the throttle
+    slows down that source only, never the owner signing in from elsewhere."""
 
     __tablename__ = "login_failures"
     __table_args__ = (Index("ix_login_failures_account_failed", "account_key", "failed_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     account_key: Mapped[str] = mapped_column(String(64))
+    source_key: Mapped[str | None] = mapped_column(String(64))
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

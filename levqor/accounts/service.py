@@ -4,6 +4,10 @@ AsyncSession; they flush, never commit. Logins as token families live in `sessio
 
 from __future__ import annotations
 
+import hmac
+import math
+import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 
 from email_validator import EmailNotValidError, validate_email
@@ -125,34 +129,85 @@ async def delete_account(session: AsyncSession, *, kit: AuthKit, user: User) -> 
     await session.execute(delete(User).where(User.id == user.id))
 
 
+@dataclass(frozen=True)
+class LoginSource:
+    """Where a login attempt comes from: the client's IP, and the device cookie a
+    browser got from an earlier successful login (None when it has none)."""
+
+    ip: str
+    device: str | None = None
+
+
 async def login(
-    session: AsyncSession, *, kit: AuthKit, email: str, password: str
-) -> tuple[User, TokenPair]:
-    """Check a password. Unknown e-mail and wrong password look and take the same."""
+    session: AsyncSession,
+    *,
+    kit: AuthKit,
+    email: str,
+    password: str,
+    source: LoginSource = LoginSource("unknown"),
+) -> tuple[User, TokenPair, str]:
+    """Check a password; the user, their tokens and a device token for the browser.
+    Unknown e-mail and wrong password look and take the same.
+
+    Failures slow down their source, not the account (OWASP): past
+    `login_max_failures` from one IP or device within the window, each further try from
+    there waits a delay that doubles (1 s, 2 s, 4 s, … up to the window). A stranger
+    guessing from elsewhere never locks the owner out of a known device, nor out of an
+    IP with no failures.
+    """
     try:
         address = normalise_email(email)
     except errors.InvalidRequest:
         address = email.strip().lower()
     account_key = _account_key(kit, address)
+    source_key = _source_key(kit, account_key, source)
     await _lock_account_key(session, account_key)
-    await _refuse_if_locked(session, kit=kit, account_key=account_key)
+    await _refuse_if_throttled(session, kit=kit, account_key=account_key, source_key=source_key)
 
     user = await session.scalar(select(User).where(User.email_index == email_index(kit, address)))
     valid = await kit.passwords.verify(user.password_hash if user else None, password)
     if user is None or not valid or not user.is_active:
-        session.add(LoginFailure(account_key=account_key))
+        session.add(LoginFailure(account_key=account_key, source_key=source_key))
         await record_event(session, user_id=user.id if user else None, kind="login_failed")
         raise InvalidCredentials()
 
-    await session.execute(delete(LoginFailure).where(LoginFailure.account_key == account_key))
+    await session.execute(
+        delete(LoginFailure).where(
+            LoginFailure.account_key == account_key, LoginFailure.source_key == source_key
+        )
+    )
     if kit.passwords.needs_rehash(user.password_hash):
         user.password_hash = await kit.passwords.hash(password)
     await record_event(session, user_id=user.id, kind="login")
-    return user, await sessions.start_session(session, kit=kit, user=user)
+    pair = await sessions.start_session(session, kit=kit, user=user)
+    return user, pair, _device_token(kit, account_key, source.device)
+
+
+def _device_token(kit: AuthKit, account_key: str, presented: str | None) -> str:
+    """The device cookie's value: the one presented if it is this account's, else new."""
+    if presented and _known_device(kit, account_key, presented):
+        return presented
+    device = secrets.token_urlsafe(16)
+    return f"{device}.{keyed_hash(kit.account_key_secret, f'device:{account_key}:{device}')}"
+
+
+def _known_device(kit: AuthKit, account_key: str, token: str) -> str | None:
+    device, _, signature = token.partition(".")
+    expected = keyed_hash(kit.account_key_secret, f"device:{account_key}:{device}")
+    if device and hmac.compare_digest(signature.encode(), expected.encode()):
+        return device
+    return None
+
+
+def _source_key(kit: AuthKit, account_key: str, source: LoginSource) -> str:
+    """A device this account signed in from before counts apart from its IP."""
+    device = _known_device(kit, account_key, source.device) if source.device else None
+    where = f"device:{device}" if device else f"ip:{source.ip}"
+    return keyed_hash(kit.account_key_secret, where)
 
 
 async def _lock_account_key(session: AsyncSession, account_key: str) -> None:
-    """Serialise logins for one account so parallel guesses cannot slip past the lockout.
+    """Serialise logins for one account so parallel guesses cannot slip past the throttle.
 
     SQLite write transactions are already serial (BEGIN IMMEDIATE); PostgreSQL takes a
     transaction-scoped advisory lock on the account key.
@@ -162,21 +217,29 @@ async def _lock_account_key(session: AsyncSession, account_key: str) -> None:
         await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
-async def _refuse_if_locked(session: AsyncSession, *, kit: AuthKit, account_key: str) -> None:
+async def _refuse_if_throttled(
+    session: AsyncSession, *, kit: AuthKit, account_key: str, source_key: str
+) -> None:
     window = timedelta(seconds=kit.settings.login_lockout_window_s)
     limit = kit.settings.login_max_failures
     now = utcnow()
     recent = (
         await session.scalars(
             select(LoginFailure.failed_at)
-            .where(LoginFailure.account_key == account_key, LoginFailure.failed_at > now - window)
+            .where(
+                LoginFailure.account_key == account_key,
+                LoginFailure.source_key == source_key,
+                LoginFailure.failed_at > now - window,
+            )
             .order_by(LoginFailure.failed_at.desc())
-            .limit(limit)
         )
     ).all()
-    if len(recent) >= limit:
-        unlocks_at = recent[-1] + window
-        retry_after = max(1, int((unlocks_at - now).total_seconds()) + 1)
+    if len(recent) < limit:
+        return
+    delay = min(window, timedelta(seconds=2 ** min(len(recent) - limit, 30)))
+    retry_at = recent[0] + delay
+    if now < retry_at:
+        retry_after = max(1, math.ceil((retry_at - now).total_seconds()))
         raise LoginLocked(headers={"Retry-After": str(retry_after)})
 
 

@@ -130,7 +130,7 @@ async def test_unknown_user_costs_a_password_hash_too(
     assert unknown > known * 0.5
 
 
-async def test_five_failures_lock_the_account_for_the_window(
+async def test_five_failures_make_that_source_wait_a_growing_delay(
     client: httpx.AsyncClient, signup: Any, runtime: Runtime
 ) -> None:
     account = await signup()
@@ -139,14 +139,72 @@ async def test_five_failures_lock_the_account_for_the_window(
             "/api/v1/auth/login", json={"email": account.email, "password": "bad-password"}
         )
         assert response.status_code == 401
-    locked = await client.post(
+    waiting = await client.post(
         "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
     )
-    assert_problem(locked, 429, "login_locked")
-    assert 800 <= int(locked.headers["retry-after"]) <= 901
+    assert_problem(waiting, 429, "login_locked")
+    assert int(waiting.headers["retry-after"]) == 1
+    delays = []
+    for _ in range(4):  # each failure past the limit doubles the wait
+        await age_login_failures(runtime, timedelta(seconds=20))
+        wrong = await client.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": "bad-password"}
+        )
+        assert wrong.status_code == 401
+        waiting = await client.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+        )
+        delays.append(int(waiting.headers["retry-after"]))
+    assert delays == [2, 4, 8, 16]
     async with runtime.db.read() as session:
         failures = await session.scalar(select(func.count()).select_from(LoginFailure))
-    assert failures == 5  # attempts while locked do not extend the lock
+    assert failures == 9  # attempts while waiting do not count
+
+
+async def age_login_failures(runtime: Runtime, by: timedelta) -> None:
+    async with runtime.db.write() as session, session.begin():
+        for failure in (await session.scalars(select(LoginFailure))).all():
+            failure.failed_at -= by
+
+
+async def test_a_stranger_cannot_lock_the_owner_out(
+    app: Any, client: httpx.AsyncClient, signup: Any
+) -> None:
+    """Failures from one IP slow that IP down; the owner on another IP, or on the
+    attacker's IP with a device that signed in before, gets in at once."""
+    account = await signup()
+    known = await client.post(
+        "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+    )
+    device = known.cookies["levqor_device"]
+    attacker = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("203.0.113.9", 4000)),
+        base_url="http://testserver",
+    )
+    async with attacker:
+        for _ in range(8):
+            await attacker.post(
+                "/api/v1/auth/login", json={"email": account.email, "password": "guess-guess"}
+            )
+        blocked = await attacker.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+        )
+        assert_problem(blocked, 429, "login_locked")
+        attacker.cookies.set("levqor_device", device)
+        on_known_device = await attacker.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+        )
+        assert on_known_device.status_code == 200
+        attacker.cookies.clear()
+        attacker.cookies.set("levqor_device", "forged.device")
+        forged = await attacker.post(
+            "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+        )
+        assert_problem(forged, 429, "login_locked")
+    elsewhere = await client.post(
+        "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
+    )
+    assert elsewhere.status_code == 200
 
 
 async def test_lock_applies_to_unknown_accounts_too(client: httpx.AsyncClient) -> None:
@@ -164,13 +222,12 @@ async def test_lock_ends_when_failures_leave_the_window(
     client: httpx.AsyncClient, signup: Any, runtime: Runtime
 ) -> None:
     account = await signup()
-    for _ in range(5):
+    for _ in range(12):
         await client.post(
             "/api/v1/auth/login", json={"email": account.email, "password": "bad1bad1"}
         )
-    async with runtime.db.write() as session, session.begin():
-        for failure in (await session.scalars(select(LoginFailure))).all():
-            failure.failed_at = utcnow() - timedelta(minutes=16)
+        await age_login_failures(runtime, timedelta(seconds=200))
+    await age_login_failures(runtime, timedelta(minutes=16))
     response = await client.post(
         "/api/v1/auth/login", json={"email": account.email, "password": PASSWORD}
     )
