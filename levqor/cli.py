@@ -91,13 +91,23 @@ def up(
 
 @app.command()
 def serve(
-    host: str = typer.Option("0.0.0.0", help="Address to listen on."),  # noqa: S104
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."
+    ),
     port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(os.cpu_count() or 2, help="API processes."),
 ) -> None:
     """The API alone, for production: several processes behind one port."""
     settings = load_settings()  # generates missing secrets once, before the workers start
     configure_logging(settings.log_level, json=settings.log_json)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(
+        f"[bold green]Levqor {__version__}[/bold green] API on [bold]http://{shown}:{port}[/]"
+        f" ({workers} process{'es' if workers != 1 else ''}; public address "
+        f"{settings.public_url}; database {'SQLite' if settings.is_sqlite else 'PostgreSQL'})"
+    )
+    if settings.metrics_token is None and host not in ("127.0.0.1", "::1", "localhost"):
+        console.print("  /metrics answers this machine only: set LEVQOR_METRICS_TOKEN for others.")
     if workers == 1:
         server.run_worker(host, port, settings.forwarded_allow_ips)
     elif server.serve(host, port, workers, settings.forwarded_allow_ips) != 0:

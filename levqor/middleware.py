@@ -7,6 +7,8 @@ CatchAll → BodyLimit → the router. Everything that adds headers sits outside
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from typing import Any
@@ -108,7 +110,12 @@ class CatchAllMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over `max_bytes` with 413, declared or streamed."""
+    """Refuses request bodies over `max_bytes` with 413, declared or streamed.
+
+    The rest of the body is read (and dropped) before answering, up to `DRAIN_BYTES`
+    and `DRAIN_S`: a server that answers and closes while the client is still sending
+    makes the kernel reset the connection, and the client never reads its 413.
+    """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -120,6 +127,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            await _drain(receive)
             await send_json(send, 413, self._problem(), content_type=PROBLEM_JSON)
             return
         received = 0
@@ -130,6 +138,8 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body", False):
+                        await _drain(receive)
                     # FastAPI passes HTTPException through body parsing untouched.
                     raise HTTPException(413, self._problem()["detail"])
             return message
@@ -140,6 +150,24 @@ class BodyLimitMiddleware:
         return problem(
             413, "payload_too_large", f"The request body exceeds {self.max_bytes} bytes."
         )
+
+
+DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_S = 10.0
+
+
+async def _drain(receive: Receive) -> None:
+    """Read what is left of the request body, bounded in bytes and time."""
+    drained = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            while drained <= DRAIN_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                drained += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -187,3 +187,15 @@ async def test_metrics_require_token_when_set(
     assert_problem(refused, 401, "unauthorized")
     assert allowed.status_code == 200
     assert "levqor_ratelimited_total" in allowed.text
+
+
+async def test_metrics_without_a_token_answer_this_machine_only(app: Any) -> None:
+    here = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 5000)), base_url="http://t"
+    )
+    elsewhere = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("198.51.100.7", 5000)), base_url="http://t"
+    )
+    async with here, elsewhere:
+        assert (await here.get("/metrics")).status_code == 200
+        assert_problem(await elsewhere.get("/metrics"), 403, "forbidden")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -10,8 +11,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from levqor import __version__
+from levqor.accounts.api_deps import client_ip
 from levqor.deps import RuntimeDep
-from levqor.errors import PROBLEM_JSON, Unauthorized, problem
+from levqor.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem
 from levqor.ops import service
 
 router = APIRouter(tags=["health"])
@@ -34,9 +36,21 @@ async def ready(runtime: RuntimeDep) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    """Prometheus text. With `LEVQOR_METRICS_TOKEN` set, the token is required; without
+    it, only this machine may read (the counts tell the world how busy we are)."""
     token = runtime.settings.metrics_token
-    if token is not None:
+    if token is None:
+        if not _from_this_machine(client_ip(request)):
+            raise Forbidden("Set LEVQOR_METRICS_TOKEN to read the metrics from elsewhere.")
+    else:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
             raise Unauthorized("A valid metrics token is required.")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _from_this_machine(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
