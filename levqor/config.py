@@ -91,12 +91,25 @@ class Settings(BaseSettings):
     run_cost_credits: int = Field(1, ge=0)
     max_running_jobs_per_user: int = Field(10, ge=1)
     job_lease_s: float = Field(30, gt=0)
+    # Workers beat this often; one silent for two beats is taken for dead and its jobs
+    # are requeued (the lease is the fallback for a worker that never beat).
+    worker_heartbeat_s: float = Field(2, gt=0)
+    # A job whose worker crashed on it, or died holding it, this many times fails into
+    # the dead-letter queue instead of being tried again: a poison job stops somewhere.
+    job_max_crashes: int = Field(5, ge=1, le=100)
+    # Templates that loop, call or multiply render in child processes: this many per
+    # worker process, each limited to this much memory and time.
+    template_sandboxes: int = Field(2, ge=1, le=64)
+    template_memory_mb: int = Field(256, ge=32)
+    template_timeout_s: float = Field(10, gt=0, le=300)
     worker_poll_interval_s: float = Field(1.0, gt=0)
     worker_shutdown_timeout_s: float = Field(25, ge=0)
     callback_max_attempts: int = Field(8, ge=1, le=20)
     callback_backoff_s: float = Field(5, gt=0)
     callback_timeout_s: float = Field(10, gt=0, le=60)
     scheduler_interval_s: float = Field(5, gt=0)
+    # A workflow's schedule pauses after this many failed fires in a row.
+    schedule_pause_after_failures: int = Field(5, ge=1)
     upkeep_interval_s: float = Field(3600, gt=0)
     job_retention_days: int = Field(30, ge=1)
     export_inline_max_rows: int = Field(5000, ge=0)

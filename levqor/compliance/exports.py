@@ -24,7 +24,7 @@ import orjson
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import errors
+from levqor import errors, jsonvalues
 from levqor.accounts.models import User
 from levqor.compliance import audit, privacy
 from levqor.compliance.models import DataExport
@@ -113,7 +113,7 @@ async def _build(db: Database, *, settings: Settings, export_id: str) -> None:
             if export is None or user is None:
                 return  # the account was erased meanwhile, and its export with it
             document = await privacy.collect(session, user=user)
-        raw = orjson.dumps(document)
+        raw = orjson.dumps(jsonvalues.storable(document))  # an old row's huge int too
         sealed = active_ring().encrypt(gzip.compress(raw, compresslevel=6)).decode()
     except Exception as exc:
         log.exception("export_failed", export_id=export_id)
@@ -181,7 +181,8 @@ async def fetch(
 ) -> Download:
     """The export a signed link names: 403 for a link we did not sign, 410 once it
     expired (the row may be gone by then; the signed expiry still tells)."""
-    if not hmac.compare_digest(signature, _signature(key, export_id, expires)):
+    expected = _signature(key, export_id, expires)
+    if not hmac.compare_digest(signature.encode(), expected.encode()):  # any text, no TypeError
         raise errors.Forbidden("This download link is not valid.")
     if expires <= utcnow().timestamp():
         raise errors.Gone("This download link has expired; ask for a new export.")

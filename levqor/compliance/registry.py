@@ -60,6 +60,7 @@ TABLES: dict[str, Rule] = {
     "schedule_fires": Via("workflows", "workflow_id"),
     "jobs": Owned("user_id"),
     "job_steps": Via("jobs", "job_id"),
+    "workers": NotPersonal("worker processes: host names, process ids, heartbeats"),
     "callback_secrets": Owned("user_id"),
     "callback_deliveries": Owned("user_id"),
     "callback_attempts": Via("callback_deliveries", "delivery_id"),

@@ -20,6 +20,7 @@ import httpx
 import orjson
 from cryptography.fernet import MultiFernet
 
+from levqor import jsonvalues
 from levqor.billing import spend_guard
 from levqor.compliance import service as compliance
 from levqor.config import Settings
@@ -38,6 +39,7 @@ from levqor.logging import get_logger
 from levqor.workflows import service as workflows_service
 from levqor.workflows import templates
 from levqor.workflows.definition import Step, WorkflowDefinition
+from levqor.workflows.sandbox import SandboxPool
 
 log = get_logger("levqor.executor")
 MAX_STORED_OUTPUT_BYTES = 64 * 1024
@@ -71,6 +73,11 @@ class Executor:
         self.allow = safety.AllowList.parse(settings.allow_private_urls)
         self.worker_id = worker_id
         self.writer = JobWriter(db, worker_id=worker_id, on_release=on_release)
+        self.sandbox = SandboxPool(
+            size=settings.template_sandboxes,
+            memory_mb=settings.template_memory_mb,
+            timeout_s=settings.template_timeout_s,
+        )
         self._definitions: OrderedDict[tuple[str, int], asyncio.Future[WorkflowDefinition]] = (
             OrderedDict()
         )
@@ -95,6 +102,15 @@ class Executor:
                 return  # finished (the last checkpoint wrote it), or stopped here; recorded
             last_output = data["steps"][step.id]["output"]
         await self._save(job, state=queue.succeeded(last_output, utcnow()))
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+    async def _render(self, job: Claimed, step: Step, value: Any, data: dict[str, Any]) -> Any:
+        """Plain templates render here; the rest in the sandbox, bounded from outside."""
+        if templates.all_plain(value):
+            return templates.render(value, data)
+        return await self.sandbox.render(value, data, user_id=job.user_id, timeout_s=step.timeout_s)
 
     async def _checkpoints(self, job: Claimed) -> dict[str, JobStep]:
         if job.attempts == 1:
@@ -146,10 +162,13 @@ class Executor:
             "started_at": started,
         }
         try:
-            if step.if_ is not None and not templates.truthy(step.if_, data):
+            if step.if_ is not None and not templates.is_true(
+                await self._render(job, step, step.if_, data)
+            ):
                 data["steps"][step.id] = {"output": None}
                 return await self._checkpoint(job, record, "skipped", None, finish=last)
-            output = await self._call(job, step, data)
+            # What later steps read is what a resumed run reads back: storable.
+            output = jsonvalues.storable(await self._call(job, step, data))
             if step.connector == "llm":
                 await self._record_llm_usage(job, output)
         except StopRun:
@@ -170,7 +189,7 @@ class Executor:
     async def _call(self, job: Claimed, step: Step, data: dict[str, Any]) -> Any:
         connector = registry.get(step.connector)
         action = registry.resolve(step.connector, step.action)
-        params = templates.render(step.params, data)
+        params = await self._render(job, step, step.params, data)
         context = StepContext(
             http=self.http,
             job_id=job.id,

@@ -59,6 +59,9 @@ class Job(Base):
     result: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Times a worker crashed on this job or died holding it (a poison job fails past
+    # `job_max_crashes` instead of being tried for ever).
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # When a waiting job may run: its start, its next attempt, the end of a delay step.
     run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -67,6 +70,20 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WorkerBeat(Base):
+    """A worker process's last sign of life. A worker silent for two heartbeats is
+    taken for dead: its jobs go back to the queue without waiting for their leases."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class ScheduleFire(Base):
@@ -152,3 +169,4 @@ class JobStep(Base):
 jobs_table = cast(Table, Job.__table__)
 job_steps_table = cast(Table, JobStep.__table__)
 callback_deliveries_table = cast(Table, CallbackDelivery.__table__)
+workers_table = cast(Table, WorkerBeat.__table__)

@@ -4,8 +4,9 @@ Claiming marks up to `limit` due jobs `running` under this worker's lease, in on
 statement (`WITH candidates AS (SELECT … FOR UPDATE SKIP LOCKED) … UPDATE … RETURNING` on
 PostgreSQL; the same without the lock clause on SQLite, whose writers are serial). A
 running job whose lease expired (its worker died) is put back in the queue by
-`recover_expired`, which every worker runs at start and with each heartbeat, so another
-worker resumes it within the lease plus a third of it.
+`recover_lost`, which every worker runs at start and with each heartbeat: a job whose
+worker stopped beating for two heartbeats (or, failing that, whose lease ran out) is
+resumed by another worker within seconds.
 
 Every write after the claim is guarded by `lease_owner = me AND status = 'running'`: a
 worker that lost its job (lease taken over, or the job cancelled) changes nothing.
@@ -27,9 +28,13 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
+    cast,
     delete,
     func,
     insert,
+    literal,
+    or_,
     select,
     text,
     update,
@@ -52,9 +57,11 @@ from levqor.jobs.models import (
     JobStep,
     job_steps_table,
     jobs_table,
+    workers_table,
 )
 
 CANDIDATES_PER_SLOT = 2
+FORGET_WORKERS_AFTER = timedelta(days=1)
 Connection = AsyncSession | AsyncConnection  # the queue runs on either
 
 
@@ -73,6 +80,7 @@ class Claimed:
     input: Any
     attempts: int
     callback_url: str | None = None
+    crashes: int = 0
 
 
 async def claim(
@@ -110,7 +118,10 @@ def _claim_statement() -> Any:
     jobs = jobs_table
     now = bindparam("now", type_=UTCDateTime)
     per_user = bindparam("per_user", type_=Integer)
-    holding = and_(text(RUNNING_SQL), jobs.c.lease_expires_at >= now)  # ix_jobs_running
+    # Every running job counts, its lease expired or not: a dead worker's jobs hold
+    # their user's slots until they are requeued (within two heartbeats), so the
+    # limit holds during recovery too.
+    holding = text(RUNNING_SQL)  # ix_jobs_running
     users_at_limit = (
         select(jobs.c.user_id)
         .where(holding)
@@ -171,6 +182,7 @@ def _claim_statement() -> Any:
             jobs.c.input,
             jobs.c.attempts,
             jobs.c.callback_url,
+            jobs.c.crashes,
         )
     )
 
@@ -462,14 +474,123 @@ def _upsert_steps(dialect: str) -> Any:
     return statement.on_conflict_do_update(index_elements=["job_id", "step_id"], set_=changed)
 
 
-async def recover_expired(session: Connection, *, now: datetime) -> int:
-    """Requeue running jobs whose worker stopped renewing the lease (it died)."""
+def _crash_outcome(max_crashes: int, reason: str, retry_at: Any) -> dict[str, Any]:
+    """The columns of a job that crashed once more: it fails into the dead-letter queue
+    at `max_crashes`, else it waits until `retry_at` (the lease it lost was its turn)."""
+    crashes = jobs_table.c.crashes + 1
+    poisoned = crashes >= max_crashes
+    said = literal(f"{reason} (") + cast(crashes, String)
+    return {
+        "crashes": crashes,
+        "status": case((poisoned, FAILED), else_=RETRYING),
+        "error": case(
+            (poisoned, said + literal(" times; given up)")),
+            else_=said + literal(f" of {max_crashes} times)"),
+        ),
+        "run_at": case((poisoned, jobs_table.c.run_at), else_=retry_at),
+        "finished_at": case((poisoned, bindparam("now", type_=UTCDateTime)), else_=None),
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+async def beat(
+    session: Connection, *, worker_id: str, host: str, pid: int, concurrency: int, now: datetime
+) -> None:
+    """Record that `worker_id` is alive now."""
+    statement = upsert(dialect_of(session), workers_table).values(
+        id=worker_id, host=host, pid=pid, concurrency=concurrency, started_at=now, heartbeat_at=now
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"], set_={"heartbeat_at": statement.excluded.heartbeat_at}
+        )
+    )
+
+
+async def forget_worker(session: Connection, *, worker_id: str) -> None:
+    """A worker that stopped cleanly (its jobs handed back) leaves the table."""
+    await session.execute(delete(workers_table).where(workers_table.c.id == worker_id))
+
+
+async def recover_lost(
+    session: Connection, *, now: datetime, silent_since: datetime, max_crashes: int
+) -> int:
+    """Requeue running jobs whose worker died: its heartbeat is older than
+    `silent_since`, or (a worker that never beat) their lease expired. Each such loss
+    counts against the job: one lost `max_crashes` times fails. Workers silent for a
+    day are forgotten."""
+    silent = select(workers_table.c.id).where(workers_table.c.heartbeat_at < silent_since)
+    lost = or_(jobs_table.c.lease_expires_at < now, jobs_table.c.lease_owner.in_(silent))
     result = await session.execute(
         update(jobs_table)
-        .where(text(RUNNING_SQL), jobs_table.c.lease_expires_at < now)
-        .values(status=QUEUED, lease_owner=None, lease_expires_at=None)  # due at once
+        .where(text(RUNNING_SQL), lost)
+        # Due again at once: its run_at is when it was first due.
+        .values(
+            _crash_outcome(max_crashes, "its worker stopped while running it", jobs_table.c.run_at)
+        )
+        .returning(*_FINISHED_COLUMNS),
+        {"now": now},
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    rows = result.all()
+    await _queue_callbacks(session, rows)
+    await session.execute(
+        delete(workers_table).where(workers_table.c.heartbeat_at < now - FORGET_WORKERS_AFTER)
+    )
+    return len(rows)
+
+
+async def record_crash(
+    session: Connection,
+    *,
+    job_id: str,
+    worker_id: str,
+    error: str,
+    max_crashes: int,
+    now: datetime,
+    retry_at: datetime,
+) -> str | None:
+    """The worker running `job_id` crashed on it outside any step: count it, and fail the
+    job at `max_crashes`; the job's new status (None if this worker no longer held it)."""
+    result = await session.execute(
+        update(jobs_table)
+        .where(
+            jobs_table.c.id == job_id,
+            jobs_table.c.lease_owner == worker_id,
+            text(RUNNING_SQL),
+        )
+        .values(_crash_outcome(max_crashes, error, retry_at))
+        .returning(*_FINISHED_COLUMNS),
+        {"now": now},
+    )
+    rows = result.all()
+    await _queue_callbacks(session, rows)
+    return rows[0].status if rows else None
+
+
+_FINISHED_COLUMNS = (
+    jobs_table.c.id,
+    jobs_table.c.user_id,
+    jobs_table.c.workflow_id,
+    jobs_table.c.status,
+    jobs_table.c.error,
+    jobs_table.c.callback_url,
+)
+
+
+async def _queue_callbacks(session: Connection, rows: Any) -> None:
+    for row in rows:
+        if row.status == FAILED and row.callback_url:
+            await callbacks.enqueue(
+                session,
+                job_id=row.id,
+                user_id=row.user_id,
+                workflow_id=row.workflow_id,
+                status=FAILED,
+                result=None,
+                error=row.error,
+                url=row.callback_url,
+            )
 
 
 VACUUM_AFTER_DEAD_ROWS = 5_000

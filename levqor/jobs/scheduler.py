@@ -98,18 +98,52 @@ class Scheduler:
             self._leadership = None
 
     async def tick(self, now: datetime) -> list[str]:
-        """Fire what is due at `now`; the ids of the jobs this scheduler started."""
-        started = [
-            job_id for wf in await self._scheduled() if (job_id := await self._fire(wf, now))
-        ]
-        await exports.build_pending(self.runtime.db, settings=self.runtime.settings)
-        upkeep_every = timedelta(seconds=self.runtime.settings.upkeep_interval_s)
-        if self.last_upkeep is None or now - self.last_upkeep >= upkeep_every:
-            await self.upkeep(now)
-            self.last_upkeep = now
+        """Fire what is due at `now`; the ids of the jobs this scheduler started.
+
+        Each part stands alone: one workflow whose fire fails is counted against that
+        workflow (and paused after several in a row), never stops the others, the export
+        builds or the upkeep."""
+        started = []
+        for scheduled in await self._scheduled():
+            try:
+                job_id = await self._fire(scheduled, now)
+            except Exception as exc:
+                await self._fire_failed(scheduled, exc)
+                continue
+            if job_id:
+                started.append(job_id)
         if started:
             self.runtime.job_wakeup.set()
+        try:
+            await exports.build_pending(self.runtime.db, settings=self.runtime.settings)
+        except Exception:
+            log.exception("exports_build_failed")
+        upkeep_every = timedelta(seconds=self.runtime.settings.upkeep_interval_s)
+        if self.last_upkeep is None or now - self.last_upkeep >= upkeep_every:
+            self.last_upkeep = now  # a failing upkeep waits its interval, like a good one
+            try:
+                await self.upkeep(now)
+            except Exception:
+                log.exception("upkeep_failed")
         return started
+
+    async def _fire_failed(self, scheduled: ScheduledWorkflow, exc: Exception) -> None:
+        workflow_id = scheduled.workflow_id
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        log.exception("schedule_fire_failed", workflow_id=workflow_id, error=reason)
+        try:
+            async with self.runtime.db.session(write=True) as session, session.begin():
+                paused = await workflows_service.schedule_failed(
+                    session,
+                    workflow_id=workflow_id,
+                    reason=reason,
+                    pause_after=self.runtime.settings.schedule_pause_after_failures,
+                )
+        except Exception:  # the database is away: the next tick tries again
+            log.exception("schedule_failure_not_recorded", workflow_id=workflow_id)
+            return
+        if paused:
+            log.warning("schedule_paused", workflow_id=workflow_id, user_id=scheduled.user_id)
 
     async def _scheduled(self) -> list[ScheduledWorkflow]:
         async with self.runtime.db.session(write=False) as session:
@@ -123,6 +157,8 @@ class Scheduler:
         async with self.runtime.db.session(write=True) as session, session.begin():
             if not await _claim_fire(session, workflow_id, fire_at):
                 return None  # fired already, by us or another scheduler
+            if scheduled.failures:
+                await workflows_service.schedule_fired(session, workflow_id=workflow_id)
             return await self._start(session, workflow_id, scheduled.user_id, fire_at)
 
     async def _start(

@@ -7,13 +7,15 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
 
+from levqor.jsonvalues import StorableJson
+
 Priority = Literal["low", "normal", "high"]
 
 
 class RunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input: Any = Field(default_factory=dict)
+    input: StorableJson = Field(default_factory=dict)
     priority: Priority = "normal"
     run_at: AwareDatetime | None = None
     callback_url: HttpUrl | None = None
@@ -23,7 +25,7 @@ class IntakeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workflow: str
-    payload: Any = Field(default_factory=dict)
+    payload: StorableJson = Field(default_factory=dict)
     priority: Priority = "normal"
     callback_url: HttpUrl | None = None
 

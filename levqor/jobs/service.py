@@ -100,6 +100,7 @@ def new_job(
         "priority": PRIORITIES[priority],
         "input": input,
         "attempts": 0,
+        "crashes": 0,
         "run_at": run_at or now,
         "callback_url": callback_url,
         "created_at": now,

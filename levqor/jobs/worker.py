@@ -29,11 +29,14 @@ from levqor.jobs import callbacks, listener, queue
 from levqor.jobs.executor import Executor
 from levqor.jobs.models import RUNNING, WAITING_STATES, CallbackDelivery, Job
 from levqor.jobs.queue import Claimed
+from levqor.jobs.retry import backoff_s
 from levqor.logging import get_logger
 from levqor.runtime import Runtime
+from levqor.workflows.definition import Retry
 
 log = get_logger("levqor.worker")
 VACUUM_CHECK_S = 0.5
+CRASH_BACKOFF = Retry(backoff_s=5, max_backoff_s=300)
 
 
 class Worker:
@@ -50,6 +53,7 @@ class Worker:
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = timedelta(seconds=settings.job_lease_s)
+        self.heartbeat_s = settings.worker_heartbeat_s
         self.poll_interval_s = settings.worker_poll_interval_s
         self.shutdown_timeout_s = settings.worker_shutdown_timeout_s
         self.http = http or safety.guarded_client(settings.allow_private_urls)
@@ -201,14 +205,39 @@ class Worker:
     async def _execute(self, job: Claimed) -> None:
         try:
             await self.executor.run(job)
-        except Exception:
+        except Exception as exc:
             log.exception("job_crashed", job_id=job.id)
+            await self._crashed(job, exc)
         finally:
             self.running.pop(job.id, None)
             if job.callback_url:
                 self.deliveries_due = True
             if self.deliveries_due or self.concurrency - len(self.running) >= self.claim_batch:
                 self.wake.set()
+
+    async def _crashed(self, job: Claimed, exc: Exception) -> None:
+        """Count a crash outside any step against the job, so one that crashes every
+        time (a poison job) fails after `job_max_crashes` instead of holding a slot of
+        its user for ever. If even that write fails (the database is away), the lease
+        expires and `recover_lost` counts it instead."""
+        crashes = job.crashes + 1
+        retry_at = utcnow() + timedelta(seconds=backoff_s(crashes, CRASH_BACKOFF))
+        try:
+            async with self.runtime.db.session(write=True) as session, session.begin():
+                status = await queue.record_crash(
+                    session,
+                    job_id=job.id,
+                    worker_id=self.worker_id,
+                    error=f"internal error: {type(exc).__name__}",
+                    max_crashes=self.runtime.settings.job_max_crashes,
+                    now=utcnow(),
+                    retry_at=retry_at,
+                )
+        except Exception:
+            log.exception("job_crash_not_recorded", job_id=job.id)
+            return
+        log.warning("job_crash_recorded", job_id=job.id, crashes=crashes, status=status)
+        self._released()
 
     def _released(self) -> None:
         """Final states committed: those jobs no longer count against per-user limits.
@@ -227,13 +256,12 @@ class Worker:
             waiter.cancel()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        interval = self.lease.total_seconds() / 3
         while not stop.is_set():
             try:
                 await self._upkeep()
             except Exception:  # the database is away; the next beat tries again
                 log.exception("heartbeat_failed")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.heartbeat_s)
 
     async def _vacuum(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -246,13 +274,26 @@ class Worker:
                 log.exception("vacuum_failed")
 
     async def _upkeep(self) -> None:
-        """Renew this worker's leases and requeue the jobs of workers that died."""
+        """Beat, renew this worker's leases and requeue the jobs of workers that died
+        (silent for two beats and a half: a beat may be late, not twice)."""
+        now = utcnow()
         async with self.runtime.db.session(write=True) as session, session.begin():
+            await queue.beat(
+                session,
+                worker_id=self.worker_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                concurrency=self.concurrency,
+                now=now,
+            )
             if self.running:
-                await queue.heartbeat(
-                    session, worker_id=self.worker_id, lease=self.lease, now=utcnow()
-                )
-            recovered = await queue.recover_expired(session, now=utcnow())
+                await queue.heartbeat(session, worker_id=self.worker_id, lease=self.lease, now=now)
+            recovered = await queue.recover_lost(
+                session,
+                now=now,
+                silent_since=now - timedelta(seconds=self.heartbeat_s * 2.5),
+                max_crashes=self.runtime.settings.job_max_crashes,
+            )
         if recovered:
             log.warning("jobs_recovered", jobs=recovered)
             self.wake.set()
@@ -278,7 +319,9 @@ class Worker:
         await self.settle(timeout_s=self.shutdown_timeout_s)
         async with self.runtime.db.session(write=True) as session, session.begin():
             handed_back = await queue.release(session, worker_id=self.worker_id, now=utcnow())
+            await queue.forget_worker(session, worker_id=self.worker_id)
         if handed_back:
             log.info("worker_handed_back", jobs=handed_back)
         await self.http.aclose()
+        self.executor.close()
         log.info("worker_stopped", worker=self.worker_id)

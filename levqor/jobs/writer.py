@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
 from levqor.db.engine import Database
 from levqor.jobs import queue
 from levqor.jobs.queue import JobWrite
@@ -54,21 +56,55 @@ class JobWriter:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
-                # One statement on PostgreSQL, unless a finished job's callback must be
-                # queued with it, atomically.
-                atomic = any(write.callback for write, _ in batch)
-                writing = self.db.transaction() if atomic else self.db.one_statement()
-                async with writing as connection:
-                    owned = await queue.write_batch(
-                        connection, worker_id=self.worker_id, writes=[write for write, _ in batch]
-                    )
-            except Exception as exc:  # the database is down: each job's task hears of it
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                owned = await self._commit(batch)
+            except Exception as exc:
+                if len(batch) == 1 or _database_away(exc):
+                    _fail(batch, exc)  # each job's task hears of it
+                else:
+                    # One job's bad write must not fail the others' (another user's,
+                    # perhaps): each alone, so only the bad one hears of it.
+                    await self._one_by_one(batch)
                 continue
-            for write, future in batch:
-                if not future.done():
-                    future.set_result(write.job_id in owned)
-            if any(write.state for write, _ in batch):
-                self.on_release()
+            self._settle(batch, owned)
+
+    async def _one_by_one(self, batch: list[tuple[JobWrite, asyncio.Future[bool]]]) -> None:
+        for pair in batch:
+            try:
+                owned = await self._commit([pair])
+            except Exception as exc:
+                _fail([pair], exc)
+                continue
+            self._settle([pair], owned)
+
+    async def _commit(self, batch: list[tuple[JobWrite, asyncio.Future[bool]]]) -> set[str]:
+        # One statement on PostgreSQL, unless a finished job's callback must be queued
+        # with it, atomically.
+        atomic = any(write.callback for write, _ in batch)
+        writing = self.db.transaction() if atomic else self.db.one_statement()
+        async with writing as connection:
+            return await queue.write_batch(
+                connection, worker_id=self.worker_id, writes=[write for write, _ in batch]
+            )
+
+    def _settle(self, batch: list[tuple[JobWrite, asyncio.Future[bool]]], owned: set[str]) -> None:
+        for write, future in batch:
+            if not future.done():
+                future.set_result(write.job_id in owned)
+        if any(write.state for write, _ in batch):
+            self.on_release()
+
+
+def _fail(batch: list[tuple[JobWrite, asyncio.Future[bool]]], exc: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
+
+
+def _database_away(exc: Exception) -> bool:
+    """The database cannot be reached (every write would fail alike), as opposed to one
+    write it refused."""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    )

@@ -17,6 +17,7 @@ from levqor.workflows.schemas import (
     PlanIn,
     PlanRead,
     RollbackIn,
+    ScheduleRead,
     VersionRead,
     WorkflowIn,
     WorkflowRead,
@@ -32,6 +33,13 @@ def _read(state: WorkflowState, runtime: Runtime) -> WorkflowRead:
     if workflow.trigger_type == "webhook":
         token = service.webhook_token(workflow, runtime.cipher)
         webhook_url = f"{runtime.settings.public_url}/hooks/{workflow.id}/{token}"
+    schedule = None
+    if workflow.trigger_type == "schedule":
+        schedule = ScheduleRead(
+            paused=workflow.schedule_paused_reason is not None,
+            paused_reason=workflow.schedule_paused_reason,
+            failures_in_a_row=workflow.schedule_failures,
+        )
     return WorkflowRead(
         id=workflow.id,
         name=workflow.name,
@@ -39,6 +47,7 @@ def _read(state: WorkflowState, runtime: Runtime) -> WorkflowRead:
         trigger=workflow.trigger_type,
         definition=state.current.definition,
         webhook_url=webhook_url,
+        schedule=schedule,
         created_at=workflow.created_at,
         updated_at=workflow.updated_at,
     )

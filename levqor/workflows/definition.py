@@ -10,14 +10,38 @@ from __future__ import annotations
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from levqor import errors
 from levqor.connectors import registry
+from levqor.db.base import utcnow
 from levqor.workflows import templates
 
 STEP_ID = r"^[a-z_][a-z0-9_]{0,63}$"
+CRON_ALIASES = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
+# Leap days (29 February) fire every four years, eight across a skipped leap year.
+CRON_MAX_YEARS_BETWEEN_FIRES = 8
+
+
+def cron_problem(cron: str) -> str | None:
+    """Why `cron` may not schedule a workflow, or None: the five standard fields (no
+    seconds field: one run a minute is the most a schedule fires), or an alias, and it
+    must fire at all (`0 0 30 2 *` never does)."""
+    text = cron.strip()
+    if len(text) > 100:
+        return "a cron expression has at most 100 characters"
+    if text.startswith("@"):
+        return None if text in CRON_ALIASES else f"'{cron}' is not a cron alias we know"
+    if len(text.split()) != 5 or not croniter.is_valid(text):
+        return f"'{cron}' is not a cron expression of five fields (minute hour day month weekday)"
+    try:
+        croniter(text, utcnow(), max_years_between_matches=CRON_MAX_YEARS_BETWEEN_FIRES).get_next()
+    except CroniterBadDateError:
+        return f"'{cron}' never fires"
+    return None
 
 
 class InvalidDefinition(errors.InvalidRequest):
@@ -37,8 +61,10 @@ class Trigger(BaseModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, cron: str | None) -> str | None:
-        if cron is not None and not croniter.is_valid(cron):
-            raise ValueError(f"'{cron}' is not a valid cron expression")
+        if cron is not None:
+            found = cron_problem(cron)
+            if found:
+                raise ValueError(found)
         return cron
 
     @field_validator("timezone")

@@ -23,6 +23,10 @@ class Workflow(Base):
     # The hash finds and checks a webhook call; the encrypted copy shows the URL again.
     webhook_token_hash: Mapped[str] = mapped_column(String(64))
     webhook_token_encrypted: Mapped[str] = mapped_column(Text, info=ENCRYPTED)
+    # A schedule whose fires keep failing stops (the reason says why) until the next
+    # version is saved; the count is of failures in a row.
+    schedule_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    schedule_paused_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -16,6 +16,14 @@ class WorkflowIn(BaseModel):
     definition: WorkflowDefinition
 
 
+class ScheduleRead(BaseModel):
+    """A schedule's health: it pauses after failing several fires in a row."""
+
+    paused: bool
+    paused_reason: str | None = Field(None, description="Why; saving a new version resumes.")
+    failures_in_a_row: int
+
+
 class WorkflowRead(BaseModel):
     id: str
     name: str
@@ -23,6 +31,7 @@ class WorkflowRead(BaseModel):
     trigger: str
     definition: dict[str, Any]
     webhook_url: str | None = Field(None, description="Set when the trigger is a webhook.")
+    schedule: ScheduleRead | None = Field(None, description="Set when the trigger is a schedule.")
     created_at: datetime
     updated_at: datetime
 
@@ -37,7 +46,7 @@ class VersionRead(BaseModel):
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
 
 
 class PlanIn(BaseModel):

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from cryptography.fernet import MultiFernet
 from sqlalchemy import select
+from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
@@ -108,11 +109,18 @@ async def update(
         workflow_id=workflow.id, version=(newest or 0) + 1, definition=definition.dump()
     )
     session.add(version)
-    workflow.current_version = version.version
-    workflow.name = definition.name
-    workflow.trigger_type = definition.trigger.type
+    _make_current(workflow, version.version, definition)
     await session.flush()
     return WorkflowState(workflow, version)
+
+
+def _make_current(workflow: Workflow, version: int, definition: WorkflowDefinition) -> None:
+    """A new current version also starts its schedule afresh (a paused one resumes)."""
+    workflow.current_version = version
+    workflow.name = definition.name
+    workflow.trigger_type = definition.trigger.type
+    workflow.schedule_failures = 0
+    workflow.schedule_paused_reason = None
 
 
 async def list_versions(
@@ -134,9 +142,7 @@ async def rollback(
     workflow = await get(session, user=user, workflow_id=workflow_id, for_update=True)
     target = await _version(session, workflow, version)
     definition = WorkflowDefinition.model_validate(target.definition)
-    workflow.current_version = target.version
-    workflow.name = definition.name
-    workflow.trigger_type = definition.trigger.type
+    _make_current(workflow, target.version, definition)
     await session.flush()
     return WorkflowState(workflow, target)
 
@@ -197,20 +203,29 @@ class ScheduledWorkflow:
     cron: str
     timezone: str
     since: datetime  # the current version's creation
+    failures: int = 0  # fires failed in a row
 
 
 async def list_scheduled(session: AsyncSession) -> list[ScheduledWorkflow]:
     """Every live workflow whose current version has a schedule trigger."""
     rows = await session.execute(
         select(
-            Workflow.id, Workflow.user_id, WorkflowVersion.definition, WorkflowVersion.created_at
+            Workflow.id,
+            Workflow.user_id,
+            WorkflowVersion.definition,
+            WorkflowVersion.created_at,
+            Workflow.schedule_failures,
         )
         .join(
             WorkflowVersion,
             (WorkflowVersion.workflow_id == Workflow.id)
             & (WorkflowVersion.version == Workflow.current_version),
         )
-        .where(Workflow.trigger_type == "schedule", Workflow.deleted_at.is_(None))
+        .where(
+            Workflow.trigger_type == "schedule",
+            Workflow.deleted_at.is_(None),
+            Workflow.schedule_paused_reason.is_(None),
+        )
     )
     return [
         ScheduledWorkflow(
@@ -219,6 +234,33 @@ async def list_scheduled(session: AsyncSession) -> list[ScheduledWorkflow]:
             definition["trigger"]["cron"],
             definition["trigger"].get("timezone", "UTC"),
             since,
+            failures,
         )
-        for workflow_id, user_id, definition, since in rows
+        for workflow_id, user_id, definition, since, failures in rows
     ]
+
+
+async def schedule_failed(
+    session: AsyncSession, *, workflow_id: str, reason: str, pause_after: int
+) -> bool:
+    """Count a failed fire of the workflow's schedule; past `pause_after` in a row the
+    schedule pauses with `reason` until a new version is saved. Whether it paused."""
+    workflow = await session.get(Workflow, workflow_id, with_for_update=True)
+    if workflow is None:
+        return False
+    workflow.schedule_failures += 1
+    if workflow.schedule_failures >= pause_after:
+        workflow.schedule_paused_reason = (
+            f"paused after {workflow.schedule_failures} failed fires in a row; the last: {reason}"
+        )[:1000]
+    await session.flush()
+    return workflow.schedule_paused_reason is not None
+
+
+async def schedule_fired(session: AsyncSession, *, workflow_id: str) -> None:
+    """A fire went through: the count of failures in a row starts again."""
+    await session.execute(
+        sql_update(Workflow)
+        .where(Workflow.id == workflow_id)
+        .values(schedule_failures=0, updated_at=Workflow.updated_at)  # not a user's edit
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text, update
@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text, update
 from levqor.accounts.models import User
 from levqor.db.base import utcnow
 from levqor.jobs import queue
-from levqor.jobs.models import CANCELLED, RUNNING, Job, JobStep
+from levqor.jobs.models import CANCELLED, FAILED, RUNNING, Job, JobStep
 from levqor.runtime import Runtime
 from levqor.workflows.models import Workflow, WorkflowVersion
 
@@ -165,9 +165,32 @@ async def test_a_dead_workers_jobs_are_requeued_once_the_lease_runs_out(
     await seed(runtime, users=1, jobs_each=2)
     await claim_as(runtime, "dead", 2)
     async with runtime.db.transaction() as connection:
-        assert await queue.recover_expired(connection, now=utcnow()) == 0  # leases still good
-        assert await queue.recover_expired(connection, now=utcnow() + LEASE * 2) == 2
+        assert await recover(connection, now=utcnow()) == 0  # leases still good
+        assert await recover(connection, now=utcnow() + LEASE * 2) == 2
     assert len(await claim_as(runtime, "survivor", 10)) == 2
+
+
+async def recover(connection: queue.Connection, *, now: datetime, max_crashes: int = 5) -> int:
+    return await queue.recover_lost(
+        connection, now=now, silent_since=now - LEASE, max_crashes=max_crashes
+    )
+
+
+async def test_a_job_lost_again_and_again_fails_into_the_dead_letters(runtime: Runtime) -> None:
+    await seed(runtime, users=1, jobs_each=1)
+    for lost in range(1, 4):
+        assert len(await claim_as(runtime, f"dies-{lost}", 1)) == 1
+        async with runtime.db.transaction() as connection:
+            assert await recover(connection, now=utcnow() + LEASE * 2, max_crashes=3) == 1
+        async with runtime.db.read() as session:
+            job = await session.scalar(select(Job))
+        assert job is not None
+        assert job.crashes == lost
+    assert job is not None
+    assert (job.status, job.lease_owner) == (FAILED, None)
+    assert job.error == "its worker stopped while running it (3 times; given up)"
+    assert job.finished_at is not None
+    assert await claim_as(runtime, "survivor", 10) == []
 
 
 async def test_the_jobs_table_is_vacuumed_when_autovacuum_is_off(runtime: Runtime) -> None:
@@ -212,3 +235,42 @@ async def test_a_table_analyzed_empty_is_analyzed_again_once_refilled(runtime: R
         )
     assert analyzed
     assert estimate == 300
+
+
+async def test_a_silent_workers_jobs_are_requeued_before_their_lease_runs_out(
+    runtime: Runtime,
+) -> None:
+    await seed(runtime, users=1, jobs_each=3)
+    now = utcnow()
+    async with runtime.db.transaction() as connection:
+        for worker, beat_at in (("silent", now - timedelta(seconds=6)), ("alive", now)):
+            await queue.beat(
+                connection, worker_id=worker, host="h", pid=1, concurrency=2, now=beat_at
+            )
+    await claim_as(runtime, "silent", 2)
+    await claim_as(runtime, "alive", 1)
+    silent_since = now - timedelta(seconds=5)
+    async with runtime.db.transaction() as connection:
+        recovered = await queue.recover_lost(
+            connection, now=utcnow(), silent_since=silent_since, max_crashes=5
+        )
+    assert recovered == 2  # the silent worker's two; the live one keeps its job
+    async with runtime.db.read() as session:
+        owners = Counter(job.lease_owner for job in await session.scalars(select(Job)))
+    assert owners == {None: 2, "alive": 1}
+
+
+async def test_a_dead_workers_jobs_keep_counting_against_the_user_until_requeued(
+    runtime: Runtime,
+) -> None:
+    """The per-user limit holds while a dead worker's jobs wait for recovery: they count
+    even once their leases ran out, so the user never runs more than the limit."""
+    await seed(runtime, users=1, jobs_each=6)
+    assert len(await claim_as(runtime, "dead", 10, per_user=3)) == 3
+    async with runtime.db.write() as session, session.begin():
+        await session.execute(update(Job).values(lease_expires_at=utcnow() - LEASE))
+    assert await claim_as(runtime, "next", 10, per_user=3) == []
+    async with runtime.db.transaction() as connection:
+        assert await recover(connection, now=utcnow()) == 3
+    assert len(await claim_as(runtime, "next", 10, per_user=3)) == 3
+    assert await running_per_user(runtime) == [3]

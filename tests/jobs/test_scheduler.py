@@ -15,6 +15,7 @@ from levqor.db.base import utcnow
 from levqor.jobs.models import Job, ScheduleFire
 from levqor.jobs.scheduler import Scheduler, latest_fire
 from levqor.runtime import Runtime
+from levqor.workflows.models import WorkflowVersion
 
 
 async def scheduled(client: httpx.AsyncClient, account: Any, cron: str, tz: str = "UTC") -> str:
@@ -159,3 +160,63 @@ async def test_one_scheduler_leads_and_another_takes_over_when_it_goes(
     finally:
         await first._resign()
         await second._resign()
+
+
+async def test_a_broken_schedule_stops_only_itself_and_pauses(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, settings: Any
+) -> None:
+    """A cron saved before it was refused at the door (`0 0 30 2 *` never fires, so every
+    tick's fire-time lookup raises) counts against its own workflow only."""
+    account, neighbour = await signup(), await signup()
+    broken = await scheduled(client, account, "0 9 * * 1")
+    async with runtime.db.write() as session, session.begin():
+        version = await session.scalar(
+            select(WorkflowVersion).where(WorkflowVersion.workflow_id == broken)
+        )
+        assert version is not None
+        version.definition = {
+            **version.definition,
+            "trigger": {"type": "schedule", "cron": "0 0 30 2 *", "timezone": "UTC"},
+        }
+    healthy = await scheduled(client, neighbour, "* * * * *")
+    pause_after = settings.schedule_pause_after_failures
+    minute = (utcnow() + timedelta(minutes=1)).replace(second=1, microsecond=0)
+    for tick in range(pause_after + 1):
+        started = await Scheduler(runtime).tick(minute + timedelta(minutes=tick))
+        assert len(started) == 1  # the neighbour's schedule fires every minute regardless
+
+    async with runtime.db.read() as session:
+        workflows = [job.workflow_id for job in await session.scalars(select(Job))]
+    assert workflows == [healthy] * (pause_after + 1)
+    read = (await client.get(f"/api/v1/workflows/{broken}", headers=account.headers)).json()
+    assert read["schedule"]["paused"] is True
+    assert read["schedule"]["failures_in_a_row"] == pause_after
+    assert "CroniterBadDateError" in read["schedule"]["paused_reason"]
+    assert (await client.get(f"/api/v1/workflows/{healthy}", headers=neighbour.headers)).json()[
+        "schedule"
+    ] == {"paused": False, "paused_reason": None, "failures_in_a_row": 0}
+
+    # Saving a version that fires resumes the schedule.
+    fixed = {**read["definition"], "trigger": {"type": "schedule", "cron": "* * * * *"}}
+    resumed = await client.put(
+        f"/api/v1/workflows/{broken}", json={"definition": fixed}, headers=account.headers
+    )
+    assert resumed.json()["schedule"]["paused"] is False
+    later = minute + timedelta(minutes=pause_after + 2)
+    assert len(await Scheduler(runtime).tick(later)) == 2
+
+
+async def test_a_cron_that_never_fires_is_refused_at_save(
+    client: httpx.AsyncClient, signup: Any
+) -> None:
+    account = await signup()
+    definition = {
+        "name": "never",
+        "trigger": {"type": "schedule", "cron": "0 0 30 2 *"},
+        "steps": [{"id": "a", "connector": "transform", "params": {}}],
+    }
+    response = await client.post(
+        "/api/v1/workflows", json={"definition": definition}, headers=account.headers
+    )
+    assert response.status_code == 422
+    assert "never fires" in response.text

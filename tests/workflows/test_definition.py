@@ -100,7 +100,11 @@ def test_unsafe_templates_in_params_and_if() -> None:
     ("trigger", "message"),
     [
         ({"type": "schedule"}, "needs 'cron'"),
-        ({"type": "schedule", "cron": "every monday"}, "not a valid cron"),
+        ({"type": "schedule", "cron": "every monday"}, "not a cron expression of five fields"),
+        ({"type": "schedule", "cron": "* * * * * *"}, "not a cron expression of five fields"),
+        ({"type": "schedule", "cron": "0 0 30 2 *"}, "never fires"),
+        ({"type": "schedule", "cron": "0 0 31 4,6 *"}, "never fires"),
+        ({"type": "schedule", "cron": "@reboot"}, "not a cron alias"),
         (
             {"type": "schedule", "cron": "0 9 * * 1", "timezone": "Mars/Olympus"},
             "unknown time zone",
@@ -111,6 +115,12 @@ def test_unsafe_templates_in_params_and_if() -> None:
 def test_trigger_problems(trigger: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         definition({"id": "a", "connector": "transform", "params": {}}, trigger=trigger)
+
+
+@pytest.mark.parametrize("cron", ["0 9 * * 1", "*/5 * * * *", "0 0 29 2 *", "@daily", "0 0 L * *"])
+def test_schedules_that_fire_are_accepted(cron: str) -> None:
+    trigger = {"type": "schedule", "cron": cron}
+    assert definition({"id": "a", "connector": "transform"}, trigger=trigger).trigger.cron == cron
 
 
 @pytest.mark.parametrize("step_id", ["Has-Dash", "1starts_with_digit", "", "x" * 65])
