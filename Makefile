@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench fuzz clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy levqor tests bench
+
+# The fuzz suite at length (CI runs it with a few examples per operation).
+fuzz: install
+	LEVQOR_FUZZ_EXAMPLES=$${LEVQOR_FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -m fuzz tests/test_fuzz.py
 
 format: install
 	$(BIN)/ruff format .

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from levqor import __version__
+from levqor import __version__, openapi
 from levqor.accounts import api as accounts_api
 from levqor.billing import api as billing_api
 from levqor.compliance import api as compliance_api
@@ -55,6 +55,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.state.runtime = active
     register_error_handlers(app)
+    openapi.install(app)
     app.include_router(ops_api.router)
     app.include_router(accounts_api.auth_router)
     app.include_router(accounts_api.router)

@@ -141,3 +141,9 @@ def problem(
 
 def problem_for(error: LevqorError) -> dict[str, Any]:
     return problem(error.status, error.code, error.detail, **error.extra)
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that can answer these errors too (besides those every
+    route can); `levqor.openapi` gives each its problem+json schema and description."""
+    return {status: {} for status in statuses}

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from levqor.errors import PROBLEM_JSON, LevqorError, problem, problem_for
 
@@ -40,10 +41,31 @@ async def _levqor_error(_request: Request, exc: LevqorError) -> JSONResponse:
     return _answer(problem_for(exc), exc.headers)
 
 
-async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = HTTP_CODES.get(exc.status_code, "error" if exc.status_code < 500 else "internal_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return _answer(problem(exc.status_code, code, detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return _answer(problem(exc.status_code, code, detail), headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's own 405 names only the
+    first route's (GET /me and DELETE /me are two routes), so `Allow` lied."""
+    routes = request.app.router.routes
+    methods = {
+        method
+        for method in PROBED_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+               for route in routes)
+    }  # fmt: skip
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+PROBED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

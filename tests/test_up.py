@@ -16,10 +16,14 @@ from tests.peers import free_port
 
 
 class UpProcess:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **settings: str) -> None:
         self.port = free_port()
+        self.data_dir = data_dir
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(data_dir.parent / f"up-{self.port}.log", "w+")  # noqa: SIM115
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_")}
         env["LEVQOR_LOG_JSON"] = "true"
+        env.update({f"LEVQOR_{name.upper()}": value for name, value in settings.items()})
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -31,7 +35,9 @@ class UpProcess:
                 "--data-dir",
                 str(data_dir),
             ],
-            stdout=subprocess.PIPE,
+            # A file, not a pipe: a busy server's log would fill a pipe nobody reads
+            # and block the server on its next write.
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             env=env,
             text=True,
@@ -46,7 +52,7 @@ class UpProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"levqor up exited: {self.process.stdout.read()}")  # type: ignore[union-attr]
+                raise AssertionError(f"levqor up exited: {self.read_log()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
                     return
@@ -56,9 +62,15 @@ class UpProcess:
 
     def stop(self) -> str:
         self.process.terminate()
-        out, _ = self.process.communicate(timeout=15)
-        self.output = out
-        return out
+        self.process.wait(timeout=15)
+        self.output = self.read_log()
+        self.log.close()
+        return self.output
+
+    def read_log(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
 
 
 def assert_a_workflow_runs(url: str, token: str) -> None:

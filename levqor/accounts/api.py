@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
+from levqor import errors
 from levqor.accounts import service, sessions
 from levqor.accounts.api_deps import AnonymousLimit, CurrentUser, OptionalUser, client_ip
 from levqor.accounts.kit import TokenPair
@@ -42,7 +43,7 @@ def _session_out(user: User, pair: TokenPair) -> SessionOut:
     )
 
 
-@auth_router.post("/signup", status_code=status.HTTP_201_CREATED)
+@auth_router.post("/signup", status_code=status.HTTP_201_CREATED, responses=errors.documented(409))
 async def signup(
     body: SignupIn, request: Request, session: SessionDep, runtime: RuntimeDep
 ) -> SessionOut:
@@ -58,7 +59,7 @@ async def signup(
     return _session_out(user, pair)
 
 
-@auth_router.post("/login")
+@auth_router.post("/login", responses=errors.documented(401))
 async def login(
     body: LoginIn, request: Request, response: Response, session: SessionDep, runtime: RuntimeDep
 ) -> SessionOut:
@@ -78,7 +79,7 @@ async def login(
     return _session_out(user, pair)
 
 
-@auth_router.post("/refresh")
+@auth_router.post("/refresh", responses=errors.documented(401))
 async def refresh(body: RefreshIn, session: SessionDep, runtime: RuntimeDep) -> TokensOut:
     pair = await sessions.refresh(session, kit=runtime.auth, refresh_token=body.refresh_token)
     return TokensOut(
@@ -86,7 +87,9 @@ async def refresh(body: RefreshIn, session: SessionDep, runtime: RuntimeDep) -> 
     )
 
 
-@auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@auth_router.post(
+    "/logout", status_code=status.HTTP_204_NO_CONTENT, responses=errors.documented(401)
+)
 async def logout(
     body: RefreshIn, session: SessionDep, runtime: RuntimeDep, principal: OptionalUser
 ) -> Response:

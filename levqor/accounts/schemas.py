@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from levqor.accounts.models import API_KEY_SCOPES
+from levqor.types import Email
 
 Scope = Literal["read", "write"]
 
@@ -15,11 +16,11 @@ Scope = Literal["read", "write"]
 class SignupIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(max_length=320)
+    email: Email
     password: str = Field(min_length=8, max_length=1024)
     name: str | None = Field(None, max_length=200)
     ref: str | None = Field(None, max_length=64, description="A partner's referral code.")
-    marketing_consent: bool = Field(
+    marketing_consent: StrictBool = Field(
         False, description="Agree to product news by e-mail (recorded with time and source)."
     )
 

@@ -14,6 +14,7 @@ from levqor.accounts.api_deps import (
     CurrentUserAutocommit,
 )
 from levqor.billing import events, plans, refunds, reports, service
+from levqor.billing.plans import FREE, PACKS, PLANS
 from levqor.deps import ReadSessionDep, RuntimeDep
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
@@ -56,10 +57,17 @@ async def list_plans(runtime: RuntimeDep) -> Catalogue:
 
 
 class CheckoutIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A plan to subscribe to, or a credit pack to buy: one of the two."""
 
-    plan: str | None = Field(None, max_length=32)
-    pack: str | None = Field(None, max_length=32)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["plan"]}, {"required": ["pack"]}]},
+    )
+
+    plan: str | None = Field(
+        None, json_schema_extra={"enum": [name for name in PLANS if name != FREE]}
+    )
+    pack: str | None = Field(None, json_schema_extra={"enum": list(PACKS)})
 
 
 class CheckoutOut(BaseModel):

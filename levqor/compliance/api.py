@@ -15,12 +15,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from levqor import errors
 from levqor.accounts.api_deps import AdminUser, CurrentUser, CurrentUserAutocommit
 from levqor.compliance import audit, exports, privacy, service
 from levqor.compliance.models import DataExport
 from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.runtime import Runtime
+from levqor.types import IsoDatetime
 from levqor.web.pages import templates
 
 router = APIRouter(include_in_schema=False)
@@ -79,7 +81,7 @@ async def audit_log(
     session: SessionDep,
     actor: str | None = Query(None, max_length=64),
     action: str | None = Query(None, max_length=64),
-    since: datetime | None = None,
+    since: IsoDatetime | None = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> list[AuditRead]:
     """The audit log, newest first, filtered by actor, action and time."""
@@ -154,14 +156,21 @@ async def export_status(
     return _export_read(export, runtime)
 
 
-@me_router.get("/exports/{export_id}/download", response_class=Response)
+@me_router.get(
+    "/exports/{export_id}/download",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "The export document."},
+        **errors.documented(403, 410),
+    },
+)
 async def download_export(
     export_id: str,
     request: Request,
     session: ReadSessionDep,
     runtime: RuntimeDep,
-    expires: int = Query(ge=0),
-    signature: str = Query(min_length=64, max_length=64),
+    expires: int = Query(ge=0, le=2**40),
+    signature: str = Query(pattern="^[0-9a-f]{64}$"),
 ) -> Response:
     """The export document, through the signed link (no login needed until it expires)."""
     found = await exports.fetch(

@@ -28,6 +28,7 @@ from levqor.jobs.schemas import (
     StepRead,
 )
 from levqor.runtime import Runtime
+from levqor.types import CURSOR_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 hooks_router = APIRouter(tags=["triggers"])
@@ -125,7 +126,7 @@ async def list_jobs(
     status_filter: Annotated[Status, Query(alias="status")] = None,
     workflow_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> JobPage:
     jobs, next_cursor = await service.list_for_user(
         session,
@@ -240,5 +241,12 @@ async def job_callbacks(
 
 
 @router.get("/dead-letters")
-async def dead_letters(principal: CurrentUser, session: SessionDep) -> list[JobRead]:
-    return [_read(job) for job in await service.dead_letters(session, user=principal.user)]
+async def dead_letters(
+    principal: CurrentUser,
+    session: SessionDep,
+    workflow_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+) -> JobPage:
+    """The dead-letter queue: failed jobs, newest first, paged like `GET /jobs`."""
+    return await list_jobs(principal, session, "failed", workflow_id, limit, cursor)

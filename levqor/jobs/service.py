@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import errors
+from levqor import errors, types
 from levqor.accounts.models import User
 from levqor.billing import service as billing
 from levqor.db.base import new_id, utcnow
@@ -151,7 +150,7 @@ async def list_for_user(
     if workflow_id is not None:
         query = query.where(Job.workflow_id == workflow_id)
     if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
+        created_at, last_id = types.decode_cursor(cursor)
         query = query.where(
             or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < last_id))
         )
@@ -159,19 +158,7 @@ async def list_for_user(
         await session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
     )
     page, more = rows[:limit], len(rows) > limit
-    return page, encode_cursor(page[-1]) if more else None
-
-
-def encode_cursor(job: Job) -> str:
-    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created_at, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created_at), job_id
-    except ValueError as exc:
-        raise errors.InvalidRequest("Invalid cursor.", field="cursor") from exc
+    return page, types.encode_cursor(page[-1].created_at, page[-1].id) if more else None
 
 
 async def cancel(session: AsyncSession, *, user: User, job_id: str) -> Job:
@@ -217,16 +204,6 @@ async def _requeue(session: AsyncSession, job: Job) -> None:
     job.status, job.run_at, job.error, job.finished_at = QUEUED, utcnow(), None, None
     await session.flush()
     await queue.notify(session)
-
-
-async def dead_letters(session: AsyncSession, *, user: User, limit: int = 100) -> list[Job]:
-    rows = await session.scalars(
-        select(Job)
-        .where(Job.user_id == user.id, Job.status == FAILED)
-        .order_by(Job.finished_at.desc(), Job.id)
-        .limit(limit)
-    )
-    return list(rows)
 
 
 async def replay_failed(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from levqor import errors
 from levqor.accounts.api_deps import AdminUserAutocommit, AnonymousLimit, CurrentUser, client_ip
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.partners import service
@@ -21,7 +22,10 @@ class JoinIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     payout_account: str | None = Field(
-        None, max_length=64, description="Your Stripe Connect account id (acct_…) for payouts."
+        None,
+        max_length=64,
+        pattern=r"^acct_[A-Za-z0-9]{1,59}$",
+        description="Your Stripe Connect account id (acct_…) for payouts.",
     )
 
 
@@ -31,7 +35,7 @@ class PartnerOut(BaseModel):
     link: str
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors.documented(409))
 async def join(
     principal: CurrentUser, session: SessionDep, runtime: RuntimeDep, body: JoinIn | None = None
 ) -> PartnerOut:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from levqor import errors
 from levqor.connectors import registry
 from levqor.db.base import utcnow
+from levqor.jsonvalues import StorableJson
 from levqor.workflows import templates
 
 STEP_ID = r"^[a-z_][a-z0-9_]{0,63}$"
@@ -100,7 +101,7 @@ class Step(BaseModel):
     connector: str = Field(min_length=1, max_length=64)
     action: str | None = Field(None, max_length=64)
     credential: str | None = Field(None, pattern=r"^cred_[a-z0-9]+$")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, StorableJson] = Field(default_factory=dict)
     if_: str | None = Field(None, alias="if", max_length=4096)
     retry: Retry = Field(default_factory=Retry)
     timeout_s: float = Field(30, gt=0, le=3600)

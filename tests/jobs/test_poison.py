@@ -50,7 +50,7 @@ async def test_a_job_that_crashes_its_worker_fails_after_the_limit(
     final = await job(client, account, job_id)
     assert final["status"] == "failed"
     assert final["error"] == "internal error: ValidationError (2 times; given up)"
-    dead = (await client.get("/api/v1/dead-letters", headers=account.headers)).json()
+    dead = (await client.get("/api/v1/dead-letters", headers=account.headers)).json()["data"]
     assert [entry["job_id"] for entry in dead] == [job_id]
 
 

@@ -154,7 +154,7 @@ async def test_a_400_fails_at_once_into_the_dead_letters(
     assert detail["status"] == "failed"
     assert "HTTP 400" in detail["error"]
     assert len(http_peer.requests) == 1
-    dead = (await client.get("/api/v1/dead-letters", headers=account.headers)).json()
+    dead = (await client.get("/api/v1/dead-letters", headers=account.headers)).json()["data"]
     assert [item["job_id"] for item in dead] == [job_id]
 
 

@@ -50,7 +50,7 @@ async def test_joining_gives_a_code_and_link_once(client: httpx.AsyncClient, sig
     bad = await client.post(
         "/api/v1/partners", headers=stranger.headers, json={"payout_account": "iban:DE00"}
     )
-    assert_problem(bad, 400, "invalid_request")
+    assert_problem(bad, 422, "invalid_request")
 
 
 async def test_the_link_counts_a_visitor_once_a_day_and_the_cookie_attributes_the_signup(
