@@ -95,6 +95,10 @@ class HttpPeer:
         host, port = self.server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
     def reply(
         self,
         status: int,

@@ -10,6 +10,7 @@ The engine validates a step's params against `Action.params` when a workflow is 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,15 @@ class StepContext:
     timeout_s: float
     llm: Any = None  # the operator's LlmServer (`LEVQOR_LLM_*`), when configured
     mail: MailPolicy | None = None  # what e-mail steps must respect for the run's owner
+    attempt_group: int = 0  # the job's replays: a retry from the dead letters starts anew
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every try of this step within an attempt group (a retry after a
+        timeout, a crashed worker's successor), so a service that honours it performs
+        the call once; a replay from the dead letters gets a new one."""
+        seed = f"{self.job_id}:{self.step_id}:{self.attempt_group}"
+        return "lvq_" + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ class DelayParams(BaseModel):
     seconds: float = Field(gt=0, le=30 * 24 * 3600)
 
 
+MAX_REDIRECTS = 5
+
+
 class HttpRequestParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -36,6 +39,14 @@ class HttpRequestParams(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     json_body: Any = Field(None, alias="json")
     timeout: float = Field(30, gt=0, le=300)
+    idempotency_key: bool = Field(
+        False,
+        description="Send `Idempotency-Key`, the same on every try of this step, for "
+        "services that perform a request once per key.",
+    )
+    follow_redirects: bool = Field(
+        False, description=f"Follow up to {MAX_REDIRECTS} redirects, each hop vetted like the URL."
+    )
 
 
 async def run_transform(
@@ -62,11 +73,15 @@ async def run_http_request(
     _action: str, params: dict[str, Any], _credential: Any, context: StepContext
 ) -> Any:
     request = HttpRequestParams.model_validate(params)
-    response = await http.send(
+    headers = dict(request.headers)
+    if request.idempotency_key:
+        headers["Idempotency-Key"] = context.idempotency_key
+    response = await http.send_following(
         context,
         request.method,
         request.url,
-        headers=request.headers,
+        max_redirects=MAX_REDIRECTS if request.follow_redirects else 0,
+        headers=headers,
         json=request.json_body,
         timeout_s=request.timeout,
     )
@@ -74,6 +89,7 @@ async def run_http_request(
         "status": response.status_code,
         "headers": dict(response.headers),
         "body": http.body(response),
+        "url": str(response.url),
     }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import email.policy
 import ssl
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from html import escape
 from typing import Any, Literal
 
@@ -92,19 +92,33 @@ async def run(
     batches = [[address] for address in recipients] if mail.marketing else [recipients]
     address = await policy.vet_host(smtp.host, smtp.port or PORTS[smtp.security])
     sent = [
-        await _send(_message(mail, smtp, batch, policy), smtp, batch, context, address)
-        for batch in batches
+        await _send(
+            _message(mail, smtp, batch, policy, _message_id(context, index, smtp)),
+            smtp,
+            batch,
+            context,
+            address,
+        )
+        for index, batch in enumerate(batches)
     ]
     return {"sent": len(recipients), "message_ids": sent, "suppressed": suppressed}
 
 
-def _message(mail: SendEmail, smtp: Smtp, batch: list[str], policy: MailPolicy) -> EmailMessage:
+def _message_id(context: StepContext, index: int, smtp: Smtp) -> str:
+    """The same on every try of the step: a retry after a lost answer sends a copy that
+    mail systems can recognise as one (and threads show once)."""
+    return f"<{context.idempotency_key}.{index}@{smtp.sender.rsplit('@', 1)[1]}>"
+
+
+def _message(
+    mail: SendEmail, smtp: Smtp, batch: list[str], policy: MailPolicy, message_id: str
+) -> EmailMessage:
     message = EmailMessage(policy=HEADERS_UNFOLDED)
     message["From"] = smtp.sender
     message["To"] = ", ".join(batch)
     message["Subject"] = mail.subject
     message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(domain=smtp.sender.rsplit("@", 1)[1])
+    message["Message-ID"] = message_id
     if mail.reply_to:
         message["Reply-To"] = mail.reply_to
     text, html = mail.text, mail.html

@@ -50,6 +50,44 @@ async def send(
     return response
 
 
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+async def send_following(
+    context: StepContext,
+    method: str,
+    url: str,
+    *,
+    max_redirects: int,
+    headers: dict[str, str],
+    **options: Any,
+) -> httpx.Response:
+    """`send`, following up to `max_redirects` redirects by hand: each hop is a new
+    request through the guarded client, so the SSRF guard vets every address it goes
+    to. As browsers do, 303 (and 301/302 after a POST) continue as a GET without a
+    body, and credentials are not carried to another host."""
+    response = await send(context, method, url, check=False, headers=headers, **options)
+    for _ in range(max_redirects):
+        location = response.headers.get("location")
+        if response.status_code not in REDIRECTS or not location:
+            break
+        target = response.url.join(location)
+        if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+            method, options = "GET", {k: v for k, v in options.items() if k not in BODY}
+        if target.host != response.url.host:
+            headers = {k: v for k, v in headers.items() if k.lower() not in SENSITIVE_HEADERS}
+        response = await send(context, method, str(target), check=False, headers=headers, **options)
+    else:
+        if max_redirects and response.status_code in REDIRECTS:
+            raise ConnectorError(f"more than {max_redirects} redirects")
+    raise_for_status(response)
+    return response
+
+
+BODY = frozenset({"json", "content", "data", "files"})
+
+
 def raise_for_status(response: httpx.Response, detail: str | None = None) -> None:
     """Classify an HTTP answer: 2xx/3xx pass, 429 and 5xx retry, other 4xx fail."""
     status = response.status_code

@@ -2,7 +2,8 @@
 
 Credential: `secret_key` (`sk_…` or a restricted `rk_…`); `base_url` replaces
 `https://api.stripe.com`. Stripe's errors come as `{"error": {"type", "code",
-"message"}}`; 429 (rate limits, lock timeouts) is retried, with backoff.
+"message"}}`; 429 (rate limits, lock timeouts) is retried, with backoff. Every POST
+carries the step's idempotency key, so a retried step creates one payment link.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ async def run(
 async def _call(
     context: StepContext, method: str, url: str, headers: dict[str, str], **options: Any
 ) -> dict[str, Any]:
+    if method == "POST":  # Stripe performs a POST once per key, however often it is sent
+        headers = {**headers, "idempotency-key": context.idempotency_key}
     response = await http.send(context, method, url, check=False, headers=headers, **options)
     answer = http.body(response)
     error = answer.get("error", {}) if isinstance(answer, dict) else {}

@@ -8,7 +8,6 @@ the receiver can drop the duplicate.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import orjson
@@ -34,9 +33,8 @@ async def run(
 ) -> Any:
     request = Send.model_validate(params)
     body = orjson.dumps(request.payload).decode()
-    message_id = (
-        "msg_" + hashlib.sha256(f"{context.job_id}:{context.step_id}".encode()).hexdigest()[:24]
-    )
+    # The same on every try of the step (Standard Webhooks receivers dedupe on it).
+    message_id = "msg_" + context.idempotency_key.removeprefix("lvq_")[:24]
     now = utcnow()
     headers = {
         **request.headers,

@@ -198,6 +198,7 @@ class Executor:
             timeout_s=step.timeout_s,
             llm=self.llm,
             mail=self._mail_policy(job.user_id),
+            attempt_group=job.replays,
         )
         credential = await self._credential(job, step) if step.credential else None
         if step.connector == "llm":

@@ -62,6 +62,9 @@ class Job(Base):
     # Times a worker crashed on this job or died holding it (a poison job fails past
     # `job_max_crashes` instead of being tried for ever).
     crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Times the job was put back after failing for good (a retry from the dead letters):
+    # each is a new attempt group, whose steps send new idempotency keys.
+    replays: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # When a waiting job may run: its start, its next attempt, the end of a delay step.
     run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(64))

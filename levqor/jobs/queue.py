@@ -81,6 +81,7 @@ class Claimed:
     attempts: int
     callback_url: str | None = None
     crashes: int = 0
+    replays: int = 0
 
 
 async def claim(
@@ -183,6 +184,7 @@ def _claim_statement() -> Any:
             jobs.c.attempts,
             jobs.c.callback_url,
             jobs.c.crashes,
+            jobs.c.replays,
         )
     )
 

@@ -100,6 +100,7 @@ def new_job(
         "input": input,
         "attempts": 0,
         "crashes": 0,
+        "replays": 0,
         "run_at": run_at or now,
         "callback_url": callback_url,
         "created_at": now,
@@ -200,8 +201,12 @@ async def retry(session: AsyncSession, *, user: User, job_id: str) -> Job:
 
 
 async def _requeue(session: AsyncSession, job: Job) -> None:
+    """A replay is a new attempt group: its steps send new idempotency keys (the last
+    ones failed for good), and it gets a fresh allowance of crashes."""
     await queue.reset_failed_steps(session, job_id=job.id)
     job.status, job.run_at, job.error, job.finished_at = QUEUED, utcnow(), None, None
+    job.replays += 1
+    job.crashes = 0
     await session.flush()
     await queue.notify(session)
 

@@ -22,9 +22,13 @@ async def step_context(
 
 
 async def run_action(
-    connector: str, params: dict[str, Any], credential: dict[str, Any] | None, **context: str
+    connector: str,
+    params: dict[str, Any],
+    credential: dict[str, Any] | None,
+    action_name: str | None = None,
+    **context: str,
 ) -> Any:
     found = registry.get(connector)
-    action = registry.resolve(connector, None)
+    action = registry.resolve(connector, action_name)
     async with step_context(**context) as ctx:
         return await found.run(action.name, params, credential, ctx)
