@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench fuzz clean
+.PHONY: install run test lint format bench fuzz chaos soak clean
 
 install: $(STAMP)
 
@@ -29,6 +29,14 @@ lint: install
 # The fuzz suite at length (CI runs it with a few examples per operation).
 fuzz: install
 	LEVQOR_FUZZ_EXAMPLES=$${LEVQOR_FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -m fuzz tests/test_fuzz.py
+
+# The chaos suite at length: 1,000 runs while workers are killed.
+chaos: install
+	LEVQOR_CHAOS_RUNS=$${LEVQOR_CHAOS_RUNS:-1000} $(BIN)/pytest -q -m chaos tests/test_chaos.py
+
+# 30 minutes at half capacity on PostgreSQL: memory growth, p99 over time, database size.
+soak: install
+	$(BIN)/python bench/soak.py
 
 format: install
 	$(BIN)/ruff format .

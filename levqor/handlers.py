@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from levqor.db.engine import unavailable
 from levqor.errors import PROBLEM_JSON, LevqorError, problem, problem_for
 
 HTTP_CODES = {
@@ -29,6 +31,8 @@ HTTP_CODES = {
 
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LevqorError, _levqor_error)  # type: ignore[arg-type]
+    for database_error in (DBAPIError, ConnectionError, TimeoutError):
+        app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
 
@@ -39,6 +43,17 @@ def _answer(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSON
 
 async def _levqor_error(_request: Request, exc: LevqorError) -> JSONResponse:
     return _answer(problem_for(exc), exc.headers)
+
+
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    """The database is away (down, restarting): 503 and when to try again, not a 500."""
+    if not unavailable(exc):
+        raise exc  # a bug, not an outage: the catch-all answers 500
+    body = problem(503, "database_unavailable", "The database is not answering; try again.")
+    return _answer(body, {"Retry-After": str(RETRY_AFTER_OUTAGE_S)})
+
+
+RETRY_AFTER_OUTAGE_S = 2
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -81,6 +81,7 @@ class HttpPeer:
         self.script: collections.deque[tuple[int, object, dict[str, str]]] = collections.deque()
         self.default: tuple[int, object, dict[str, str]] = (200, {"ok": True}, {})
         self.hold: set[str] = set()
+        self.delay_s = 0.0  # a slow service: every answer waits this long
         # (method, path prefix) -> a fixed answer, after the script and before `default`.
         self.routes: dict[tuple[str, str], tuple[int, object]] = {}
         self.released = threading.Event()
@@ -88,6 +89,8 @@ class HttpPeer:
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
+        # A client that went away mid-answer (a worker killed by a chaos test) is normal.
+        self.server.handle_error = lambda *_: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -166,6 +169,8 @@ class HttpPeer:
                 if self.path in peer.hold:
                     peer.arrived.set()
                     peer.released.wait(timeout=30)
+                if peer.delay_s:
+                    time.sleep(peer.delay_s)
                 payload = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -299,3 +304,71 @@ def self_signed(host: str) -> tuple[Any, bytes]:
             )
         context.load_cert_chain(cert_path, key_path)
     return context, certificate.public_bytes(serialization.Encoding.PEM)
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of its own (initdb + pg_ctl) on a free loopback port, which a
+    test may kill and restart without touching the machine's shared server.
+
+    As root (CI), the cluster belongs to the `postgres` user: initdb refuses root."""
+
+    def __init__(self) -> None:
+        import os
+        import tempfile
+
+        self.bin = _postgres_bin()
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="levqor-pg-"))
+        self.data = self.directory / "data"
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            import shutil
+
+            shutil.chown(self.directory, "postgres", "postgres")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/levqor"
+
+    def _run(self, *command: str, check: bool = True) -> None:
+        argv = [str(self.bin / command[0]), *command[1:]]
+        if self.as_root:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        subprocess.run(argv, check=check, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "levqor")
+
+    def start(self) -> None:
+        # fsync off survives a killed server (the kernel keeps what was written), not a
+        # crashed machine; commits stay synchronous, so an acknowledged commit is kept.
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c max_connections=200"
+        )
+        log = str(self.directory / "server.log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would (clients see their connections drop)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+
+    def remove(self) -> None:
+        import shutil
+
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    import shutil
+
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        raise FileNotFoundError("initdb is not installed (Debian: postgresql)")
+    return Path(initdb).parent

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -152,3 +153,19 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         if options.get(AUTOCOMMIT):
             return
         connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(IMMEDIATE) else "BEGIN")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached (every statement would fail alike: the server is
+    down, restarting, or the connection died), as opposed to one statement it refused."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return type(exc).__name__ in POSTGRES_UNAVAILABLE
+
+
+# asyncpg's own errors when it is not wrapped by SQLAlchemy (at connect).
+POSTGRES_UNAVAILABLE = frozenset(
+    {"CannotConnectNowError", "ConnectionDoesNotExistError", "ConnectionFailureError"}
+)

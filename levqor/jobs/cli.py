@@ -1,20 +1,22 @@
-"""`levqor worker`: run jobs until SIGTERM."""
+"""`levqor worker` and `levqor scheduler` until SIGTERM; `levqor jobs …`, `levqor health …`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import signal
+import socket
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import text
 
 from levqor.config import load_settings
-from levqor.jobs import service
+from levqor.jobs import queue, service
 from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
@@ -86,5 +88,53 @@ async def _replay(workflow: str | None, since: datetime | None, user: str | None
             return await service.replay_failed(
                 session, workflow_id=workflow, since=since, user_id=user
             )
+    finally:
+        await runtime.close()
+
+
+health_app = typer.Typer(
+    help="Liveness checks for process supervisors (exit 0 healthy, 1 not).",
+    no_args_is_help=True,
+)
+
+
+@health_app.command("worker")
+def worker_health() -> None:
+    """Healthy when a worker on this host beat within three heartbeats (the container
+    or machine checks its own worker through the table every worker beats into)."""
+    settings = load_settings()
+    beat = asyncio.run(_last_beat(socket.gethostname()))
+    limit = timedelta(seconds=settings.worker_heartbeat_s * 3)
+    if beat is None or datetime.now(UTC) - beat > limit:
+        typer.echo(f"no worker on this host beat within {limit.total_seconds():g} s", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"worker alive (last beat {beat.isoformat()})")
+
+
+@health_app.command("database")
+def database_health() -> None:
+    """Healthy when the database answers (the scheduler's check)."""
+    try:
+        asyncio.run(_ping())
+    except Exception as exc:
+        typer.echo(f"the database does not answer: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo("database answers")
+
+
+async def _last_beat(host: str) -> datetime | None:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.session(write=False) as session:
+            return await queue.last_beat(session, host=host)
+    finally:
+        await runtime.close()
+
+
+async def _ping() -> None:
+    runtime = build_runtime(load_settings())
+    try:
+        async with runtime.db.session(write=False) as session:
+            await session.execute(text("SELECT 1"))
     finally:
         await runtime.close()

@@ -244,12 +244,14 @@ async def notify(session: AsyncSession) -> None:
 
 
 async def heartbeat(
-    session: AsyncSession, *, worker_id: str, lease: timedelta, now: datetime
+    session: AsyncSession, *, worker_id: str, running: list[str], lease: timedelta, now: datetime
 ) -> int:
-    """Extend the lease of every job this worker holds; the number still held."""
+    """Extend the leases of the jobs this worker is running; the number still held."""
+    if not running:
+        return 0
     result = await session.execute(
         update(Job)
-        .where(Job.lease_owner == worker_id, text(RUNNING_SQL))
+        .where(Job.lease_owner == worker_id, text(RUNNING_SQL), Job.id.in_(running))
         .values(lease_expires_at=now + lease)
         .execution_options(synchronize_session=False)
     )
@@ -510,6 +512,14 @@ async def beat(
     )
 
 
+async def last_beat(session: Connection, *, host: str) -> datetime | None:
+    """The newest heartbeat of a worker on `host`, if any."""
+    beat: datetime | None = await session.scalar(
+        select(func.max(workers_table.c.heartbeat_at)).where(workers_table.c.host == host)
+    )
+    return beat
+
+
 async def forget_worker(session: Connection, *, worker_id: str) -> None:
     """A worker that stopped cleanly (its jobs handed back) leaves the table."""
     await session.execute(delete(workers_table).where(workers_table.c.id == worker_id))
@@ -642,11 +652,15 @@ async def vacuum_if_needed(
     return True
 
 
-async def release(session: AsyncSession, *, worker_id: str, now: datetime) -> int:
-    """Hand back every job this worker holds (graceful shutdown), due at once."""
+async def release(
+    session: AsyncSession, *, worker_id: str, now: datetime, keep: list[str] | None = None
+) -> int:
+    """Hand back the jobs this worker holds, due at once: all of them (a graceful
+    shutdown), or all but `keep`, the ones it is still running (a job whose task ended
+    without writing its state, because the database was away, is held by nobody)."""
     result = await session.execute(
         update(Job)
-        .where(Job.lease_owner == worker_id, text(RUNNING_SQL))
+        .where(Job.lease_owner == worker_id, text(RUNNING_SQL), Job.id.not_in(keep or []))
         .values(status=QUEUED, run_at=now, lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )

@@ -14,6 +14,7 @@ last checkpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -36,6 +37,7 @@ from levqor.workflows.definition import Retry
 
 log = get_logger("levqor.worker")
 VACUUM_CHECK_S = 0.5
+CLAIM_BACKOFF_S, CLAIM_BACKOFF_MAX_S = 0.1, 5.0
 CRASH_BACKOFF = Retry(backoff_s=5, max_backoff_s=300)
 
 
@@ -71,6 +73,7 @@ class Worker:
         self.wake = runtime.job_wakeup
         self.claim_batch = max(1, concurrency // 2)
         self.came_up_short = False  # the last claim found fewer jobs than free slots
+        self.claiming = 0  # claims in flight
         self.releases = 0  # commits of final states so far
         self.deliveries_due = True
         self.next_delivery_poll = 0.0
@@ -86,12 +89,19 @@ class Worker:
                     self.runtime.settings.sqlalchemy_url, self.wake, stop, self.listening
                 )
             )
+        failures = 0
         try:
             while not stop.is_set():
                 # Cleared before claiming, never after: a job that finishes (or arrives)
                 # while we claim sets it again, and the wait below then returns at once.
                 self.wake.clear()
-                claimed = await self.claim_and_start()
+                try:
+                    claimed = await self.claim_and_start()
+                except Exception as exc:  # the database is away: wait, then try again
+                    failures += 1
+                    await self._back_off(stop, failures, exc)
+                    continue
+                failures = 0
                 if not claimed:
                     await self._sleep(stop)
         finally:
@@ -102,6 +112,12 @@ class Worker:
                 stop.set()
                 await listening
             await self._shutdown()
+
+    async def _back_off(self, stop: asyncio.Event, failures: int, exc: Exception) -> None:
+        delay = min(CLAIM_BACKOFF_MAX_S, CLAIM_BACKOFF_S * 2 ** (failures - 1))
+        log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
 
     async def claim_and_start(self) -> int:
         return await self._start_jobs() + await self._start_deliveries()
@@ -149,15 +165,19 @@ class Worker:
         if free <= 0:
             return 0
         releases_before = self.releases
-        async with self.runtime.db.one_statement() as connection:  # the claim is one
-            jobs = await queue.claim(
-                connection,
-                worker_id=self.worker_id,
-                limit=free,
-                lease=self.lease,
-                now=utcnow(),
-                max_running_per_user=self.runtime.settings.max_running_jobs_per_user,
-            )
+        self.claiming += 1  # until its jobs are in `running`, upkeep must not orphan them
+        try:
+            async with self.runtime.db.one_statement() as connection:  # the claim is one
+                jobs = await queue.claim(
+                    connection,
+                    worker_id=self.worker_id,
+                    limit=free,
+                    lease=self.lease,
+                    now=utcnow(),
+                    max_running_per_user=self.runtime.settings.max_running_jobs_per_user,
+                )
+        finally:
+            self.claiming -= 1
         self.came_up_short = len(jobs) < free
         if self.came_up_short and self.releases != releases_before:
             self.wake.set()  # a release landed while we claimed: it may have freed a user
@@ -286,8 +306,20 @@ class Worker:
                 concurrency=self.concurrency,
                 now=now,
             )
-            if self.running:
-                await queue.heartbeat(session, worker_id=self.worker_id, lease=self.lease, now=now)
+            await queue.heartbeat(
+                session,
+                worker_id=self.worker_id,
+                running=list(self.running),
+                lease=self.lease,
+                now=now,
+            )
+            if not self.claiming:
+                mine = {*self.running, *self.executor.writer.unwritten()}
+                orphans = await queue.release(
+                    session, worker_id=self.worker_id, now=now, keep=list(mine)
+                )
+                if orphans:
+                    log.warning("jobs_orphaned", worker=self.worker_id, jobs=orphans)
             recovered = await queue.recover_lost(
                 session,
                 now=now,

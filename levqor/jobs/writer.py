@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
-from levqor.db.engine import Database
+from levqor.db.engine import Database, unavailable
 from levqor.jobs import queue
 from levqor.jobs.queue import JobWrite
 
@@ -33,6 +31,7 @@ class JobWriter:
         # running (per-user limits), so the worker may be waiting for exactly this.
         self.on_release = on_release
         self._pending: list[tuple[JobWrite, asyncio.Future[bool]]] = []
+        self._writing: list[tuple[JobWrite, asyncio.Future[bool]]] = []  # in the commit
         self._flushing: asyncio.Task[None] | None = None
 
     async def write(self, write: JobWrite) -> bool:
@@ -47,6 +46,10 @@ class JobWriter:
             self._flushing = asyncio.create_task(self._flush())
         return future
 
+    def unwritten(self) -> set[str]:
+        """Jobs with a write queued or committing: still this worker's business."""
+        return {write.job_id for write, _ in (*self._pending, *self._writing)}
+
     @property
     def flushing(self) -> asyncio.Task[None] | None:
         """The commit in progress, if any (shutdown waits for it)."""
@@ -55,17 +58,21 @@ class JobWriter:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self._writing = batch
             try:
                 owned = await self._commit(batch)
             except Exception as exc:
-                if len(batch) == 1 or _database_away(exc):
+                if len(batch) == 1 or unavailable(exc):
                     _fail(batch, exc)  # each job's task hears of it
                 else:
                     # One job's bad write must not fail the others' (another user's,
                     # perhaps): each alone, so only the bad one hears of it.
                     await self._one_by_one(batch)
                 continue
-            self._settle(batch, owned)
+            else:
+                self._settle(batch, owned)
+            finally:
+                self._writing = []
 
     async def _one_by_one(self, batch: list[tuple[JobWrite, asyncio.Future[bool]]]) -> None:
         for pair in batch:
@@ -98,13 +105,3 @@ def _fail(batch: list[tuple[JobWrite, asyncio.Future[bool]]], exc: Exception) ->
     for _, future in batch:
         if not future.done():
             future.set_exception(exc)
-
-
-def _database_away(exc: Exception) -> bool:
-    """The database cannot be reached (every write would fail alike), as opposed to one
-    write it refused."""
-    if isinstance(exc, OSError | TimeoutError | ConnectionError):
-        return True
-    return isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    )

@@ -16,6 +16,7 @@ from levqor.cli import app
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.jobs.models import FAILED, Job, JobStep
+from levqor.jobs.worker import Worker
 from levqor.runtime import build_runtime
 from levqor.workflows.models import Workflow
 
@@ -106,3 +107,22 @@ def test_replay_by_workflow_and_time(settings: Settings) -> None:
     assert sorted(json.loads(everything.output)["replayed"]) == sorted(
         [ids["old_a"], ids["recent_b"]]
     )
+
+
+def test_worker_health_follows_this_hosts_heartbeat(cli_env: Settings) -> None:
+    assert runner.invoke(app, ["health", "database"]).exit_code == 0
+    silent = runner.invoke(app, ["health", "worker"])
+    assert silent.exit_code == 1
+    assert "no worker on this host beat" in silent.output
+
+    async def beat() -> None:
+        runtime = build_runtime(cli_env)
+        worker = Worker(runtime, concurrency=1)
+        await worker._upkeep()
+        await worker.http.aclose()
+        await runtime.close()
+
+    asyncio.run(beat())
+    alive = runner.invoke(app, ["health", "worker"])
+    assert alive.exit_code == 0, alive.output
+    assert "worker alive" in alive.output

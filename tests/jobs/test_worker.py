@@ -11,7 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from levqor.config import Settings
+from levqor.db.base import utcnow
+from levqor.jobs import queue
 from levqor.jobs.models import Job
+from levqor.jobs.queue import JobWrite
 from levqor.jobs.worker import Worker
 from levqor.runtime import build_runtime
 
@@ -59,3 +62,42 @@ async def test_a_free_slot_is_refilled_without_waiting_for_the_poll(
         await runtime.close()
     assert done == len(job_ids)
     assert elapsed < 10  # one lost wake-up alone would cost the 30 s poll
+
+
+async def test_a_job_its_worker_no_longer_runs_is_handed_back_at_the_next_beat(
+    client: httpx.AsyncClient, signup: Any, runtime: Any
+) -> None:
+    """A job whose task ended without writing its state (the database was away when it
+    tried) is held by nobody: the next beat hands it back, unless a write for it is
+    still queued (then the write decides)."""
+    account = await signup()
+    created = await client.post(
+        "/api/v1/workflows",
+        headers=account.headers,
+        json={"definition": {"name": "w", "steps": [{"id": "a", "connector": "transform"}]}},
+    )
+    for _ in range(2):
+        await client.post(
+            f"/api/v1/workflows/{created.json()['id']}/runs", json={}, headers=account.headers
+        )
+    worker = Worker(runtime, concurrency=2)
+    async with runtime.db.write() as session, session.begin():
+        orphan, writing = await queue.claim(
+            session,
+            worker_id=worker.worker_id,
+            limit=2,
+            lease=worker.lease,
+            now=utcnow(),
+            max_running_per_user=10,
+        )
+    pending = worker.executor.writer.submit(
+        JobWrite(writing.id, state=queue.succeeded({}, utcnow()))
+    )
+    assert worker.executor.writer.unwritten() == {writing.id}
+    await worker._upkeep()
+    await pending
+    await worker.http.aclose()
+    async with runtime.db.read() as session:
+        jobs = {job.id: job for job in await session.scalars(select(Job))}
+    assert (jobs[orphan.id].status, jobs[orphan.id].lease_owner) == ("queued", None)
+    assert jobs[writing.id].status == "succeeded"
