@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     access_log: bool = True
     check_schema_on_start: bool = True
     embedded_jobs: bool = False
-    embedded_worker_concurrency: int = Field(4, ge=1)
+    embedded_worker_concurrency: int = Field(8, ge=1)
 
     @field_validator("allow_private_urls", "cors_origins", "encryption_keys", mode="before")
     @classmethod

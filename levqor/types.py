@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AwareDatetime, BeforeValidator, Field
+from fastapi import Query
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 
@@ -38,7 +39,21 @@ Email = Annotated[
 
 # A keyset cursor: the last row's time (microseconds since the epoch) and id. Plain, not
 # opaque: any value of this shape is a valid place to continue from.
-CURSOR_PATTERN = r"^[0-9]{1,16}~[a-z]{1,8}_[a-z0-9]{1,40}$"
+CURSOR_PATTERN = r"^[0-9]{1,16}~(?:[a-z]{1,8}_[a-z0-9]{1,40}|[0-9]{1,18})$"
+Cursor = Annotated[
+    str | None,
+    Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the page before."),
+]
+Limit = Annotated[int, Query(ge=1, le=200, description="Items a page.")]
+
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    """Every list: newest first, `next_cursor` to ask for the rest (null on the last)."""
+
+    data: list[Item]
+    next_cursor: str | None
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

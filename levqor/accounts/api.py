@@ -25,6 +25,7 @@ from levqor.accounts.schemas import (
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.idempotency.api import IdempotencyDep
 from levqor.partners.service import REFERRAL_COOKIE
+from levqor.types import Cursor, Limit, Page
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[AnonymousLimit])
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
@@ -127,9 +128,13 @@ async def create_api_key(
 
 
 @router.get("/api-keys")
-async def list_api_keys(principal: CurrentUser, session: SessionDep) -> list[ApiKeyRead]:
-    keys = await service.list_api_keys(session, user=principal.user)
-    return [ApiKeyRead.model_validate(key) for key in keys]
+async def list_api_keys(
+    principal: CurrentUser, session: SessionDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[ApiKeyRead]:
+    keys, next_cursor = await service.list_api_keys(
+        session, user=principal.user, limit=limit, cursor=cursor
+    )
+    return Page(data=[ApiKeyRead.model_validate(key) for key in keys], next_cursor=next_cursor)
 
 
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -25,6 +25,7 @@ from levqor.accounts.tokens import API_KEY_PREFIX, keyed_hash, new_api_key, sha2
 from levqor.billing import service as billing
 from levqor.compliance import audit
 from levqor.compliance import service as compliance
+from levqor.db import pages
 from levqor.db.base import utcnow
 from levqor.logging import get_logger
 from levqor.partners import service as partners
@@ -307,11 +308,17 @@ async def create_api_key(
     return key, raw
 
 
-async def list_api_keys(session: AsyncSession, *, user: User) -> list[ApiKey]:
-    result = await session.scalars(
-        select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at.desc())
+async def list_api_keys(
+    session: AsyncSession, *, user: User, limit: int = 100, cursor: str | None = None
+) -> tuple[list[ApiKey], str | None]:
+    return await pages.newest_first(
+        session,
+        select(ApiKey).where(ApiKey.user_id == user.id),
+        at=ApiKey.created_at,
+        key=ApiKey.id,
+        limit=limit,
+        cursor=cursor,
     )
-    return list(result)
 
 
 async def delete_api_key(session: AsyncSession, *, user: User, key_id: str) -> None:

@@ -22,7 +22,7 @@ from levqor.compliance.models import DataExport
 from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.runtime import Runtime
-from levqor.types import IsoDatetime
+from levqor.types import Cursor, IsoDatetime, Limit, Page
 from levqor.web.pages import templates
 
 router = APIRouter(include_in_schema=False)
@@ -82,11 +82,17 @@ async def audit_log(
     actor: str | None = Query(None, max_length=64),
     action: str | None = Query(None, max_length=64),
     since: IsoDatetime | None = None,
-    limit: int = Query(100, ge=1, le=1000),
-) -> list[AuditRead]:
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[AuditRead]:
     """The audit log, newest first, filtered by actor, action and time."""
-    entries = await audit.search(session, actor=actor, action=action, since=since, limit=limit)
-    return [AuditRead.model_validate(entry, from_attributes=True) for entry in entries]
+    entries, next_cursor = await audit.page(
+        session, actor=actor, action=action, since=since, limit=limit, cursor=cursor
+    )
+    return Page(
+        data=[AuditRead.model_validate(entry, from_attributes=True) for entry in entries],
+        next_cursor=next_cursor,
+    )
 
 
 me_router = APIRouter(prefix="/api/v1/me", tags=["privacy"])

@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.compliance.models import AuditEntry
+from levqor.db import pages
 from levqor.db.base import utcnow
 
 GENESIS = "0" * 64
@@ -125,11 +126,36 @@ async def search(
     since: datetime | None = None,
     limit: int = 100,
 ) -> list[AuditEntry]:
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    query = _matching(actor, action, since).order_by(AuditEntry.id.desc()).limit(limit)
+    return list(await session.scalars(query))
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[AuditEntry], str | None]:
+    """`search`, a page at a time (newest first)."""
+    return await pages.newest_first(
+        session,
+        _matching(actor, action, since),
+        at=AuditEntry.at,
+        key=AuditEntry.id,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+def _matching(actor: str | None, action: str | None, since: datetime | None) -> Select[Any]:
+    query = select(AuditEntry)
     if actor:
         query = query.where(AuditEntry.actor == actor)
     if action:
         query = query.where(AuditEntry.action == action)
     if since:
         query = query.where(AuditEntry.at >= since)
-    return list(await session.scalars(query))
+    return query

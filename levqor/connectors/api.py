@@ -13,6 +13,7 @@ from levqor.connectors import registry, service
 from levqor.connectors.models import Credential
 from levqor.connectors.schemas import CredentialIn, CredentialRead
 from levqor.deps import RuntimeDep, SessionDep
+from levqor.types import Cursor, Limit, Page
 
 router = APIRouter(prefix="/api/v1", tags=["connectors"])
 
@@ -67,11 +68,13 @@ async def create_credential(
 
 
 @router.get("/credentials")
-async def list_credentials(principal: CurrentUser, session: SessionDep) -> list[CredentialRead]:
-    return [
-        _read(credential)
-        for credential in await service.list_for_user(session, user_id=principal.user.id)
-    ]
+async def list_credentials(
+    principal: CurrentUser, session: SessionDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[CredentialRead]:
+    credentials, next_cursor = await service.list_for_user(
+        session, user_id=principal.user.id, limit=limit, cursor=cursor
+    )
+    return Page(data=[_read(credential) for credential in credentials], next_cursor=next_cursor)
 
 
 @router.delete("/credentials/{credential_id}", status_code=204)

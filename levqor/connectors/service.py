@@ -18,6 +18,7 @@ from levqor import errors
 from levqor.connectors import registry
 from levqor.connectors.errors import ConnectorError
 from levqor.connectors.models import Credential, LlmUsage
+from levqor.db import pages
 
 
 class CredentialUnusable(ConnectorError):
@@ -53,11 +54,17 @@ async def create(
     return credential
 
 
-async def list_for_user(session: AsyncSession, *, user_id: str) -> list[Credential]:
-    rows = await session.scalars(
-        select(Credential).where(Credential.user_id == user_id).order_by(Credential.created_at)
+async def list_for_user(
+    session: AsyncSession, *, user_id: str, limit: int = 100, cursor: str | None = None
+) -> tuple[list[Credential], str | None]:
+    return await pages.newest_first(
+        session,
+        select(Credential).where(Credential.user_id == user_id),
+        at=Credential.created_at,
+        key=Credential.id,
+        limit=limit,
+        cursor=cursor,
     )
-    return list(rows)
 
 
 async def delete(session: AsyncSession, *, user_id: str, credential_id: str) -> None:

@@ -28,7 +28,7 @@ from levqor.jobs.schemas import (
     StepRead,
 )
 from levqor.runtime import Runtime
-from levqor.types import CURSOR_PATTERN
+from levqor.types import Cursor, Limit
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 hooks_router = APIRouter(tags=["triggers"])
@@ -125,8 +125,8 @@ async def list_jobs(
     session: SessionDep,
     status_filter: Annotated[Status, Query(alias="status")] = None,
     workflow_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> JobPage:
     jobs, next_cursor = await service.list_for_user(
         session,
@@ -245,8 +245,8 @@ async def dead_letters(
     principal: CurrentUser,
     session: SessionDep,
     workflow_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> JobPage:
     """The dead-letter queue: failed jobs, newest first, paged like `GET /jobs`."""
     return await list_jobs(principal, session, "failed", workflow_id, limit, cursor)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
 
 from levqor.jsonvalues import StorableJson
+from levqor.types import Page
 
 Priority = Literal["low", "normal", "high"]
 
@@ -60,9 +61,7 @@ class JobRead(BaseModel):
     finished_at: datetime | None
 
 
-class JobPage(BaseModel):
-    data: list[JobRead]
-    next_cursor: str | None
+JobPage = Page[JobRead]
 
 
 class CallbackSecretRead(BaseModel):

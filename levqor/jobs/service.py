@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import errors, types
+from levqor import errors
 from levqor.accounts.models import User
 from levqor.billing import service as billing
+from levqor.db import pages
 from levqor.db.base import new_id, utcnow
 from levqor.db.engine import Database
 from levqor.jobs import callbacks, queue
@@ -150,16 +151,9 @@ async def list_for_user(
         query = query.where(Job.status == status)
     if workflow_id is not None:
         query = query.where(Job.workflow_id == workflow_id)
-    if cursor is not None:
-        created_at, last_id = types.decode_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < last_id))
-        )
-    rows = list(
-        await session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    return await pages.newest_first(
+        session, query, at=Job.created_at, key=Job.id, limit=limit, cursor=cursor
     )
-    page, more = rows[:limit], len(rows) > limit
-    return page, types.encode_cursor(page[-1].created_at, page[-1].id) if more else None
 
 
 async def cancel(session: AsyncSession, *, user: User, job_id: str) -> Job:

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from levqor.connectors import safety
 from levqor.db.base import utcnow
+from levqor.db.engine import unavailable
 from levqor.jobs import callbacks, listener, queue
 from levqor.jobs.executor import Executor
 from levqor.jobs.models import RUNNING, WAITING_STATES, CallbackDelivery, Job
@@ -56,6 +57,9 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = timedelta(seconds=settings.job_lease_s)
         self.heartbeat_s = settings.worker_heartbeat_s
+        # One user never takes every slot of a worker: with one worker (`levqor up`) the
+        # user limit alone would let one tenant's slow steps stall everybody else.
+        self.per_user = min(settings.max_running_jobs_per_user, max(1, concurrency - 1))
         self.poll_interval_s = settings.worker_poll_interval_s
         self.shutdown_timeout_s = settings.worker_shutdown_timeout_s
         self.http = http or safety.guarded_client(settings.allow_private_urls)
@@ -174,7 +178,7 @@ class Worker:
                     limit=free,
                     lease=self.lease,
                     now=utcnow(),
-                    max_running_per_user=self.runtime.settings.max_running_jobs_per_user,
+                    max_running_per_user=self.per_user,
                 )
         finally:
             self.claiming -= 1
@@ -238,8 +242,10 @@ class Worker:
     async def _crashed(self, job: Claimed, exc: Exception) -> None:
         """Count a crash outside any step against the job, so one that crashes every
         time (a poison job) fails after `job_max_crashes` instead of holding a slot of
-        its user for ever. If even that write fails (the database is away), the lease
-        expires and `recover_lost` counts it instead."""
+        its user for ever. The database going away is not the job's fault: then nothing
+        is counted, and the next beat hands the job back (see `_upkeep`)."""
+        if unavailable(exc):
+            return
         crashes = job.crashes + 1
         retry_at = utcnow() + timedelta(seconds=backoff_s(crashes, CRASH_BACKOFF))
         try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 
 from levqor.accounts.api_deps import CurrentUser
 from levqor.billing import spend_guard
@@ -12,6 +12,7 @@ from levqor.connectors import llm
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.idempotency.api import IdempotencyDep
 from levqor.runtime import Runtime
+from levqor.types import Cursor, Limit, Page
 from levqor.workflows import planner, service
 from levqor.workflows.schemas import (
     PlanIn,
@@ -76,10 +77,13 @@ async def list_workflows(
     principal: CurrentUser,
     session: SessionDep,
     runtime: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[WorkflowRead]:
-    states = await service.list_for_user(session, user=principal.user, limit=limit)
-    return [_read(state, runtime) for state in states]
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[WorkflowRead]:
+    states, next_cursor = await service.list_for_user(
+        session, user=principal.user, limit=limit, cursor=cursor
+    )
+    return Page(data=[_read(state, runtime) for state in states], next_cursor=next_cursor)
 
 
 @router.get("/{workflow_id}")
@@ -106,20 +110,27 @@ async def update_workflow(
 
 @router.get("/{workflow_id}/versions")
 async def list_versions(
-    workflow_id: str, principal: CurrentUser, session: SessionDep
-) -> list[VersionRead]:
-    workflow, versions = await service.list_versions(
-        session, user=principal.user, workflow_id=workflow_id
+    workflow_id: str,
+    principal: CurrentUser,
+    session: SessionDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[VersionRead]:
+    workflow, versions, next_cursor = await service.list_versions(
+        session, user=principal.user, workflow_id=workflow_id, limit=limit, cursor=cursor
     )
-    return [
-        VersionRead(
-            version=version.version,
-            current=version.version == workflow.current_version,
-            definition=version.definition,
-            created_at=version.created_at,
-        )
-        for version in versions
-    ]
+    return Page(
+        data=[
+            VersionRead(
+                version=version.version,
+                current=version.version == workflow.current_version,
+                definition=version.definition,
+                created_at=version.created_at,
+            )
+            for version in versions
+        ],
+        next_cursor=next_cursor,
+    )
 
 
 @router.post("/{workflow_id}/rollback")

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
 from levqor.accounts.models import User
 from levqor.accounts.tokens import sha256_hex
+from levqor.db import pages
 from levqor.db.base import utcnow
 from levqor.workflows.definition import WorkflowDefinition, check
 from levqor.workflows.models import Workflow, WorkflowVersion
@@ -78,19 +79,29 @@ async def _version(session: AsyncSession, workflow: Workflow, number: int) -> Wo
     return version
 
 
-async def list_for_user(session: AsyncSession, *, user: User, limit: int) -> list[WorkflowState]:
-    rows = await session.execute(
-        select(Workflow, WorkflowVersion)
-        .join(
-            WorkflowVersion,
-            (WorkflowVersion.workflow_id == Workflow.id)
-            & (WorkflowVersion.version == Workflow.current_version),
-        )
-        .where(Workflow.user_id == user.id, Workflow.deleted_at.is_(None))
-        .order_by(Workflow.created_at.desc(), Workflow.id)
-        .limit(limit)
+async def list_for_user(
+    session: AsyncSession, *, user: User, limit: int = 100, cursor: str | None = None
+) -> tuple[list[WorkflowState], str | None]:
+    """A page of the user's workflows, newest first, each with its current version."""
+    workflows, next_cursor = await pages.newest_first(
+        session,
+        select(Workflow).where(Workflow.user_id == user.id, Workflow.deleted_at.is_(None)),
+        at=Workflow.created_at,
+        key=Workflow.id,
+        limit=limit,
+        cursor=cursor,
     )
-    return [WorkflowState(workflow, version) for workflow, version in rows]
+    current = {
+        version.workflow_id: version
+        for version in await session.scalars(
+            select(WorkflowVersion).where(
+                tuple_(WorkflowVersion.workflow_id, WorkflowVersion.version).in_(
+                    [(workflow.id, workflow.current_version) for workflow in workflows]
+                )
+            )
+        )
+    }
+    return [WorkflowState(workflow, current[workflow.id]) for workflow in workflows], next_cursor
 
 
 async def update(
@@ -124,15 +135,24 @@ def _make_current(workflow: Workflow, version: int, definition: WorkflowDefiniti
 
 
 async def list_versions(
-    session: AsyncSession, *, user: User, workflow_id: str
-) -> tuple[Workflow, list[WorkflowVersion]]:
+    session: AsyncSession,
+    *,
+    user: User,
+    workflow_id: str,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[Workflow, list[WorkflowVersion], str | None]:
+    """The workflow and a page of its versions, newest first."""
     workflow = await get(session, user=user, workflow_id=workflow_id)
-    versions = await session.scalars(
-        select(WorkflowVersion)
-        .where(WorkflowVersion.workflow_id == workflow.id)
-        .order_by(WorkflowVersion.version.desc())
+    versions, next_cursor = await pages.newest_first(
+        session,
+        select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow.id),
+        at=WorkflowVersion.created_at,
+        key=WorkflowVersion.id,
+        limit=limit,
+        cursor=cursor,
     )
-    return workflow, list(versions)
+    return workflow, versions, next_cursor
 
 
 async def rollback(

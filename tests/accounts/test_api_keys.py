@@ -33,7 +33,7 @@ async def test_key_is_shown_once_and_stored_hashed(
     assert created["key"].startswith(created["prefix"])
     assert created["scopes"] == ["read", "write"]
 
-    listed = (await client.get("/api/v1/api-keys", headers=account.headers)).json()
+    listed = (await client.get("/api/v1/api-keys", headers=account.headers)).json()["data"]
     assert [item["id"] for item in listed] == [created["id"]]
     assert "key" not in listed[0]
     async with runtime.db.read() as session:
@@ -56,7 +56,7 @@ async def test_use_is_recorded(client: httpx.AsyncClient, signup: Any) -> None:
     account = await signup()
     key = (await create_key(client, account))["key"]
     await client.get("/api/v1/me", headers={"X-Api-Key": key})
-    listed = (await client.get("/api/v1/api-keys", headers=account.headers)).json()
+    listed = (await client.get("/api/v1/api-keys", headers=account.headers)).json()["data"]
     assert listed[0]["last_used_at"] is not None
 
 
@@ -81,7 +81,7 @@ async def test_another_users_key_is_not_found(client: httpx.AsyncClient, signup:
     assert_problem(response, 404, "not_found")
     still = await client.get("/api/v1/me", headers={"X-Api-Key": created["key"]})
     assert still.status_code == 200
-    assert (await client.get("/api/v1/api-keys", headers=stranger.headers)).json() == []
+    assert (await client.get("/api/v1/api-keys", headers=stranger.headers)).json()["data"] == []
 
 
 async def test_read_only_key_cannot_write(client: httpx.AsyncClient, signup: Any) -> None:

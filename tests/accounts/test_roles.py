@@ -35,7 +35,7 @@ async def test_a_role_change_is_audited_and_effective_at_once(
         "/api/v1/admin/audit", headers=account.headers, params={"action": "role_changed"}
     )
     assert log.status_code == 200  # the same token, no new login
-    [entry] = log.json()
+    [entry] = log.json()["data"]
     assert entry["object_id"] == account.id
     assert entry["actor"] == "system"
     assert entry["detail"] == {"from": "user", "to": "admin"}

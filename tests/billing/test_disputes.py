@@ -77,7 +77,7 @@ async def test_a_dispute_takes_credits_and_commission_and_a_win_gives_credits_ba
 
     admin = await signup()
     await make_admin(runtime, admin)
-    log = (await client.get("/api/v1/admin/audit", headers=admin.headers)).json()
+    log = (await client.get("/api/v1/admin/audit", headers=admin.headers)).json()["data"]
     actions = [entry["action"] for entry in log if entry["actor"] == "stripe"]
     assert actions.count("dispute_opened") == actions.count("dispute_closed") == 1
 

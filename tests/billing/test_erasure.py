@@ -105,7 +105,7 @@ async def test_erasure_cancels_the_subscription_and_keeps_money_under_a_tombston
         await client.get(
             "/api/v1/admin/audit", headers=admin.headers, params={"action": "account_erased"}
         )
-    ).json()[0]
+    ).json()["data"][0]
     tombstone = receipt["detail"]["tombstone"]
     assert receipt["detail"]["subscriptions_cancelled"] == ["sub_live"]
     kept = await rows_naming(runtime, tombstone)

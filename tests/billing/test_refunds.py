@@ -71,7 +71,7 @@ async def test_a_partial_refund_takes_back_its_share_of_credits_and_is_audited(
         await client.get(
             "/api/v1/admin/audit", headers=admin.headers, params={"action": "refund_issued"}
         )
-    ).json()
+    ).json()["data"]
     assert log[0]["actor"] == admin.id
     assert log[0]["object_id"] == customer.id
     assert log[0]["detail"]["amount_cents"] == 2000
@@ -230,7 +230,7 @@ async def test_a_refund_made_in_stripes_dashboard_is_recorded_once(
         await client.get(
             "/api/v1/admin/audit", headers=admin.headers, params={"action": "refund_issued"}
         )
-    ).json()
+    ).json()["data"]
     assert sorted(entry["actor"] for entry in log) == sorted([admin.id, "stripe"])
 
 

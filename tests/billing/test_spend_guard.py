@@ -97,9 +97,9 @@ async def test_a_user_past_the_daily_limit_is_paused_until_an_operator_resumes(
         async with runtime.db.session(write=True) as session, session.begin():
             await session.execute(update(User).values(role=ROLE_ADMIN))
         log = await client.get("/api/v1/admin/audit", headers=headers)
-        actions = [entry["action"] for entry in log.json()]
+        actions = [entry["action"] for entry in log.json()["data"]]
         assert actions.count("spend_guard_paused") == 2
         assert actions.count("spend_guard_resumed") == 1
-        paused = next(entry for entry in log.json() if entry["action"] == "spend_guard_paused")
+        paused = next(e for e in log.json()["data"] if e["action"] == "spend_guard_paused")
         assert paused["object_id"] == signed.json()["user"]["id"]
         assert paused["detail"]["limit_micro_usd"] == 500

@@ -99,7 +99,32 @@ async def test_admins_read_the_log_with_filters_and_others_may_not(
         params={"actor": account.id, "action": "login"},
     )
     assert answer.status_code == 200
-    [entry] = answer.json()
+    [entry] = answer.json()["data"]
     assert entry["action"] == "login"
     assert entry["actor"] == account.id
     assert len(entry["hash"]) == 64
+
+
+async def test_the_audit_log_pages_newest_first(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    admin = await signup()
+    async with runtime.db.write() as session, session.begin():
+        await session.execute(update(User).where(User.id == admin.id).values(role=ROLE_ADMIN))
+    for _ in range(5):
+        await client.post("/api/v1/auth/login", json={"email": admin.email, "password": "no"})
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"action": "login_failed", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = (
+            await client.get("/api/v1/admin/audit", headers=admin.headers, params=params)
+        ).json()
+        seen += [entry["id"] for entry in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5
+    assert seen == sorted(seen, reverse=True)

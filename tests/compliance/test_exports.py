@@ -14,6 +14,7 @@ from levqor.compliance import audit, exports
 from levqor.compliance.models import DataExport
 from levqor.config import Settings
 from levqor.db.base import utcnow
+from levqor.jobs.models import Job
 from levqor.jobs.scheduler import Scheduler
 from levqor.runtime import Runtime
 from tests.conftest import PASSWORD, assert_problem
@@ -99,6 +100,8 @@ async def test_a_forged_stretched_or_expired_link_is_refused(
 
     forged = await client.get(base, params={"expires": expires, "signature": "0" * 64})
     assert_problem(forged, 403, "forbidden")
+    not_hex = await client.get(base, params={"expires": expires, "signature": "é" * 64})
+    assert_problem(not_hex, 422, "invalid_request")  # was a 500 (compare_digest on non-ASCII)
     stretched = await client.get(base, params={"expires": expires + 3600, "signature": signature})
     assert_problem(stretched, 403, "forbidden")
 
@@ -162,3 +165,28 @@ async def test_small_exports_still_answer_at_once(make_settings: Any, fresh_data
         answer = await client.get("/api/v1/me/export", headers=headers)
     assert answer.status_code == 200
     assert answer.json()["data"]["users"][0]["email"] == "small@example.com"
+
+
+async def test_a_stored_value_json_cannot_hold_does_not_fail_the_export(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    """A run input stored before intake refused integers past 64 bits: the background
+    build (orjson) writes it as its decimal string instead of failing."""
+    account = await signup()
+    created = await client.post(
+        "/api/v1/workflows",
+        headers=account.headers,
+        json={"definition": {"name": "w", "steps": [{"id": "a", "connector": "transform"}]}},
+    )
+    queued = await client.post(
+        f"/api/v1/workflows/{created.json()['id']}/runs", json={}, headers=account.headers
+    )
+    async with runtime.db.write() as session, session.begin():
+        await session.execute(update(Job).values(input={"id": 2**70}))
+    export_id = (await asked(client, account))["id"]
+    await Scheduler(runtime).tick(utcnow())
+    ready = await status(client, account, export_id)
+    assert ready["status"] == "ready", ready
+    document = (await client.get(local(ready["download_url"]))).json()
+    [job] = [job for job in document["data"]["jobs"] if job["id"] == queued.json()["job_id"]]
+    assert job["input"] == {"id": str(2**70)}

@@ -40,7 +40,7 @@ async def test_a_credential_is_sealed_at_rest_and_never_shown(
     assert created.json()["id"].startswith("cred_")
     assert SECRET not in created.text
     listed = await client.get("/api/v1/credentials", headers=account.headers)
-    assert [item["name"] for item in listed.json()] == ["Sales workspace"]
+    assert [item["name"] for item in listed.json()["data"]] == ["Sales workspace"]
     assert SECRET not in listed.text
     async with runtime.db.read() as session:
         [stored] = (await session.execute(text("SELECT secret_encrypted FROM credentials"))).all()
@@ -70,7 +70,7 @@ async def test_deleting_is_owner_only(client: httpx.AsyncClient, signup: Any) ->
     assert_problem(theirs, 404, "not_found")
     mine = await client.delete(f"/api/v1/credentials/{credential_id}", headers=owner.headers)
     assert mine.status_code == 204
-    assert (await client.get("/api/v1/credentials", headers=owner.headers)).json() == []
+    assert (await client.get("/api/v1/credentials", headers=owner.headers)).json()["data"] == []
 
 
 async def test_a_step_uses_its_owners_credential_and_never_anothers(

@@ -116,7 +116,7 @@ async def test_failed_and_cancelled_runs_call_back_too(fast_callbacks: Any, http
     assert call["json"]["data"]["job_id"] == failed_id
     assert "HTTP 400" in call["json"]["data"]["error"]
 
-    workflow_id = (await client.get("/api/v1/workflows", headers=headers)).json()[0]["id"]
+    workflow_id = (await client.get("/api/v1/workflows", headers=headers)).json()["data"][0]["id"]
     queued = await client.post(
         f"/api/v1/workflows/{workflow_id}/runs",
         headers=headers,

@@ -114,7 +114,7 @@ async def test_a_referred_payment_earns_commission_that_a_payout_sends_once(
         await client.get(
             "/api/v1/admin/audit", headers=admin.headers, params={"action": "payout_sent"}
         )
-    ).json()
+    ).json()["data"]
     assert log[0]["object_id"] == partner.id
     assert log[0]["detail"]["amount_cents"] == 1600
 

@@ -88,7 +88,7 @@ async def test_put_makes_a_new_current_version_and_keeps_the_old(
     assert updated.json()["name"] == "Renamed"
     versions = (
         await client.get(f"/api/v1/workflows/{workflow_id}/versions", headers=account.headers)
-    ).json()
+    ).json()["data"]
     assert [(v["version"], v["current"], v["definition"]["name"]) for v in versions] == [
         (2, True, "Renamed"),
         (1, False, "Alert on big payments"),
@@ -120,6 +120,12 @@ async def test_rollback_makes_an_old_version_current(
         f"/api/v1/workflows/{workflow_id}/rollback", json={"version": 9}, headers=account.headers
     )
     assert_problem(missing, 404, "not_found")
+    huge = await client.post(
+        f"/api/v1/workflows/{workflow_id}/rollback",
+        json={"version": 2**70},
+        headers=account.headers,
+    )
+    assert_problem(huge, 422, "invalid_request")  # was a 500 (OverflowError)
 
 
 async def test_delete_hides_the_workflow_but_keeps_its_versions(
@@ -131,7 +137,7 @@ async def test_delete_hides_the_workflow_but_keeps_its_versions(
     assert deleted.status_code == 204
     gone = await client.get(f"/api/v1/workflows/{workflow_id}", headers=account.headers)
     assert_problem(gone, 404, "not_found")
-    assert (await client.get("/api/v1/workflows", headers=account.headers)).json() == []
+    assert (await client.get("/api/v1/workflows", headers=account.headers)).json()["data"] == []
     async with runtime.db.read() as session:
         kept = await session.scalar(select(func.count()).select_from(WorkflowVersion))
     assert kept == 1
@@ -144,7 +150,7 @@ async def test_list_shows_only_my_workflows_newest_first(
     await create(client, me, definition("first"))
     await create(client, me, definition("second"))
     await create(client, other, definition("not mine"))
-    listed = (await client.get("/api/v1/workflows", headers=me.headers)).json()
+    listed = (await client.get("/api/v1/workflows", headers=me.headers)).json()["data"]
     assert [item["name"] for item in listed] == ["second", "first"]
 
 
