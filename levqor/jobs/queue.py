@@ -61,7 +61,6 @@ from levqor.jobs.models import (
 )
 
 CANDIDATES_PER_SLOT = 2
-FORGET_WORKERS_AFTER = timedelta(days=1)
 Connection = AsyncSession | AsyncConnection  # the queue runs on either
 
 
@@ -530,8 +529,7 @@ async def recover_lost(
 ) -> int:
     """Requeue running jobs whose worker died: its heartbeat is older than
     `silent_since`, or (a worker that never beat) their lease expired. Each such loss
-    counts against the job: one lost `max_crashes` times fails. Workers silent for a
-    day are forgotten."""
+    counts against the job: one lost `max_crashes` times fails."""
     silent = select(workers_table.c.id).where(workers_table.c.heartbeat_at < silent_since)
     lost = or_(jobs_table.c.lease_expires_at < now, jobs_table.c.lease_owner.in_(silent))
     result = await session.execute(
@@ -546,10 +544,15 @@ async def recover_lost(
     )
     rows = result.all()
     await _queue_callbacks(session, rows)
-    await session.execute(
-        delete(workers_table).where(workers_table.c.heartbeat_at < now - FORGET_WORKERS_AFTER)
-    )
     return len(rows)
+
+
+async def forget_silent_workers(session: Connection, *, before: datetime) -> int:
+    """Delete the rows of workers that have not beaten since `before` (long dead)."""
+    result = await session.execute(
+        delete(workers_table).where(workers_table.c.heartbeat_at < before)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def record_crash(

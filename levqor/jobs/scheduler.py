@@ -32,7 +32,7 @@ from levqor.accounts.models import User
 from levqor.compliance import exports
 from levqor.db.base import upsert, utcnow
 from levqor.idempotency import service as idempotency_service
-from levqor.jobs import service
+from levqor.jobs import queue, service
 from levqor.jobs.listener import plain_dsn
 from levqor.jobs.models import FINAL_STATES, Job, ScheduleFire
 from levqor.logging import get_logger
@@ -51,6 +51,7 @@ def latest_fire(cron: str, timezone: str, now: datetime) -> datetime:
 
 
 LEADER_LOCK = "levqor_scheduler"
+FORGET_WORKERS_AFTER = timedelta(days=1)  # a worker row silent this long is long dead
 
 
 class Scheduler:
@@ -206,12 +207,16 @@ class Scheduler:
                 delete(ScheduleFire).where(ScheduleFire.fire_at < cutoff)
             )
             old_exports = await exports.prune(session, now=now)
+            dead_workers = await queue.forget_silent_workers(
+                session, before=now - FORGET_WORKERS_AFTER
+            )
         counts = {
             "refresh_tokens": tokens.refresh_tokens,
             "idempotency_keys": keys,
             "jobs": int(old_jobs.rowcount),  # type: ignore[attr-defined]
             "schedule_fires": int(old_fires.rowcount),  # type: ignore[attr-defined]
             "data_exports": old_exports,
+            "workers": dead_workers,
         }
         # Key names holding "token" are redacted by the logger, so name the counts plainly.
         log.info(
@@ -221,6 +226,7 @@ class Scheduler:
             old_jobs=counts["jobs"],
             old_schedule_fires=counts["schedule_fires"],
             expired_exports=counts["data_exports"],
+            forgotten_workers=counts["workers"],
         )
         return counts
 

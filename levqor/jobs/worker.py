@@ -54,7 +54,8 @@ class Worker:
         settings = runtime.settings
         self.runtime = runtime
         self.concurrency = concurrency
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.host = socket.gethostname()
+        self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = timedelta(seconds=settings.job_lease_s)
         self.heartbeat_s = settings.worker_heartbeat_s
         # One user never takes every slot of a worker: with one worker (`levqor up`) the
@@ -307,7 +308,7 @@ class Worker:
             await queue.beat(
                 session,
                 worker_id=self.worker_id,
-                host=socket.gethostname(),
+                host=self.host,
                 pid=os.getpid(),
                 concurrency=self.concurrency,
                 now=now,
