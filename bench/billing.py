@@ -33,9 +33,9 @@ from bench.api import postgres_database
 from levqor.accounts.models import User
 from levqor.app import create_app
 from levqor.billing.models import Payment
+from levqor.bootstrap import build_runtime
 from levqor.config import Settings, with_generated_secrets
 from levqor.db import migrate
-from levqor.runtime import build_runtime
 
 SECRET = "whsec_" + "b" * 32
 USERS = 50

@@ -35,12 +35,12 @@ from sqlalchemy import delete, func, insert, select, text
 
 from bench.api import postgres_database
 from levqor.accounts.models import User
+from levqor.bootstrap import build_runtime
 from levqor.config import Settings, load_settings
 from levqor.db import migrate
 from levqor.db.base import new_id, utcnow
 from levqor.jobs import queue
 from levqor.jobs.models import RUNNING_SQL, SUCCEEDED, WAITING_SQL, Job, JobStep
-from levqor.runtime import build_runtime
 from levqor.workflows.models import Workflow, WorkflowVersion
 
 DEFINITION = {"name": "noop", "steps": [{"id": "noop", "connector": "transform", "params": {}}]}

@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from levqor import __version__, openapi
 from levqor.accounts import api as accounts_api
 from levqor.billing import api as billing_api
+from levqor.bootstrap import build_runtime
 from levqor.compliance import api as compliance_api
 from levqor.config import Settings, load_settings
 from levqor.connectors import api as connectors_api
@@ -27,7 +28,7 @@ from levqor.logging import configure_logging
 from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestContextMiddleware
 from levqor.ops import api as ops_api
 from levqor.partners import api as partners_api
-from levqor.runtime import Runtime, build_runtime
+from levqor.runtime import Runtime
 from levqor.web import pages
 from levqor.web.security import SecurityHeadersMiddleware
 from levqor.workflows import api as workflows_api

@@ -10,10 +10,11 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from levqor import __version__
+from levqor import __version__, clikit
 from levqor import serve as server
 from levqor.accounts import cli as accounts_cli
 from levqor.billing import cli as billing_cli
+from levqor.bootstrap import build_runtime
 from levqor.compliance import cli as compliance_cli
 from levqor.config import load_settings
 from levqor.db import cli as db_cli
@@ -43,8 +44,10 @@ console = Console()
 
 @app.callback()
 def _root(
+    context: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
+    clikit.install(context, build_runtime)
     if version:
         typer.echo(__version__)
         raise typer.Exit()
@@ -52,6 +55,7 @@ def _root(
 
 @app.command()
 def up(
+    context: typer.Context,
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
     data_dir: Path = typer.Option(None, help="Where data lives (LEVQOR_DATA_DIR)."),
@@ -64,7 +68,7 @@ def up(
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     migrations.upgrade(settings)
-    password = asyncio.run(accounts_cli.ensure_first_admin(admin_email))
+    password = asyncio.run(accounts_cli.ensure_first_admin(context, admin_email))
     url = f"http://{host}:{port}"
     console.print(f"\n[bold green]Levqor {__version__}[/bold green] is starting at [bold]{url}[/]")
     console.print(f"  data: {settings.data_dir.resolve()}   API docs: {url}/docs")

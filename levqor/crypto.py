@@ -8,6 +8,8 @@ added by `levqor keys rotate` while it runs is picked up without a restart.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -52,7 +54,11 @@ class KeyRing(MultiFernet):
         stored = read_stored_secrets(self._settings.data_dir)
         if stored is None:
             return False
-        keys = stored_keys(stored)
+        return self.extend(stored_keys(stored))
+
+    def extend(self, keys: list[str]) -> bool:
+        """Adopt `keys` if they hold every key of this ring (a rotation's new key first);
+        True when the ring changed."""
         if keys == self.keys or not set(self.keys) <= set(keys):
             return False  # unchanged, or not the ring this process was built from
         with self._lock:
@@ -61,20 +67,16 @@ class KeyRing(MultiFernet):
         return True
 
 
-_active: KeyRing | None = None
-
-
 def build_cipher(settings: Settings) -> KeyRing:
-    """The key ring for `settings`; it also becomes this process's ring for sealed
-    columns (`db.base.Sealed`): a process runs with one key ring."""
-    global _active
+    """The key ring `settings` name (`db.engine.create_database` binds it to the engines)."""
     if not settings.encryption_keys:
         raise ValueError("no encryption keys: build settings with load_settings()")
-    _active = KeyRing([key.get_secret_value() for key in settings.encryption_keys], settings)
-    return _active
+    return KeyRing([key.get_secret_value() for key in settings.encryption_keys], settings)
 
 
-def active_ring() -> KeyRing:
-    if _active is None:
-        raise RuntimeError("no key ring yet: build the runtime (build_cipher) first")
-    return _active
+def address_hash(key: str, address: str) -> str:
+    """The blind index of an e-mail address: HMAC-SHA256 of it, trimmed and lower-cased,
+    under `LEVQOR_BLIND_INDEX_KEY`. Accounts find users by it; the suppression list
+    matches mail to the same index."""
+    normalised = address.strip().lower()
+    return hmac.new(key.encode(), normalised.encode(), hashlib.sha256).hexdigest()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor.compliance import audit
+from levqor.audit import service as audit
 from levqor.errors import LevqorError
 from levqor.runtime import Runtime
 

@@ -1,4 +1,9 @@
-"""The process's shared resources, wired once from Settings (the composition root)."""
+"""The process's shared resources, one value passed down from the entry point.
+
+The fields' types come from the packages that build them (accounts, billing): they are
+named here for type checking only, and `levqor.bootstrap` builds the value, so the
+foundation imports nothing above it.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,17 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cryptography.fernet import MultiFernet
-
-from levqor.accounts.kit import AuthKit
-from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
-from levqor.billing.gateway import StripeGateway
 from levqor.config import Settings
-from levqor.crypto import build_cipher
-from levqor.db.engine import Database, create_database
+from levqor.crypto import KeyRing
+from levqor.db.engine import Database
+from levqor.events import Events
 
-if TYPE_CHECKING:  # imported only when configured: `levqor up` has no Redis
+if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from levqor.accounts.kit import AuthKit
+    from levqor.accounts.ratelimit import Limiter
+    from levqor.billing.gateway import StripeGateway
 
 
 @dataclass
@@ -25,9 +30,11 @@ class Runtime:
     db: Database
     auth: AuthKit
     limiter: Limiter
-    cipher: MultiFernet
+    cipher: KeyRing
     redis: Redis | None
     stripe: StripeGateway
+    # Domain events: lower packages publish, higher ones subscribe (bootstrap wires them).
+    events: Events
     # Set when a run is queued in this process, so a worker here starts it at once.
     job_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -36,45 +43,6 @@ class Runtime:
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()
-
-
-def build_runtime(settings: Settings) -> Runtime:
-    redis = _redis_client(settings)
-    limiter: Limiter
-    if redis is None:
-        limiter = MemoryLimiter()
-    else:
-        limiter = ResilientLimiter(
-            RedisLimiter(redis, key_prefix=settings.redis_key_prefix),
-            retry_interval_s=settings.redis_retry_interval_s,
-        )
-    return Runtime(
-        settings=settings,
-        db=create_database(settings),
-        auth=AuthKit.from_settings(settings),
-        limiter=limiter,
-        cipher=build_cipher(settings),
-        redis=redis,
-        stripe=StripeGateway(settings),
-    )
-
-
-def _redis_client(settings: Settings) -> Redis | None:
-    if not settings.redis_url:
-        return None
-    from redis.asyncio import BlockingConnectionPool, Redis
-
-    # A blocking pool waits for a free connection under bursts; the default pool raises
-    # "Too many connections", which the limiter would mistake for Redis being down.
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_timeout_s,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        health_check_interval=30,
-    )
-    return Redis.from_pool(pool)
 
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h

@@ -24,10 +24,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from levqor.app import create_app
+from levqor.bootstrap import build_runtime
 from levqor.config import Settings, with_generated_secrets
 from levqor.db import migrate
 from levqor.db.models import metadata
-from levqor.runtime import Runtime, build_runtime
+from levqor.runtime import Runtime
 
 TEST_DATABASE_URL = os.environ.get("LEVQOR_TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("LEVQOR_TEST_REDIS_URL")

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Request, Response, status
 
 from levqor import errors
 from levqor.accounts import service, sessions
-from levqor.accounts.api_deps import AnonymousLimit, CurrentUser, OptionalUser, client_ip
+from levqor.accounts.api_deps import (
+    AnonymousLimit,
+    CurrentUser,
+    IdempotencyDep,
+    OptionalUser,
+    client_ip,
+)
 from levqor.accounts.kit import TokenPair
 from levqor.accounts.models import User
 from levqor.accounts.schemas import (
@@ -23,8 +29,6 @@ from levqor.accounts.schemas import (
     UserRead,
 )
 from levqor.deps import RuntimeDep, SessionDep
-from levqor.idempotency.api import IdempotencyDep
-from levqor.partners.service import REFERRAL_COOKIE
 from levqor.types import Cursor, Limit, Page
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[AnonymousLimit])
@@ -51,11 +55,12 @@ async def signup(
     user, pair = await service.signup(
         session,
         kit=runtime.auth,
+        events=runtime.events,
         email=body.email,
         password=body.password,
         name=body.name,
         marketing_consent=body.marketing_consent,
-        referral_code=body.ref or request.cookies.get(REFERRAL_COOKIE),
+        referral_code=body.ref or request.cookies.get(service.REFERRAL_COOKIE),
     )
     return _session_out(user, pair)
 

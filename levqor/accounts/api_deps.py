@@ -14,14 +14,16 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor import metrics
 from levqor.accounts import service
 from levqor.accounts.errors import InvalidToken, MissingScope
 from levqor.accounts.kit import Principal
 from levqor.accounts.ratelimit import Decision, Policy
 from levqor.deps import READ_METHODS, ReadSessionDep, RuntimeDep, SessionDep
 from levqor.errors import Forbidden, RateLimited, Unauthorized
+from levqor.idempotency import service as idempotency_service
+from levqor.idempotency.api import Idempotency
 from levqor.middleware import add_response_headers
-from levqor.ops import metrics
 from levqor.runtime import Runtime
 
 AUTH_ROUTES = frozenset({"/api/v1/auth/signup", "/api/v1/auth/login", "/api/v1/auth/refresh"})
@@ -164,3 +166,21 @@ AdminUser = Annotated[Principal, Depends(admin_user)]
 CurrentUserAutocommit = Annotated[Principal, Depends(authenticated_autocommit)]
 AdminUserAutocommit = Annotated[Principal, Depends(admin_user_autocommit)]
 AnonymousLimit = Depends(limit_anonymous)
+
+
+async def get_idempotency(
+    request: Request, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> Idempotency:
+    raw_key = request.headers.get("idempotency-key")
+    key = idempotency_service.validate_key(raw_key) if raw_key is not None else None
+    body = await request.body() if key is not None else b""
+    return Idempotency(
+        session=session,
+        runtime_cipher=runtime.cipher,
+        user_id=principal.user.id,
+        key=key,
+        fingerprint=idempotency_service.request_fingerprint(request.method, request.url.path, body),
+    )
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]

@@ -11,18 +11,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from levqor import clikit
 from levqor.accounts import service, sessions
 from levqor.accounts.models import ROLE_ADMIN
-from levqor.config import load_settings
 from levqor.errors import LevqorError, NotFound
 from levqor.idempotency import service as idempotency_service
-from levqor.runtime import build_runtime
 
 console = Console()
 tokens_app = typer.Typer(help="Token upkeep.", no_args_is_help=True)
 
 
 def create_admin(
+    context: typer.Context,
     email: str = typer.Option(..., prompt=True, help="The admin's e-mail address."),
     password: str = typer.Option(
         None, help="Leave out to generate one (printed once).", show_default=False
@@ -33,7 +33,7 @@ def create_admin(
     generated = password is None
     chosen = password or secrets.token_urlsafe(18)
     try:
-        asyncio.run(_create_admin(email, chosen, name))
+        asyncio.run(_create_admin(context, email, chosen, name))
     except LevqorError as exc:
         console.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(1) from exc
@@ -42,47 +42,51 @@ def create_admin(
         console.print(f"Password (shown once): [bold]{chosen}[/bold]")
 
 
-async def _create_admin(email: str, password: str, name: str) -> None:
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.write() as session, session.begin():
-            await service.create(
-                session,
-                kit=runtime.auth,
-                email=email,
-                password=password,
-                name=name,
-                role=ROLE_ADMIN,
-            )
-    finally:
-        await runtime.close()
+async def _create_admin(context: typer.Context, email: str, password: str, name: str) -> None:
+    async with (
+        clikit.open_runtime(context) as runtime,
+        runtime.db.write() as session,
+        session.begin(),
+    ):
+        await service.create(
+            session,
+            kit=runtime.auth,
+            events=runtime.events,
+            email=email,
+            password=password,
+            name=name,
+            role=ROLE_ADMIN,
+        )
 
 
-async def ensure_first_admin(email: str) -> str | None:
+async def ensure_first_admin(context: typer.Context, email: str) -> str | None:
     """On a first start, create an admin and return its password; None if one exists."""
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.write() as session, session.begin():
-            if await service.has_admin(session):
-                return None
-            password = secrets.token_urlsafe(18)
-            await service.create(
-                session,
-                kit=runtime.auth,
-                email=email,
-                password=password,
-                name="Admin",
-                role=ROLE_ADMIN,
-            )
-            return password
-    finally:
-        await runtime.close()
+    async with (
+        clikit.open_runtime(context) as runtime,
+        runtime.db.write() as session,
+        session.begin(),
+    ):
+        if await service.has_admin(session):
+            return None
+        password = secrets.token_urlsafe(18)
+        await service.create(
+            session,
+            kit=runtime.auth,
+            events=runtime.events,
+            email=email,
+            password=password,
+            name="Admin",
+            role=ROLE_ADMIN,
+        )
+        return password
 
 
 @tokens_app.command("prune")
-def prune(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def prune(
+    context: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
     """Delete expired refresh tokens, old revocations, login failures and idempotency keys."""
-    counts = asyncio.run(_prune())
+    counts = asyncio.run(_prune(context))
     if as_json:
         typer.echo(json.dumps(counts))
         return
@@ -92,37 +96,38 @@ def prune(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
     console.print(table)
 
 
-async def _prune() -> dict[str, int]:
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.write() as session, session.begin():
-            report = await sessions.prune_expired(session, kit=runtime.auth)
-            idempotency = await idempotency_service.prune(session)
-    finally:
-        await runtime.close()
+async def _prune(context: typer.Context) -> dict[str, int]:
+    async with (
+        clikit.open_runtime(context) as runtime,
+        runtime.db.write() as session,
+        session.begin(),
+    ):
+        report = await sessions.prune_expired(session, kit=runtime.auth)
+        idempotency = await idempotency_service.prune(session)
     return {**asdict(report), "idempotency_keys": idempotency}
 
 
 def set_role(
+    context: typer.Context,
     email: str = typer.Argument(..., help="The user's e-mail address."),
     role: str = typer.Argument(..., help="user or admin"),
 ) -> None:
     """Make a user an admin, or an admin a plain user (recorded in the audit log)."""
     try:
-        changed = asyncio.run(_set_role(email, role))
+        changed = asyncio.run(_set_role(context, email, role))
     except LevqorError as exc:
         console.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"{email} is now {role}." if changed else f"{email} was {role} already.")
 
 
-async def _set_role(email: str, role: str) -> bool:
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.write() as session, session.begin():
-            user = await service.find_by_email(session, kit=runtime.auth, email=email)
-            if user is None:
-                raise NotFound(f"No user with the address {email}.")
-            return await service.set_role(session, user=user, role=role, actor="system")
-    finally:
-        await runtime.close()
+async def _set_role(context: typer.Context, email: str, role: str) -> bool:
+    async with (
+        clikit.open_runtime(context) as runtime,
+        runtime.db.write() as session,
+        session.begin(),
+    ):
+        user = await service.find_by_email(session, kit=runtime.auth, email=email)
+        if user is None:
+            raise NotFound(f"No user with the address {email}.")
+        return await service.set_role(session, user=user, role=role, actor="system")

@@ -1,15 +1,23 @@
-"""Security events of an account, written to the audit log (`compliance.audit`)."""
+"""What accounts publishes (`levqor.events`): facts about users that other packages act on."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from levqor.compliance import audit
+from dataclasses import dataclass
 
 
-async def record_event(
-    session: AsyncSession, *, user_id: str | None, kind: str, detail: dict[str, str] | None = None
-) -> None:
-    await audit.record(
-        session, actor=user_id or "anonymous", action=kind, object_id=user_id, detail=detail
-    )
+@dataclass(frozen=True)
+class UserCreated:
+    """A user row exists (signup, `levqor create-admin`, the first admin of `levqor up`):
+    billing grants the opening credits."""
+
+    user_id: str
+
+
+@dataclass(frozen=True)
+class UserSignedUp:
+    """A person signed up themselves: partners attribute the referral, compliance records
+    the consent they gave."""
+
+    user_id: str
+    referral_code: str | None
+    marketing_consent: bool

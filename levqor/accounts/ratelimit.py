@@ -16,8 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from levqor import metrics
 from levqor.logging import get_logger
-from levqor.ops import metrics
 
 if TYPE_CHECKING:  # imported only when Redis is configured
     from redis.asyncio import Redis

@@ -15,24 +15,25 @@ from sqlalchemy import delete, exists, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import errors
+from levqor import crypto, errors
 from levqor.accounts import sessions
 from levqor.accounts.errors import EmailTaken, InvalidCredentials, InvalidToken, LoginLocked
-from levqor.accounts.events import record_event
+from levqor.accounts.events import UserCreated, UserSignedUp
 from levqor.accounts.kit import AuthKit, Principal, TokenPair
 from levqor.accounts.models import ROLE_ADMIN, ROLE_USER, ApiKey, LoginFailure, User
+from levqor.accounts.security_log import record_event
 from levqor.accounts.tokens import API_KEY_PREFIX, keyed_hash, new_api_key, sha256_hex
-from levqor.billing import service as billing
-from levqor.compliance import audit
-from levqor.compliance import service as compliance
+from levqor.audit import service as audit
 from levqor.db import pages
 from levqor.db.base import utcnow
+from levqor.events import Events
 from levqor.logging import get_logger
-from levqor.partners import service as partners
 
 log = get_logger("levqor.accounts")
 
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
+# Set by a partner's referral link (partners), read at signup and passed on in `UserSignedUp`.
+REFERRAL_COOKIE = "levqor_ref"
 
 
 # --- e-mail ---------------------------------------------------------------------------
@@ -52,7 +53,7 @@ def email_index(kit: AuthKit, address: str) -> str:
     address itself is stored encrypted."""
     key = kit.settings.blind_index_key
     assert key is not None  # load_settings always fills it
-    return compliance.address_hash(key.get_secret_value(), address)
+    return crypto.address_hash(key.get_secret_value(), address)
 
 
 async def find_by_email(session: AsyncSession, *, kit: AuthKit, email: str) -> User | None:
@@ -73,11 +74,13 @@ async def create(
     session: AsyncSession,
     *,
     kit: AuthKit,
+    events: Events,
     email: str,
     password: str,
     name: str | None = None,
     role: str = ROLE_USER,
 ) -> User:
+    """A new user; `UserCreated` is published, so billing grants the opening credits."""
     address = normalise_email(email)
     index = email_index(kit, address)
     taken = await session.scalar(select(exists().where(User.email_index == index)))
@@ -89,11 +92,10 @@ async def create(
         name=name,
         password_hash=await kit.passwords.hash(password),
         role=role,
-        credits=kit.settings.free_credits,
     )
     session.add(user)
     await session.flush()
-    await billing.record_signup_grant(session, user_id=user.id, credits=user.credits)
+    await events.publish(session, UserCreated(user.id))
     return user
 
 
@@ -101,18 +103,18 @@ async def signup(
     session: AsyncSession,
     *,
     kit: AuthKit,
+    events: Events,
     email: str,
     password: str,
     name: str | None,
     marketing_consent: bool = False,
     referral_code: str | None = None,
 ) -> tuple[User, TokenPair]:
-    user = await create(session, kit=kit, email=email, password=password, name=name)
+    """A person's own signup: the user, their first session, and `UserSignedUp` for the
+    referral (partners) and the consent they gave (compliance)."""
+    user = await create(session, kit=kit, events=events, email=email, password=password, name=name)
     await record_event(session, user_id=user.id, kind="signup")
-    await partners.attribute(session, user_id=user.id, code=referral_code)
-    await compliance.record_consent(
-        session, user_id=user.id, kind="marketing_email", granted=marketing_consent, source="signup"
-    )
+    await events.publish(session, UserSignedUp(user.id, referral_code, marketing_consent))
     return user, await sessions.start_session(session, kit=kit, user=user)
 
 

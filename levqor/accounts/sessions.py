@@ -11,7 +11,6 @@ from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts.errors import InvalidToken, TokenReused
-from levqor.accounts.events import record_event
 from levqor.accounts.kit import AuthKit, Principal, TokenPair
 from levqor.accounts.models import (
     API_KEY_SCOPES,
@@ -21,6 +20,7 @@ from levqor.accounts.models import (
     TokenFamily,
     User,
 )
+from levqor.accounts.security_log import record_event
 from levqor.accounts.tokens import new_refresh_token, sha256_hex
 from levqor.db.base import utcnow
 from levqor.logging import get_logger

@@ -11,10 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from levqor import clikit
 from levqor.accounts import service as accounts
 from levqor.billing import reports, spend_guard
-from levqor.config import load_settings
-from levqor.runtime import build_runtime
 
 spend_guard_app = typer.Typer(
     help="The LLM spend guard: today's spend, pauses, resuming.", no_args_is_help=True
@@ -23,9 +22,11 @@ console = Console()
 
 
 @spend_guard_app.command("status")
-def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+def status(
+    context: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print as JSON.")
+) -> None:
     """Today's LLM spend (UTC), the biggest spenders, and the pauses in force."""
-    report = asyncio.run(_status())
+    report = asyncio.run(_status(context))
     if as_json:
         console.print_json(data=report)
         return
@@ -48,6 +49,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
 
 @spend_guard_app.command("resume")
 def resume(
+    context: typer.Context,
     email: str | None = typer.Argument(None, help="The user to resume; leave out with --server."),
     server: bool = typer.Option(False, "--server", help="Lift the server-wide pause."),
 ) -> None:
@@ -55,7 +57,7 @@ def resume(
     if (email is None) == (not server):
         console.print("[red]Give a user's e-mail address, or --server.[/red]")
         raise typer.Exit(2)
-    lifted = asyncio.run(_resume(email))
+    lifted = asyncio.run(_resume(context, email))
     if lifted is None:
         console.print(f"[red]No user with the address {email}.[/red]")
         raise typer.Exit(1)
@@ -66,9 +68,8 @@ def _limit(micro_usd: int) -> str:
     return f"${micro_usd / 1e6:.2f}" if micro_usd else "off"
 
 
-async def _status() -> dict[str, Any]:
-    runtime = build_runtime(load_settings())
-    try:
+async def _status(context: typer.Context) -> dict[str, Any]:
+    async with clikit.open_runtime(context) as runtime:
         async with runtime.db.session(write=False) as session:
             total, spenders = await spend_guard.today(session)
             server_paused = await spend_guard.paused(session, user_id=None)
@@ -79,28 +80,28 @@ async def _status() -> dict[str, Any]:
             "server_paused": server_paused,
             "spenders": [vars(spender) for spender in spenders],
         }
-    finally:
-        await runtime.close()
 
 
-async def _resume(email: str | None) -> int | None:
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.session(write=True) as session, session.begin():
-            user_id = None
-            if email is not None:
-                user = await accounts.find_by_email(session, kit=runtime.auth, email=email)
-                if user is None:
-                    return None
-                user_id = user.id
-            return await spend_guard.resume(session, user_id=user_id, actor="system")
-    finally:
-        await runtime.close()
+async def _resume(context: typer.Context, email: str | None) -> int | None:
+    async with (
+        clikit.open_runtime(context) as runtime,
+        runtime.db.session(write=True) as session,
+        session.begin(),
+    ):
+        user_id = None
+        if email is not None:
+            user = await accounts.find_by_email(session, kit=runtime.auth, email=email)
+            if user is None:
+                return None
+            user_id = user.id
+        return await spend_guard.resume(session, user_id=user_id, actor="system")
 
 
-def costs(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+def costs(
+    context: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print as JSON.")
+) -> None:
     """Today's and this month's costs by source, and the paying users that cover them."""
-    report = asyncio.run(_costs())
+    report = asyncio.run(_costs(context))
     if as_json:
         console.print_json(data=asdict(report))
         return
@@ -127,10 +128,6 @@ def _money(cents: int, currency: str) -> str:
     return f"{cents / 100:,.2f} {currency.upper()}"
 
 
-async def _costs() -> reports.Costs:
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.session(write=False) as session:
-            return await reports.costs(session, settings=runtime.settings)
-    finally:
-        await runtime.close()
+async def _costs(context: typer.Context) -> reports.Costs:
+    async with clikit.open_runtime(context) as runtime, runtime.db.session(write=False) as session:
+        return await reports.costs(session, settings=runtime.settings)

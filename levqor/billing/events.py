@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts import service as accounts
 from levqor.accounts.models import User
+from levqor.audit import service as audit
 from levqor.billing import plans, refunds, service
 from levqor.billing.models import (
     Dispute,
@@ -33,7 +34,6 @@ from levqor.billing.models import (
     StripeEvent,
     Subscription,
 )
-from levqor.compliance import audit, privacy
 from levqor.config import Settings
 from levqor.db.base import upsert, utcnow
 from levqor.db.engine import Database
@@ -69,7 +69,7 @@ async def orphaned_subscription(db: Database, event: dict[str, Any]) -> str | No
     if subscription is None or user_id is None:
         return None
     async with db.session(write=False) as session:
-        erased = await privacy.was_erased(session, user_id=user_id)
+        erased = await audit.was_erased(session, user_id=user_id)
     return subscription if erased else None
 
 

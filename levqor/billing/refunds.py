@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
+from levqor.audit import service as audit
 from levqor.billing import service
 from levqor.billing.models import Payment, Refund
-from levqor.compliance import audit
 from levqor.partners import service as partners
 
 if TYPE_CHECKING:

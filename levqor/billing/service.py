@@ -5,7 +5,8 @@ Stripe's webhook events are applied in `events.py`, refunds in `refunds.py`.
 Every change to `users.credits` writes a ledger row in the same transaction (or the same
 statement, on the webhook hot path), so the ledger always explains the balance:
 the sum of a user's deltas is their balance. The balance sits on the users row, read
-on every run's hot path, but only billing changes it (accounts sets its opening value).
+on every run's hot path, but only billing changes it: the opening grant too, on
+accounts' `UserCreated` (see `reactions.py`).
 """
 
 from __future__ import annotations
@@ -57,12 +58,19 @@ def short_of_credits(amount: int) -> errors.PaymentRequired:
     return errors.PaymentRequired(f"A run costs {amount} credits; your balance is too low.")
 
 
-async def record_signup_grant(session: AsyncSession, *, user_id: str, credits: int) -> None:
-    """The ledger row of the credits a new account starts with (its balance is set)."""
-    if credits:
-        session.add(
-            CreditEntry(user_id=user_id, delta=credits, balance_after=credits, reason=SIGNUP_GRANT)
-        )
+async def grant_opening_credits(session: AsyncSession, *, user_id: str, credits: int) -> None:
+    """Give a new account its opening balance, with its ledger row. Through the ORM, so
+    the caller's `User` (still in the session) shows the balance at once."""
+    if not credits:
+        return
+    user = await session.get(User, user_id)
+    if user is None:
+        raise LookupError(f"no user {user_id}")
+    user.credits += credits
+    session.add(
+        CreditEntry(user_id=user_id, delta=credits, balance_after=user.credits, reason=SIGNUP_GRANT)
+    )
+    await session.flush()
 
 
 async def charge_run(

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor.audit import service as audit
 from levqor.billing.models import SpendPause
-from levqor.compliance import audit
 from levqor.config import Settings
 from levqor.connectors import service as connectors
 from levqor.connectors.errors import ConnectorError

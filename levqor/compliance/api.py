@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from levqor import errors
 from levqor.accounts.api_deps import AdminUser, CurrentUser, CurrentUserAutocommit
-from levqor.compliance import audit, exports, privacy, service
+from levqor.audit import service as audit
+from levqor.compliance import exports, privacy, service
 from levqor.compliance.models import DataExport
 from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep

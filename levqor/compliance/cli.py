@@ -12,14 +12,15 @@ import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor import clikit
 from levqor.accounts import service as accounts
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.models import User
-from levqor.compliance import audit, privacy
+from levqor.audit import service as audit
+from levqor.compliance import privacy
 from levqor.config import load_settings
 from levqor.db.engine import create_database
 from levqor.errors import LevqorError
-from levqor.runtime import build_runtime
 
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 console = Console()
@@ -65,11 +66,12 @@ users_app = typer.Typer(
 
 @users_app.command("export")
 def export_user(
+    context: typer.Context,
     email: str = typer.Argument(..., help="The user's e-mail address."),
     output: Path | None = typer.Option(None, help="Write the JSON here instead of stdout."),
 ) -> None:
     """Everything about a user, as GET /api/v1/me/export gives it (an Art. 15 request)."""
-    document = asyncio.run(_export(email))
+    document = asyncio.run(_export(context, email))
     text = json.dumps(document, indent=2, default=str)
     if output is None:
         typer.echo(text)
@@ -81,6 +83,7 @@ def export_user(
 
 @users_app.command("delete")
 def delete_user(
+    context: typer.Context,
     email: str = typer.Argument(..., help="The user's e-mail address."),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
 ) -> None:
@@ -88,31 +91,28 @@ def delete_user(
     if not yes:
         typer.confirm(f"Erase {email} and all their data?", abort=True)
     try:
-        tombstone = asyncio.run(_erase(email))
+        tombstone = asyncio.run(_erase(context, email))
     except LevqorError as exc:  # Stripe could not cancel the subscription: nothing erased
         console.print(f"[red]{exc.detail} Nothing was erased.[/red]")
         raise typer.Exit(1) from exc
     console.print(f"Erased. Receipt in the audit log: {tombstone}.")
 
 
-async def _export(email: str) -> dict[str, Any]:
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.session(write=True) as session, session.begin():
-            user = await _user(session, email, runtime.auth)
-            return await privacy.export(session, user=user, actor="system")
-    finally:
-        await runtime.close()
+async def _export(context: typer.Context, email: str) -> dict[str, Any]:
+    async with (
+        clikit.open_runtime(context) as runtime,
+        runtime.db.session(write=True) as session,
+        session.begin(),
+    ):
+        user = await _user(session, email, runtime.auth)
+        return await privacy.export(session, user=user, actor="system")
 
 
-async def _erase(email: str) -> str:
-    runtime = build_runtime(load_settings())
-    try:
+async def _erase(context: typer.Context, email: str) -> str:
+    async with clikit.open_runtime(context) as runtime:
         async with runtime.db.session(write=False) as session:
             user = await _user(session, email, runtime.auth)
         return await privacy.erase_account(runtime, user_id=user.id, password=None)
-    finally:
-        await runtime.close()
 
 
 async def _user(session: AsyncSession, email: str, kit: AuthKit) -> User:

@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors, jsonvalues
 from levqor.accounts.models import User
-from levqor.compliance import audit, privacy
+from levqor.audit import service as audit
+from levqor.compliance import privacy
 from levqor.compliance.models import DataExport
 from levqor.config import Settings
-from levqor.crypto import active_ring
-from levqor.db.base import new_id, utcnow
+from levqor.db.base import key_ring, new_id, utcnow
 from levqor.db.engine import Database
 from levqor.logging import get_logger
 
@@ -114,7 +114,7 @@ async def _build(db: Database, *, settings: Settings, export_id: str) -> None:
                 return  # the account was erased meanwhile, and its export with it
             document = await privacy.collect(session, user=user)
         raw = orjson.dumps(jsonvalues.storable(document))  # an old row's huge int too
-        sealed = active_ring().encrypt(gzip.compress(raw, compresslevel=6)).decode()
+        sealed = db.key_ring.encrypt(gzip.compress(raw, compresslevel=6)).decode()
     except Exception as exc:
         log.exception("export_failed", export_id=export_id)
         await _finish(db, export_id, status=FAILED, error=f"{type(exc).__name__}: {exc}"[:500])
@@ -189,7 +189,8 @@ async def fetch(
     export = await session.get(DataExport, export_id)
     if export is None or export.status != READY or export.document_encrypted is None:
         raise errors.Gone("This export is no longer available; ask for a new one.")
-    return Download(export.id, active_ring().decrypt(export.document_encrypted.encode()))
+    ring = key_ring(session.get_bind().dialect)
+    return Download(export.id, ring.decrypt(export.document_encrypted.encode()))
 
 
 async def prune(session: AsyncSession, *, now: datetime) -> int:

@@ -16,10 +16,10 @@ from levqor import errors
 from levqor.accounts import service as accounts
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.models import User
+from levqor.audit import service as audit
 from levqor.billing import service as billing
-from levqor.compliance import audit, registry
+from levqor.compliance import registry
 from levqor.compliance import service as compliance
-from levqor.compliance.models import AuditEntry
 from levqor.compliance.registry import Owned, Via
 from levqor.db.base import Sealed, new_id, utcnow
 from levqor.db.models import metadata
@@ -102,7 +102,7 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime | date) else value
 
 
-ERASED = "account_erased"
+ERASED = audit.ERASED
 
 
 class WrongPassword(errors.Forbidden):
@@ -167,15 +167,3 @@ async def erase(
         detail={"tombstone": tombstone, "subscriptions_cancelled": cancelled or []},
     )
     return tombstone
-
-
-async def was_erased(session: AsyncSession, *, user_id: str) -> bool:
-    """Whether this server erased `user_id` (its receipt is in the audit log): what
-    lets billing cancel a subscription still charging them, and not one of another
-    server that shares the Stripe account."""
-    receipt = await session.scalar(
-        select(AuditEntry.id)
-        .where(AuditEntry.object_id == user_id, AuditEntry.action == ERASED)
-        .limit(1)
-    )
-    return receipt is not None

@@ -16,16 +16,11 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor import crypto
 from levqor.accounts.models import User
 from levqor.compliance.models import Consent, EmailSuppression
 
-
-def normalise(address: str) -> str:
-    return address.strip().lower()
-
-
-def address_hash(key: str, address: str) -> str:
-    return hmac.new(key.encode(), normalise(address).encode(), hashlib.sha256).hexdigest()
+address_hash = crypto.address_hash
 
 
 async def is_suppressed(

@@ -7,6 +7,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.fernet import MultiFernet
 from sqlalchemy import DateTime, MetaData, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
@@ -35,14 +36,26 @@ class Sealed(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        from levqor.crypto import active_ring
-
-        return None if value is None else active_ring().encrypt(value.encode()).decode()
+        return None if value is None else key_ring(dialect).encrypt(value.encode()).decode()
 
     def process_result_value(self, value: str | None, dialect: Any) -> str | None:
-        from levqor.crypto import active_ring
+        return None if value is None else key_ring(dialect).decrypt(value.encode()).decode()
 
-        return None if value is None else active_ring().decrypt(value.encode()).decode()
+
+# Each engine has its own dialect object: the key ring rides on it, so a sealed column
+# finds the ring of the database it is read from, with no process-wide global.
+_KEY_RING = "levqor_key_ring"
+
+
+def bind_key_ring(dialect: Dialect, ring: MultiFernet) -> None:
+    setattr(dialect, _KEY_RING, ring)
+
+
+def key_ring(dialect: Dialect) -> MultiFernet:
+    ring: MultiFernet | None = getattr(dialect, _KEY_RING, None)
+    if ring is None:
+        raise RuntimeError("this engine has no key ring: build it with create_database()")
+    return ring
 
 
 class Base(DeclarativeBase):

@@ -38,6 +38,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from levqor.config import Settings
+from levqor.crypto import KeyRing, build_cipher
+from levqor.db.base import bind_key_ring
 
 IMMEDIATE = "levqor_sqlite_immediate"
 AUTOCOMMIT = "levqor_autocommit"
@@ -49,6 +51,7 @@ class Database:
     read_engine: AsyncEngine
     read: async_sessionmaker[AsyncSession]
     write: async_sessionmaker[AsyncSession]
+    key_ring: KeyRing
     write_engine: AsyncEngine | None = None
     write_lock: asyncio.Lock | None = None
 
@@ -98,13 +101,19 @@ class Database:
         await self.engine.dispose()
 
 
-def create_database(settings: Settings) -> Database:
+def create_database(settings: Settings, key_ring: KeyRing | None = None) -> Database:
+    """The engines and sessions for `settings`; sealed columns use `key_ring` (by
+    default the one the settings name), which travels with the engines' dialect."""
+    key_ring = key_ring or build_cipher(settings)
     engine = make_engine(settings)
     read_engine = make_engine(settings, autocommit=True)
+    for each in (engine, read_engine):
+        bind_key_ring(each.sync_engine.dialect, key_ring)
     write_engine = engine.execution_options(**{IMMEDIATE: True})
     return Database(
         engine=engine,
         read_engine=read_engine,
+        key_ring=key_ring,
         read=async_sessionmaker(read_engine, expire_on_commit=False),
         write=async_sessionmaker(write_engine, expire_on_commit=False),
         write_engine=write_engine,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from levqor.accounts import models as accounts_models
+from levqor.audit import models as audit_models
 from levqor.billing import models as billing_models
 from levqor.compliance import models as compliance_models
 from levqor.connectors import models as connectors_models
@@ -16,6 +17,7 @@ metadata = Base.metadata
 
 __all__ = [
     "accounts_models",
+    "audit_models",
     "billing_models",
     "compliance_models",
     "connectors_models",

@@ -1,4 +1,5 @@
-"""The `Idempotency` dependency a create-endpoint takes.
+"""What a create-endpoint does with an `Idempotency-Key` (the dependency that builds it
+for the signed-in user is `accounts.api_deps.IdempotencyDep`).
 
 @router.post("/things", status_code=201)
 async def create_thing(..., idempotency: IdempotencyDep) -> Any:
@@ -12,15 +13,12 @@ async def create_thing(..., idempotency: IdempotencyDep) -> Any:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from cryptography.fernet import MultiFernet
-from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor.accounts.api_deps import CurrentUser
-from levqor.deps import RuntimeDep, SessionDep
 from levqor.idempotency import service
 
 
@@ -59,21 +57,3 @@ class Idempotency:
             answer=service.StoredAnswer(status_code, body),
             cipher=self.runtime_cipher,
         )
-
-
-async def get_idempotency(
-    request: Request, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
-) -> Idempotency:
-    raw_key = request.headers.get("idempotency-key")
-    key = service.validate_key(raw_key) if raw_key is not None else None
-    body = await request.body() if key is not None else b""
-    return Idempotency(
-        session=session,
-        runtime_cipher=runtime.cipher,
-        user_id=principal.user.id,
-        key=key,
-        fingerprint=service.request_fingerprint(request.method, request.url.path, body),
-    )
-
-
-IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]

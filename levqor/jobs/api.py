@@ -9,11 +9,11 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
-from levqor.accounts.api_deps import CurrentUser, enforce
+from levqor.accounts.api_deps import CurrentUser, IdempotencyDep, enforce
 from levqor.accounts.kit import Principal
 from levqor.accounts.ratelimit import Policy
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
-from levqor.idempotency.api import Idempotency, IdempotencyDep
+from levqor.idempotency.api import Idempotency
 from levqor.jobs import callbacks, service
 from levqor.jobs.models import RETRYING, Job, JobStep
 from levqor.jobs.schemas import (

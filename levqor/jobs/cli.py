@@ -15,45 +15,47 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
 
+from levqor import clikit
 from levqor.config import load_settings
 from levqor.jobs import queue, service
 from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
-from levqor.runtime import Runtime, build_runtime
+from levqor.runtime import Runtime
 
 
 def worker(
+    context: typer.Context,
     concurrency: int = typer.Option(10, min=1, help="Jobs run at once by this process."),
 ) -> None:
     """Run jobs. Start any number, on any hosts sharing the database; SIGTERM stops cleanly."""
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     asyncio.run(
-        _until_signalled(lambda runtime, stop: Worker(runtime, concurrency=concurrency).run(stop))
+        _until_signalled(
+            context, lambda runtime, stop: Worker(runtime, concurrency=concurrency).run(stop)
+        )
     )
 
 
 async def _until_signalled(
+    context: typer.Context,
     start: Callable[[Runtime, asyncio.Event], Coroutine[Any, Any, None]],
 ) -> None:
     """Run a loop with its own runtime until SIGINT or SIGTERM asks it to stop."""
-    runtime = build_runtime(load_settings())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    try:
+    async with clikit.open_runtime(context) as runtime:
         await start(runtime, stop)
-    finally:
-        await runtime.close()
 
 
-def scheduler() -> None:
+def scheduler(context: typer.Context) -> None:
     """Fire cron schedules and run upkeep. Several may run: each fire time fires once."""
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    asyncio.run(_until_signalled(lambda runtime, stop: Scheduler(runtime).run(stop)))
+    asyncio.run(_until_signalled(context, lambda runtime, stop: Scheduler(runtime).run(stop)))
 
 
 jobs_app = typer.Typer(help="The job queue.", no_args_is_help=True)
@@ -61,6 +63,7 @@ jobs_app = typer.Typer(help="The job queue.", no_args_is_help=True)
 
 @jobs_app.command("replay")
 def replay(
+    context: typer.Context,
     workflow: str = typer.Option(None, help="Only this workflow's failed jobs."),
     since: datetime = typer.Option(None, help="Only jobs that failed at or after this time (UTC)."),
     user: str = typer.Option(None, help="Only this user's (id) failed jobs."),
@@ -70,7 +73,7 @@ def replay(
     last checkpoint."""
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    replayed = asyncio.run(_replay(workflow, since, user))
+    replayed = asyncio.run(_replay(context, workflow, since, user))
     if as_json:
         typer.echo(json.dumps({"replayed": replayed}))
         return
@@ -81,15 +84,15 @@ def replay(
     Console().print(f"{len(replayed)} job(s) queued again.")
 
 
-async def _replay(workflow: str | None, since: datetime | None, user: str | None) -> list[str]:
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.session(write=True) as session, session.begin():
-            return await service.replay_failed(
-                session, workflow_id=workflow, since=since, user_id=user
-            )
-    finally:
-        await runtime.close()
+async def _replay(
+    context: typer.Context, workflow: str | None, since: datetime | None, user: str | None
+) -> list[str]:
+    async with (
+        clikit.open_runtime(context) as runtime,
+        runtime.db.session(write=True) as session,
+        session.begin(),
+    ):
+        return await service.replay_failed(session, workflow_id=workflow, since=since, user_id=user)
 
 
 health_app = typer.Typer(
@@ -99,11 +102,11 @@ health_app = typer.Typer(
 
 
 @health_app.command("worker")
-def worker_health() -> None:
+def worker_health(context: typer.Context) -> None:
     """Healthy when a worker on this host beat within three heartbeats (the container
     or machine checks its own worker through the table every worker beats into)."""
     settings = load_settings()
-    beat = asyncio.run(_last_beat(socket.gethostname()))
+    beat = asyncio.run(_last_beat(context, socket.gethostname()))
     limit = timedelta(seconds=settings.worker_heartbeat_s * 3)
     if beat is None or datetime.now(UTC) - beat > limit:
         typer.echo(f"no worker on this host beat within {limit.total_seconds():g} s", err=True)
@@ -112,29 +115,21 @@ def worker_health() -> None:
 
 
 @health_app.command("database")
-def database_health() -> None:
+def database_health(context: typer.Context) -> None:
     """Healthy when the database answers (the scheduler's check)."""
     try:
-        asyncio.run(_ping())
+        asyncio.run(_ping(context))
     except Exception as exc:
         typer.echo(f"the database does not answer: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo("database answers")
 
 
-async def _last_beat(host: str) -> datetime | None:
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.session(write=False) as session:
-            return await queue.last_beat(session, host=host)
-    finally:
-        await runtime.close()
+async def _last_beat(context: typer.Context, host: str) -> datetime | None:
+    async with clikit.open_runtime(context) as runtime, runtime.db.session(write=False) as session:
+        return await queue.last_beat(session, host=host)
 
 
-async def _ping() -> None:
-    runtime = build_runtime(load_settings())
-    try:
-        async with runtime.db.session(write=False) as session:
-            await session.execute(text("SELECT 1"))
-    finally:
-        await runtime.close()
+async def _ping(context: typer.Context) -> None:
+    async with clikit.open_runtime(context) as runtime, runtime.db.session(write=False) as session:
+        await session.execute(text("SELECT 1"))

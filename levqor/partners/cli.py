@@ -8,21 +8,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from levqor.config import load_settings
+from levqor import clikit
 from levqor.errors import LevqorError
 from levqor.partners import service
 from levqor.partners.models import Payout
-from levqor.runtime import build_runtime
 
 payouts_app = typer.Typer(help="Partner payouts.", no_args_is_help=True)
 console = Console()
 
 
 @payouts_app.command("run")
-def run(as_json: bool = typer.Option(False, "--json", help="Print the payouts as JSON.")) -> None:
+def run(
+    context: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the payouts as JSON."),
+) -> None:
     """Send the payouts that are due (Stripe transfers); exit 1 if any failed."""
     try:
-        done = asyncio.run(_run())
+        done = asyncio.run(_run(context))
     except LevqorError as exc:
         console.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(1) from exc
@@ -57,9 +59,6 @@ def _print_table(done: list[Payout]) -> None:
     console.print(table)
 
 
-async def _run() -> list[Payout]:
-    runtime = build_runtime(load_settings())
-    try:
+async def _run(context: typer.Context) -> list[Payout]:
+    async with clikit.open_runtime(context) as runtime:
         return await service.run_payouts(runtime, actor="system")
-    finally:
-        await runtime.close()

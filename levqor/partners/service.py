@@ -20,9 +20,10 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
+from levqor.accounts import service as accounts
+from levqor.audit import service as audit
 from levqor.billing.models import Payment
 from levqor.billing.service import share_of
-from levqor.compliance import audit
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.partners.models import Commission, Partner, Payout, Referral, ReferralClick
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes (0/o, 1/l/i)
 CLICK_WINDOW = timedelta(days=1)
-REFERRAL_COOKIE = "levqor_ref"  # set by the referral link, read at signup
+REFERRAL_COOKIE = accounts.REFERRAL_COOKIE
 PAYOUT_ACCOUNT = re.compile(r"^acct_\w{1,60}$")
 
 

@@ -6,11 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from levqor.accounts.api_deps import CurrentUser
+from levqor.accounts.api_deps import CurrentUser, IdempotencyDep
 from levqor.billing import spend_guard
 from levqor.connectors import llm
 from levqor.deps import RuntimeDep, SessionDep
-from levqor.idempotency.api import IdempotencyDep
 from levqor.runtime import Runtime
 from levqor.types import Cursor, Limit, Page
 from levqor.workflows import planner, service

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from levqor.accounts.models import LoginFailure, TokenFamily, User
 from levqor.accounts.tokens import AccessTokens
-from levqor.compliance.models import AuditEntry
+from levqor.audit.models import AuditEntry
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.runtime import Runtime

@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from levqor.accounts.models import LoginFailure, RefreshToken, TokenFamily, User
+from levqor.bootstrap import build_runtime
 from levqor.cli import app
 from levqor.config import Settings
 from levqor.db import migrate
 from levqor.db.base import utcnow
-from levqor.runtime import build_runtime
 
 runner = CliRunner()
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 from typer.testing import CliRunner
 
+from levqor.audit import service as audit
 from levqor.cli import app as cli_app
-from levqor.compliance import audit
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
 

@@ -12,8 +12,8 @@ from sqlalchemy import text, update
 from typer.testing import CliRunner
 
 from levqor.accounts.models import ROLE_ADMIN, User
+from levqor.audit import service as audit
 from levqor.cli import app as cli_app
-from levqor.compliance import audit
 from levqor.config import Settings
 from levqor.runtime import Runtime
 from tests.conftest import PASSWORD, assert_problem

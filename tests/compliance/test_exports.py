@@ -10,7 +10,8 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from levqor.compliance import audit, exports
+from levqor.audit import service as audit
+from levqor.compliance import exports
 from levqor.compliance.models import DataExport
 from levqor.config import Settings
 from levqor.db.base import utcnow

@@ -9,8 +9,9 @@ from sqlalchemy import func, select
 
 from levqor.accounts import service as accounts
 from levqor.accounts.models import User
+from levqor.audit import service as audit
 from levqor.billing.models import CreditEntry
-from levqor.compliance import audit, registry
+from levqor.compliance import registry
 from levqor.compliance import service as compliance
 from levqor.db.models import metadata
 from levqor.jobs.worker import Worker

@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 import pytest
 
+from levqor.bootstrap import build_runtime
 from levqor.compliance import service as compliance
 from levqor.config import Settings
 from levqor.jobs.worker import Worker
-from levqor.runtime import Runtime, build_runtime
+from levqor.runtime import Runtime
 from tests.jobs.test_runs import job, make_workflow, start
 from tests.peers import SmtpPeer
 

@@ -13,12 +13,13 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from levqor.bootstrap import build_runtime
 from levqor.cli import app as cli_app
 from levqor.config import Settings, read_stored_secrets, stored_keys
 from levqor.crypto import build_cipher
 from levqor.db import rotation
 from levqor.jobs.worker import Worker
-from levqor.runtime import Runtime, build_runtime
+from levqor.runtime import Runtime
 from tests.connectors.test_credentials import SECRET, add_credential
 from tests.jobs.test_runs import job, make_workflow, start
 
@@ -64,6 +65,7 @@ async def test_rotation_moves_every_secret_to_the_new_key_while_jobs_run(
     # Step one of the procedure: every process gets the new key first, the old after it.
     ring = [SecretStr(new_key), *settings.encryption_keys]
     rotated = settings.model_copy(update={"encryption_keys": ring})
+    runtime.cipher.extend([key.get_secret_value() for key in ring])  # this process too
     running = build_runtime(rotated)
     worker = Worker(running, concurrency=2)
     before = await sealed_values(runtime)

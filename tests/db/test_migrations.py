@@ -145,8 +145,8 @@ async def test_app_starts_on_a_migrated_schema(tmp_path: Path) -> None:
 
 
 def test_security_events_move_into_the_audit_chain(tmp_path: Path) -> None:
-    from levqor.compliance import audit
-    from levqor.runtime import build_runtime
+    from levqor.audit import service as audit
+    from levqor.bootstrap import build_runtime
 
     settings = sqlite_settings(tmp_path)
     migrate.upgrade(settings, "0009")
@@ -187,7 +187,7 @@ def test_existing_addresses_and_names_are_sealed_by_the_migration(tmp_path: Path
 
     from levqor.accounts import service as accounts
     from levqor.accounts.models import User
-    from levqor.runtime import build_runtime
+    from levqor.bootstrap import build_runtime
 
     settings = sqlite_settings(tmp_path)
     migrate.upgrade(settings, "0011")

@@ -12,12 +12,12 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from levqor.accounts.models import User
+from levqor.bootstrap import build_runtime
 from levqor.cli import app
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.jobs.models import FAILED, Job, JobStep
 from levqor.jobs.worker import Worker
-from levqor.runtime import build_runtime
 from levqor.workflows.models import Workflow
 
 runner = CliRunner()

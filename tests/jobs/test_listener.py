@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from levqor.bootstrap import build_runtime
 from levqor.config import Settings
 from levqor.jobs.worker import Worker
-from levqor.runtime import build_runtime
 from tests.conftest import TEST_DATABASE_URL
 
 pytestmark = pytest.mark.skipif(TEST_DATABASE_URL is None, reason="PostgreSQL only")

@@ -10,13 +10,13 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from levqor.bootstrap import build_runtime
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.jobs import queue
 from levqor.jobs.models import Job
 from levqor.jobs.queue import JobWrite
 from levqor.jobs.worker import Worker
-from levqor.runtime import build_runtime
 
 
 @pytest.mark.parametrize("per_user", [10, 1])

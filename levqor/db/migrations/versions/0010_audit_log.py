@@ -27,7 +27,7 @@ GENESIS = "0" * 64
 
 
 def _hash(prev: str, row: dict[str, object]) -> str:
-    """As compliance.audit.entry_hash computes it (kept here: migrations must not change
+    """As audit.service.entry_hash computes it (kept here: migrations must not change
     when the code does)."""
     at = row["at"]
     assert isinstance(at, datetime)

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor.compliance.models import AuditEntry
+from levqor.audit.models import AuditEntry
 from levqor.db import pages
 from levqor.db.base import utcnow
 
@@ -159,3 +159,18 @@ def _matching(actor: str | None, action: str | None, since: datetime | None) -> 
     if since:
         query = query.where(AuditEntry.at >= since)
     return query
+
+
+ERASED = "account_erased"
+
+
+async def was_erased(session: AsyncSession, *, user_id: str) -> bool:
+    """Whether this server erased `user_id` (its receipt is in the audit log): what
+    lets billing cancel a subscription still charging them, and not one of another
+    server that shares the Stripe account."""
+    receipt = await session.scalar(
+        select(AuditEntry.id)
+        .where(AuditEntry.object_id == user_id, AuditEntry.action == ERASED)
+        .limit(1)
+    )
+    return receipt is not None

@@ -1,0 +1,69 @@
+"""The composition root: the process's Runtime, built once from Settings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from levqor.accounts.kit import AuthKit
+from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
+from levqor.billing import reactions as billing_reactions
+from levqor.billing.gateway import StripeGateway
+from levqor.compliance import reactions as compliance_reactions
+from levqor.config import Settings
+from levqor.crypto import build_cipher
+from levqor.db.engine import create_database
+from levqor.events import Events
+from levqor.partners import reactions as partners_reactions
+from levqor.runtime import Runtime
+
+if TYPE_CHECKING:  # imported only when configured: `levqor up` has no Redis
+    from redis.asyncio import Redis
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    redis = _redis_client(settings)
+    limiter: Limiter
+    if redis is None:
+        limiter = MemoryLimiter()
+    else:
+        limiter = ResilientLimiter(
+            RedisLimiter(redis, key_prefix=settings.redis_key_prefix),
+            retry_interval_s=settings.redis_retry_interval_s,
+        )
+    cipher = build_cipher(settings)
+    return Runtime(
+        settings=settings,
+        db=create_database(settings, cipher),
+        auth=AuthKit.from_settings(settings),
+        limiter=limiter,
+        cipher=cipher,
+        redis=redis,
+        stripe=StripeGateway(settings),
+        events=subscribed_events(settings),
+    )
+
+
+def _redis_client(settings: Settings) -> Redis | None:
+    if not settings.redis_url:
+        return None
+    from redis.asyncio import BlockingConnectionPool, Redis
+
+    # A blocking pool waits for a free connection under bursts; the default pool raises
+    # "Too many connections", which the limiter would mistake for Redis being down.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+    )
+    return Redis.from_pool(pool)
+
+
+def subscribed_events(settings: Settings) -> Events:
+    """The domain events, each higher package subscribed to what it acts on."""
+    events = Events()
+    for package in (billing_reactions, partners_reactions, compliance_reactions):
+        package.register(events, settings)
+    return events

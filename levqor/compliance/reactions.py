@@ -1,0 +1,24 @@
+"""What compliance does when a lower package publishes a domain event (wired at start-up)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor.accounts.events import UserSignedUp
+from levqor.compliance import service
+from levqor.config import Settings
+from levqor.events import Events
+
+
+def register(events: Events, settings: Settings) -> None:
+    events.subscribe(UserSignedUp, _record_consent)
+
+
+async def _record_consent(session: AsyncSession, event: UserSignedUp) -> None:
+    await service.record_consent(
+        session,
+        user_id=event.user_id,
+        kind="marketing_email",
+        granted=event.marketing_consent,
+        source="signup",
+    )
