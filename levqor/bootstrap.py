@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
 from levqor.billing import reactions as billing_reactions
+from levqor.billing import spend_guard
 from levqor.billing.gateway import StripeGateway
+from levqor.compliance import hooks as compliance_hooks
 from levqor.compliance import reactions as compliance_reactions
 from levqor.config import Settings
 from levqor.crypto import build_cipher
-from levqor.db.engine import create_database
+from levqor.db.engine import Database, create_database
 from levqor.events import Events
+from levqor.jobs.hooks import JobHooks
 from levqor.partners import reactions as partners_reactions
 from levqor.runtime import Runtime
 
@@ -31,15 +34,16 @@ def build_runtime(settings: Settings) -> Runtime:
             retry_interval_s=settings.redis_retry_interval_s,
         )
     cipher = build_cipher(settings)
+    db = create_database(settings, cipher, subscribed_events(settings))
     return Runtime(
         settings=settings,
-        db=create_database(settings, cipher),
+        db=db,
         auth=AuthKit.from_settings(settings),
         limiter=limiter,
         cipher=cipher,
         redis=redis,
         stripe=StripeGateway(settings),
-        events=subscribed_events(settings),
+        job_hooks=job_hooks(db, settings),
     )
 
 
@@ -67,3 +71,13 @@ def subscribed_events(settings: Settings) -> Events:
     for package in (billing_reactions, partners_reactions, compliance_reactions):
         package.register(events, settings)
     return events
+
+
+def job_hooks(db: Database, settings: Settings) -> JobHooks:
+    """What the engine takes from the packages above it (see `jobs.hooks`)."""
+    return JobHooks(
+        mail_rules=compliance_hooks.SuppressionRules(db, settings),
+        step_hooks={"llm": spend_guard.LlmStepGuard(db, settings)},
+        on_tick=compliance_hooks.tick_tasks(db, settings),
+        on_upkeep=compliance_hooks.UPKEEP_TASKS,
+    )

@@ -75,3 +75,11 @@ def _checked(value: Any) -> Any:
 
 # A field users fill with any JSON: refused at the door (422) when it cannot be stored.
 StorableJson = Annotated[Any, AfterValidator(_checked)]
+
+
+def is_true(value: Any) -> bool:
+    """A condition's verdict: text is false when empty or "false", "0", "no", "none",
+    "null" (any case); anything else by Python's truth."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "none", "null")
+    return bool(value)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from levqor.config import Settings
 from levqor.crypto import KeyRing
 from levqor.db.engine import Database
-from levqor.events import Events
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from levqor.accounts.kit import AuthKit
     from levqor.accounts.ratelimit import Limiter
     from levqor.billing.gateway import StripeGateway
+    from levqor.jobs.hooks import JobHooks
 
 
 @dataclass
@@ -33,8 +33,8 @@ class Runtime:
     cipher: KeyRing
     redis: Redis | None
     stripe: StripeGateway
-    # Domain events: lower packages publish, higher ones subscribe (bootstrap wires them).
-    events: Events
+    # What the engine needs from compliance and billing (mail rules, step hooks, upkeep).
+    job_hooks: JobHooks
     # Set when a run is queued in this process, so a worker here starts it at once.
     job_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -55,7 +55,6 @@ async def signup(
     user, pair = await service.signup(
         session,
         kit=runtime.auth,
-        events=runtime.events,
         email=body.email,
         password=body.password,
         name=body.name,

@@ -51,7 +51,6 @@ async def _create_admin(context: typer.Context, email: str, password: str, name:
         await service.create(
             session,
             kit=runtime.auth,
-            events=runtime.events,
             email=email,
             password=password,
             name=name,
@@ -72,7 +71,6 @@ async def ensure_first_admin(context: typer.Context, email: str) -> str | None:
         await service.create(
             session,
             kit=runtime.auth,
-            events=runtime.events,
             email=email,
             password=password,
             name="Admin",

@@ -15,7 +15,7 @@ from sqlalchemy import delete, exists, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import crypto, errors
+from levqor import crypto, errors, events
 from levqor.accounts import sessions
 from levqor.accounts.errors import EmailTaken, InvalidCredentials, InvalidToken, LoginLocked
 from levqor.accounts.events import UserCreated, UserSignedUp
@@ -26,7 +26,6 @@ from levqor.accounts.tokens import API_KEY_PREFIX, keyed_hash, new_api_key, sha2
 from levqor.audit import service as audit
 from levqor.db import pages
 from levqor.db.base import utcnow
-from levqor.events import Events
 from levqor.logging import get_logger
 
 log = get_logger("levqor.accounts")
@@ -74,7 +73,6 @@ async def create(
     session: AsyncSession,
     *,
     kit: AuthKit,
-    events: Events,
     email: str,
     password: str,
     name: str | None = None,
@@ -103,7 +101,6 @@ async def signup(
     session: AsyncSession,
     *,
     kit: AuthKit,
-    events: Events,
     email: str,
     password: str,
     name: str | None,
@@ -112,7 +109,7 @@ async def signup(
 ) -> tuple[User, TokenPair]:
     """A person's own signup: the user, their first session, and `UserSignedUp` for the
     referral (partners) and the consent they gave (compliance)."""
-    user = await create(session, kit=kit, events=events, email=email, password=password, name=name)
+    user = await create(session, kit=kit, email=email, password=password, name=name)
     await record_event(session, user_id=user.id, kind="signup")
     await events.publish(session, UserSignedUp(user.id, referral_code, marketing_consent))
     return user, await sessions.start_session(session, kit=kit, user=user)

@@ -13,7 +13,7 @@ from levqor.accounts.api_deps import (
     CurrentUser,
     CurrentUserAutocommit,
 )
-from levqor.billing import events, plans, refunds, reports, service
+from levqor.billing import plans, refunds, reports, service, webhooks
 from levqor.billing.plans import FREE, PACKS, PLANS
 from levqor.deps import ReadSessionDep, RuntimeDep
 
@@ -106,7 +106,7 @@ class WebhookOut(BaseModel):
 @router.post("/webhook")
 async def stripe_webhook(request: Request, runtime: RuntimeDep) -> WebhookOut:
     """Stripe's events. The signature is checked; each event id is applied once."""
-    applied = await events.receive(
+    applied = await webhooks.receive(
         runtime, payload=await request.body(), signature=request.headers.get("stripe-signature")
     )
     return WebhookOut(received=True, duplicate=not applied)
@@ -200,16 +200,6 @@ async def refund(body: RefundIn, admin: AdminUserAutocommit, runtime: RuntimeDep
         commission_reversed_cents=issued.commission_reversed_cents,
         created_at=found.created_at,
     )
-
-
-@admin_router.get("/revenue")
-async def revenue(
-    _admin: AdminUser, session: ReadSessionDep, runtime: RuntimeDep
-) -> reports.Revenue:
-    """MRR and ARR (live subscriptions at their plan's price), paying users (a plan
-    billing, or a payment in the last 30 days), net revenue, the conversion funnel
-    (signups, activated, paying, subscribed) and partner commission."""
-    return await reports.revenue(session, settings=runtime.settings)
 
 
 @admin_router.get("/costs")

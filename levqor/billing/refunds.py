@@ -1,7 +1,7 @@
 """Refunds an admin issues: money back through Stripe, then, in one transaction, the
 refund recorded, the payment's credits and its partner's commission taken back, and an
 audit entry. Refunds made in Stripe's dashboard arrive as `refund.created` events and
-are recorded the same way (`events.py`); the refund id makes each count once.
+are recorded the same way (`webhooks.py`); the refund id makes each count once.
 
 Stripe is called first, with an idempotency key made of the payment and how much of it
 was refunded before: the same request sent twice (a double click, a retry after a
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import errors
+from levqor import errors, events
 from levqor.audit import service as audit
 from levqor.billing import service
+from levqor.billing.events import PaymentLost
 from levqor.billing.models import Payment, Refund
-from levqor.partners import service as partners
 
 if TYPE_CHECKING:
     from levqor.runtime import Runtime
@@ -134,7 +134,6 @@ async def take_back_share(
     taken = await service.take_back(
         session, user_id=payment.user_id, credits=credits, reason=reason, payment_id=payment.id
     )
-    commission = await partners.reverse_for_refund(
-        session, payment=payment, before_cents=before_cents, after_cents=after_cents
-    )
-    return taken, commission
+    lost = PaymentLost(payment.id, payment.amount_cents, before_cents, after_cents)
+    answers = await events.publish(session, lost)
+    return taken, sum(cents for cents in answers if isinstance(cents, int))

@@ -22,12 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts.models import User
 from levqor.billing import plans
-from levqor.billing.models import CreditEntry, Payment, Subscription
+from levqor.billing.models import CreditEntry, LlmUsage, Payment, Subscription
 from levqor.billing.service import LIVE_STATUSES, RUN
 from levqor.config import Settings
-from levqor.connectors.models import LlmUsage
 from levqor.db.base import utcnow
-from levqor.partners import service as partners
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,11 @@ class Revenue:
     partner_commission_cents: dict[str, int]
 
 
-async def revenue(session: AsyncSession, *, settings: Settings) -> Revenue:
+async def revenue(
+    session: AsyncSession, *, settings: Settings, partner_commission_cents: dict[str, int]
+) -> Revenue:
+    """The revenue report; the partners' commission totals come from the caller (the
+    report is assembled above both packages, in `ops`)."""
     now = utcnow()
     month_start = _month_start(now)
     live = list(
@@ -96,7 +98,7 @@ async def revenue(session: AsyncSession, *, settings: Settings) -> Revenue:
             or 0
         ),
         funnel=funnel,
-        partner_commission_cents=await partners.commission_totals(session),
+        partner_commission_cents=partner_commission_cents,
     )
 
 

@@ -1,6 +1,6 @@
 """Billing logic: the credit balance and its ledger, checkout and usage.
 
-Stripe's webhook events are applied in `events.py`, refunds in `refunds.py`.
+Stripe's webhook events are applied in `webhooks.py`, refunds in `refunds.py`.
 
 Every change to `users.credits` writes a ledger row in the same transaction (or the same
 statement, on the webhook hot path), so the ledger always explains the balance:
@@ -20,6 +20,7 @@ from sqlalchemy import (
     CTE,
     Insert,
     Integer,
+    Select,
     Table,
     Update,
     bindparam,
@@ -374,3 +375,11 @@ async def usage(session: AsyncSession, *, user: User, currency: str) -> Usage:
         paid_cents=int(paid or 0),
         currency=currency,
     )
+
+
+async def count_payers(session: AsyncSession, *, among: Select[Any]) -> int:
+    """How many of the users `among` selects have paid at least once."""
+    payers = await session.scalar(
+        select(func.count(func.distinct(Payment.user_id))).where(Payment.user_id.in_(among))
+    )
+    return int(payers or 0)

@@ -19,12 +19,11 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.audit import service as audit
-from levqor.billing.models import SpendPause
+from levqor.billing.models import LlmUsage, SpendPause
 from levqor.config import Settings
-from levqor.connectors import service as connectors
 from levqor.connectors.errors import ConnectorError
-from levqor.connectors.models import LlmUsage
 from levqor.db.base import utcnow
+from levqor.db.engine import Database
 
 
 class SpendPaused(ConnectorError):
@@ -73,7 +72,7 @@ async def record_usage(
     usage: dict[str, Any],
 ) -> None:
     """Record an LLM call's cost, then pause whoever it took past a daily limit."""
-    await connectors.record_llm_usage(session, user_id=user_id, purpose=purpose, usage=usage)
+    await _record(session, user_id=user_id, purpose=purpose, usage=usage)
     start, end = _today()
     for subject, limit in (
         (user_id, settings.spend_guard_user_daily_micro_usd),
@@ -169,3 +168,43 @@ async def today(session: AsyncSession, *, limit: int = 20) -> tuple[int, list[Sp
         for user_id, spent in rows.all()
     ]
     return total, spenders
+
+
+async def _record(
+    session: AsyncSession, *, user_id: str, purpose: str, usage: dict[str, Any]
+) -> None:
+    session.add(
+        LlmUsage(
+            user_id=user_id,
+            purpose=purpose,
+            model=str(usage["model"]),
+            prompt_tokens=int(usage["prompt_tokens"]),
+            completion_tokens=int(usage["completion_tokens"]),
+            cost_micro_usd=int(usage["cost_micro_usd"]),
+        )
+    )
+    await session.flush()
+
+
+class LlmStepGuard:
+    """The spend guard around each `llm` step of a run (the engine's hooks for `llm`):
+    refuse the step while its owner or the server is paused, record what it spent."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    async def before(self, *, user_id: str) -> None:
+        async with self.db.session(write=False) as session:
+            await ensure_allowed(session, user_id=user_id)
+
+    async def after(self, *, user_id: str, output: Any) -> None:
+        usage = {
+            **output["usage"],
+            "model": output["model"],
+            "cost_micro_usd": output["cost_micro_usd"],
+        }
+        async with self.db.session(write=True) as session, session.begin():
+            await record_usage(
+                session, settings=self.settings, user_id=user_id, purpose="step", usage=usage
+            )

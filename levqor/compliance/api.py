@@ -1,10 +1,5 @@
-"""Unsubscribe (RFC 8058): one-click by POST, a confirmation page on GET; and the audit
-log for admins.
-
-No login: the signed token is the authority. GET never unsubscribes anyone (mail
-scanners follow links); it shows a page whose button POSTs. Mail clients send the
-one-click POST themselves (`List-Unsubscribe=One-Click`).
-"""
+"""The audit log for admins, and a user's own data: export and erasure. (The
+unsubscribe page, a page, is in `web.pages`.)"""
 
 from __future__ import annotations
 
@@ -12,48 +7,18 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from levqor import errors
 from levqor.accounts.api_deps import AdminUser, CurrentUser, CurrentUserAutocommit
 from levqor.audit import service as audit
-from levqor.compliance import exports, privacy, service
+from levqor.compliance import exports, privacy
 from levqor.compliance.models import DataExport
 from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.runtime import Runtime
 from levqor.types import Cursor, IsoDatetime, Limit, Page
-from levqor.web.pages import templates
-
-router = APIRouter(include_in_schema=False)
-Token = Query(min_length=10, max_length=500)
-
-
-@router.get("/unsubscribe", response_class=HTMLResponse)
-async def confirm(request: Request, runtime: RuntimeDep, token: str = Token) -> HTMLResponse:
-    valid = service.read_unsubscribe_token(_key(runtime), token) is not None
-    return templates.TemplateResponse(
-        request,
-        "unsubscribe.html",
-        {"state": "confirm" if valid else "invalid", "token": token},
-        status_code=200 if valid else 400,
-    )
-
-
-@router.post("/unsubscribe", response_class=HTMLResponse)
-async def unsubscribe(
-    request: Request, runtime: RuntimeDep, session: SessionDep, token: str = Token
-) -> HTMLResponse:
-    found = service.read_unsubscribe_token(_key(runtime), token)
-    if found is not None:
-        await service.unsubscribe(session, found)
-    return templates.TemplateResponse(
-        request,
-        "unsubscribe.html",
-        {"state": "done" if found else "invalid", "token": token},
-        status_code=200 if found else 400,
-    )
 
 
 def _key(runtime: Runtime) -> str:

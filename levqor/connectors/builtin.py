@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from levqor.connectors import http
 from levqor.connectors.base import Action, Connector, StepContext
 from levqor.connectors.errors import Reschedule, StopRun
-from levqor.workflows.templates import is_true
+from levqor.jsonvalues import is_true
 
 
 class TransformParams(RootModel[dict[str, Any]]):

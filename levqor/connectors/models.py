@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import ENCRYPTED, Base, UTCDateTime, new_id, utcnow
@@ -25,25 +25,4 @@ class Credential(Base):
     name: Mapped[str] = mapped_column(String(200))
     base_url: Mapped[str | None] = mapped_column(String(2048))
     secret_encrypted: Mapped[str] = mapped_column(Text, info=ENCRYPTED)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class LlmUsage(Base):
-    """Tokens and cost of one LLM call made for a user (a plan, later each `llm` step):
-    what the spend guard will cap and the costs report will add up."""
-
-    __tablename__ = "llm_usage"
-    __table_args__ = (
-        # The spend guard adds up today's calls, a user's and everyone's, after each one.
-        Index("ix_llm_usage_user_created", "user_id", "created_at"),
-        Index("ix_llm_usage_created", "created_at"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    purpose: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(200))
-    prompt_tokens: Mapped[int] = mapped_column(Integer)
-    completion_tokens: Mapped[int] = mapped_column(Integer)
-    cost_micro_usd: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

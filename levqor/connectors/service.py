@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor import errors
 from levqor.connectors import registry
 from levqor.connectors.errors import ConnectorError
-from levqor.connectors.models import Credential, LlmUsage
+from levqor.connectors.models import Credential
 from levqor.db import pages
 
 
@@ -100,19 +100,3 @@ async def _owned(session: AsyncSession, *, user_id: str, credential_id: str) -> 
         select(Credential).where(Credential.id == credential_id, Credential.user_id == user_id)
     )
     return found
-
-
-async def record_llm_usage(
-    session: AsyncSession, *, user_id: str, purpose: str, usage: dict[str, Any]
-) -> None:
-    session.add(
-        LlmUsage(
-            user_id=user_id,
-            purpose=purpose,
-            model=str(usage["model"]),
-            prompt_tokens=int(usage["prompt_tokens"]),
-            completion_tokens=int(usage["completion_tokens"]),
-            cost_micro_usd=int(usage["cost_micro_usd"]),
-        )
-    )
-    await session.flush()

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import (
 from levqor.config import Settings
 from levqor.crypto import KeyRing, build_cipher
 from levqor.db.base import bind_key_ring
+from levqor.events import SESSION_KEY, Events
 
 IMMEDIATE = "levqor_sqlite_immediate"
 AUTOCOMMIT = "levqor_autocommit"
@@ -101,10 +102,14 @@ class Database:
         await self.engine.dispose()
 
 
-def create_database(settings: Settings, key_ring: KeyRing | None = None) -> Database:
+def create_database(
+    settings: Settings, key_ring: KeyRing | None = None, events: Events | None = None
+) -> Database:
     """The engines and sessions for `settings`; sealed columns use `key_ring` (by
-    default the one the settings name), which travels with the engines' dialect."""
+    default the one the settings name), which travels with the engines' dialect, and
+    the domain events published in its sessions reach `events`' subscribers."""
     key_ring = key_ring or build_cipher(settings)
+    info = {SESSION_KEY: events or Events()}
     engine = make_engine(settings)
     read_engine = make_engine(settings, autocommit=True)
     for each in (engine, read_engine):
@@ -114,8 +119,8 @@ def create_database(settings: Settings, key_ring: KeyRing | None = None) -> Data
         engine=engine,
         read_engine=read_engine,
         key_ring=key_ring,
-        read=async_sessionmaker(read_engine, expire_on_commit=False),
-        write=async_sessionmaker(write_engine, expire_on_commit=False),
+        read=async_sessionmaker(read_engine, expire_on_commit=False, info=info),
+        write=async_sessionmaker(write_engine, expire_on_commit=False, info=info),
         write_engine=write_engine,
         write_lock=asyncio.Lock() if engine.dialect.name == "sqlite" else None,
     )

@@ -21,19 +21,17 @@ import orjson
 from cryptography.fernet import MultiFernet
 
 from levqor import jsonvalues
-from levqor.billing import spend_guard
-from levqor.compliance import service as compliance
 from levqor.config import Settings
-from levqor.connectors import llm, registry, safety
-from levqor.connectors import service as connectors_service
-from levqor.connectors.base import MailPolicy, StepContext
+from levqor.connectors import registry
 from levqor.connectors.errors import ConnectorError, Reschedule, StopRun
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
 from levqor.jobs import queue
+from levqor.jobs.hooks import JobHooks
 from levqor.jobs.models import JobStep
 from levqor.jobs.queue import Claimed
 from levqor.jobs.retry import backoff_s
+from levqor.jobs.steps import StepEnvironment
 from levqor.jobs.writer import JobWriter
 from levqor.logging import get_logger
 from levqor.workflows import service as workflows_service
@@ -63,14 +61,14 @@ class Executor:
         worker_id: str,
         cipher: MultiFernet,
         settings: Settings,
+        hooks: JobHooks | None = None,
         on_release: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
-        self.http = http
-        self.cipher = cipher
         self.settings = settings
-        self.llm = llm.server_from_settings(settings)
-        self.allow = safety.AllowList.parse(settings.allow_private_urls)
+        self.steps = StepEnvironment(
+            db, http, cipher=cipher, settings=settings, hooks=hooks or JobHooks()
+        )
         self.worker_id = worker_id
         self.writer = JobWriter(db, worker_id=worker_id, on_release=on_release)
         self.sandbox = SandboxPool(
@@ -169,8 +167,7 @@ class Executor:
                 return await self._checkpoint(job, record, "skipped", None, finish=last)
             # What later steps read is what a resumed run reads back: storable.
             output = jsonvalues.storable(await self._call(job, step, data))
-            if step.connector == "llm":
-                await self._record_llm_usage(job, output)
+            await self.steps.after(job, step, output)
         except StopRun:
             passed = {"passed": False}
             data["steps"][step.id] = {"output": passed}
@@ -190,67 +187,11 @@ class Executor:
         connector = registry.get(step.connector)
         action = registry.resolve(step.connector, step.action)
         params = await self._render(job, step, step.params, data)
-        context = StepContext(
-            http=self.http,
-            job_id=job.id,
-            step_id=step.id,
-            data=data,
-            timeout_s=step.timeout_s,
-            llm=self.llm,
-            mail=self._mail_policy(job.user_id),
-            attempt_group=job.replays,
-        )
-        credential = await self._credential(job, step) if step.credential else None
-        if step.connector == "llm":
-            async with self.db.session(write=False) as session:
-                await spend_guard.ensure_allowed(session, user_id=job.user_id)
+        context = self.steps.context(job, step, data)
+        credential = await self.steps.credential(job, step)
+        await self.steps.before(job, step)
         async with asyncio.timeout(step.timeout_s):  # in this task: no task per step
             return await connector.run(action.name, params, credential, context)
-
-    async def _record_llm_usage(self, job: Claimed, output: Any) -> None:
-        """What an `llm` step spent, against its owner (the spend guard reads it)."""
-        usage = {
-            **output["usage"],
-            "model": output["model"],
-            "cost_micro_usd": output["cost_micro_usd"],
-        }
-        async with self.db.session(write=True) as session, session.begin():
-            await spend_guard.record_usage(
-                session, settings=self.settings, user_id=job.user_id, purpose="step", usage=usage
-            )
-
-    def _mail_policy(self, user_id: str) -> MailPolicy:
-        key = self.settings.blind_index_key
-        assert key is not None  # load_settings always fills it
-        secret = key.get_secret_value()
-
-        async def suppressed(address: str, marketing: bool) -> bool:
-            async with self.db.session(write=False) as session:
-                return await compliance.is_suppressed(
-                    session, key=secret, user_id=user_id, address=address, marketing=marketing
-                )
-
-        def unsubscribe_url(address: str) -> str:
-            return compliance.unsubscribe_url(
-                self.settings.public_url, secret, user_id=user_id, address=address
-            )
-
-        async def vet_host(host: str, port: int) -> str:
-            return await safety.check_host(host, port, self.allow)
-
-        return MailPolicy(suppressed, unsubscribe_url, vet_host, self.settings.postal_address)
-
-    async def _credential(self, job: Claimed, step: Step) -> dict[str, Any]:
-        """Read per use, so a rotated or deleted credential takes effect at once."""
-        assert step.credential is not None
-        async with self.db.session(write=False) as session:
-            return await connectors_service.for_step(
-                session,
-                user_id=job.user_id,
-                credential_id=step.credential,
-                connector=step.connector,
-                cipher=self.cipher,
-            )
 
     async def _failed(
         self,

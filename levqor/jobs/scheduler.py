@@ -29,7 +29,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor import errors
 from levqor.accounts import sessions as account_sessions
 from levqor.accounts.models import User
-from levqor.compliance import exports
 from levqor.db.base import upsert, utcnow
 from levqor.idempotency import service as idempotency_service
 from levqor.jobs import queue, service
@@ -115,10 +114,11 @@ class Scheduler:
                 started.append(job_id)
         if started:
             self.runtime.job_wakeup.set()
-        try:
-            await exports.build_pending(self.runtime.db, settings=self.runtime.settings)
-        except Exception:
-            log.exception("exports_build_failed")
+        for task in self.runtime.job_hooks.on_tick:
+            try:
+                await task()
+            except Exception:
+                log.exception("tick_task_failed", task=getattr(task, "__qualname__", str(task)))
         upkeep_every = timedelta(seconds=self.runtime.settings.upkeep_interval_s)
         if self.last_upkeep is None or now - self.last_upkeep >= upkeep_every:
             self.last_upkeep = now  # a failing upkeep waits its interval, like a good one
@@ -206,7 +206,7 @@ class Scheduler:
             old_fires = await session.execute(
                 delete(ScheduleFire).where(ScheduleFire.fire_at < cutoff)
             )
-            old_exports = await exports.prune(session, now=now)
+            pruned_above = [await task(session, now) for task in self.runtime.job_hooks.on_upkeep]
             dead_workers = await queue.forget_silent_workers(
                 session, before=now - FORGET_WORKERS_AFTER
             )
@@ -215,9 +215,10 @@ class Scheduler:
             "idempotency_keys": keys,
             "jobs": int(old_jobs.rowcount),  # type: ignore[attr-defined]
             "schedule_fires": int(old_fires.rowcount),  # type: ignore[attr-defined]
-            "data_exports": old_exports,
             "workers": dead_workers,
         }
+        for pruned in pruned_above:
+            counts.update(pruned)
         # Key names holding "token" are redacted by the logger, so name the counts plainly.
         log.info(
             "upkeep",
@@ -225,8 +226,10 @@ class Scheduler:
             idempotency_records=counts["idempotency_keys"],
             old_jobs=counts["jobs"],
             old_schedule_fires=counts["schedule_fires"],
-            expired_exports=counts["data_exports"],
             forgotten_workers=counts["workers"],
+            **{
+                f"pruned_{name}": count for pruned in pruned_above for name, count in pruned.items()
+            },
         )
         return counts
 

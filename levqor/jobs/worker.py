@@ -70,6 +70,7 @@ class Worker:
             worker_id=self.worker_id,
             cipher=runtime.cipher,
             settings=settings,
+            hooks=runtime.job_hooks,
             on_release=self._released,
         )
         self.running: dict[str, asyncio.Task[None]] = {}

@@ -11,12 +11,15 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from levqor import __version__
-from levqor.accounts.api_deps import client_ip
-from levqor.deps import RuntimeDep
+from levqor.accounts.api_deps import AdminUser, client_ip
+from levqor.billing import reports
+from levqor.deps import ReadSessionDep, RuntimeDep
 from levqor.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem
 from levqor.ops import service
+from levqor.partners import service as partners
 
 router = APIRouter(tags=["health"])
+admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
 
 @router.get("/health")
@@ -54,3 +57,17 @@ def _from_this_machine(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@admin_router.get("/revenue")
+async def revenue(
+    _admin: AdminUser, session: ReadSessionDep, runtime: RuntimeDep
+) -> reports.Revenue:
+    """MRR and ARR (live subscriptions at their plan's price), paying users (a plan
+    billing, or a payment in the last 30 days), net revenue, the conversion funnel
+    (signups, activated, paying, subscribed) and partner commission."""
+    return await reports.revenue(
+        session,
+        settings=runtime.settings,
+        partner_commission_cents=await partners.commission_totals(session),
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts.events import UserSignedUp
+from levqor.billing.events import PaymentLost, PaymentRecorded
 from levqor.config import Settings
 from levqor.events import Events
 from levqor.partners import service
@@ -12,7 +15,19 @@ from levqor.partners import service
 
 def register(events: Events, settings: Settings) -> None:
     events.subscribe(UserSignedUp, _attribute_referral)
+    events.subscribe(PaymentRecorded, partial(_earn_commission, settings=settings))
+    events.subscribe(PaymentLost, _take_back_commission)
 
 
 async def _attribute_referral(session: AsyncSession, event: UserSignedUp) -> None:
     await service.attribute(session, user_id=event.user_id, code=event.referral_code)
+
+
+async def _earn_commission(
+    session: AsyncSession, event: PaymentRecorded, *, settings: Settings
+) -> None:
+    await service.on_payment(session, payment=event, settings=settings)
+
+
+async def _take_back_commission(session: AsyncSession, event: PaymentLost) -> int:
+    return await service.reverse_for_refund(session, lost=event)

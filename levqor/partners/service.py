@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor import errors
 from levqor.accounts import service as accounts
 from levqor.audit import service as audit
-from levqor.billing.models import Payment
-from levqor.billing.service import share_of
+from levqor.billing import service as billing
+from levqor.billing.events import PaymentLost, PaymentRecorded
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.partners.models import Commission, Partner, Payout, Referral, ReferralClick
@@ -110,7 +110,9 @@ async def attribute(session: AsyncSession, *, user_id: str, code: str | None) ->
     return True
 
 
-async def on_payment(session: AsyncSession, *, payment: Payment, settings: Settings) -> None:
+async def on_payment(
+    session: AsyncSession, *, payment: PaymentRecorded, settings: Settings
+) -> None:
     """The referring partner's commission on a payment (none if the payer came alone)."""
     partner = await session.scalar(
         select(Partner)
@@ -126,7 +128,7 @@ async def on_payment(session: AsyncSession, *, payment: Payment, settings: Setti
         Commission(
             partner_id=partner.id,
             user_id=partner.user_id,
-            payment_id=payment.id,
+            payment_id=payment.payment_id,
             amount_cents=amount,
             currency=payment.currency,
             available_at=utcnow() + timedelta(days=settings.partner_hold_days),
@@ -134,24 +136,24 @@ async def on_payment(session: AsyncSession, *, payment: Payment, settings: Setti
     )
 
 
-async def reverse_for_refund(
-    session: AsyncSession, *, payment: Payment, before_cents: int, after_cents: int
-) -> int:
+async def reverse_for_refund(session: AsyncSession, *, lost: PaymentLost) -> int:
     """Take back the commission on the money refunded (the payment's refunded total
-    going from `before_cents` to `after_cents`): a negative commission beside the
+    going from `lost.before_cents` to `lost.after_cents`): a negative commission beside the
     earned one. Unpaid, it matures with it, so the two net out in the same payout;
     already paid, it is payable at once and the next payout nets it out. The cents
     taken back; several partial refunds of the whole take back exactly all of it."""
     earned = list(
         await session.scalars(
             select(Commission).where(
-                Commission.payment_id == payment.id, Commission.amount_cents > 0
+                Commission.payment_id == lost.payment_id, Commission.amount_cents > 0
             )
         )
     )
     reversed_total = 0
     for commission in earned:
-        share = share_of(commission.amount_cents, payment.amount_cents, before_cents, after_cents)
+        share = billing.share_of(
+            commission.amount_cents, lost.amount_cents, lost.before_cents, lost.after_cents
+        )
         if share <= 0:
             continue
         reversed_total += share
@@ -160,7 +162,7 @@ async def reverse_for_refund(
             Commission(
                 partner_id=commission.partner_id,
                 user_id=commission.user_id,
-                payment_id=payment.id,
+                payment_id=lost.payment_id,
                 amount_cents=-share,
                 currency=commission.currency,
                 available_at=commission.available_at if unpaid else utcnow(),
@@ -188,10 +190,8 @@ async def summary(session: AsyncSession, *, user_id: str, settings: Settings) ->
         select(func.count()).where(ReferralClick.partner_id == partner.id)
     )
     signups = await session.scalar(select(func.count()).where(Referral.partner_id == partner.id))
-    conversions = await session.scalar(
-        select(func.count(func.distinct(Payment.user_id))).where(
-            Payment.user_id.in_(select(Referral.user_id).where(Referral.partner_id == partner.id))
-        )
+    conversions = await billing.count_payers(
+        session, among=select(Referral.user_id).where(Referral.partner_id == partner.id)
     )
     totals = await commission_totals(session, partner_id=partner.id)
     payouts = list(

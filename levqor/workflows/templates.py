@@ -32,7 +32,7 @@ from jinja2 import StrictUndefined, Template, TemplateError, Undefined, meta, no
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from levqor import errors
+from levqor import errors, jsonvalues
 
 ROOTS = frozenset({"input", "steps"})
 MAX_OUTPUT_CHARS = 256 * 1024
@@ -302,7 +302,4 @@ def truthy(condition: str, context: Mapping[str, Any]) -> bool:
     return is_true(render(condition, context))
 
 
-def is_true(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "false", "0", "no", "none", "null")
-    return bool(value)
+is_true = jsonvalues.is_true

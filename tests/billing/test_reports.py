@@ -12,9 +12,8 @@ import httpx
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from levqor.billing.models import Payment
+from levqor.billing.models import LlmUsage, Payment
 from levqor.cli import app as cli_app
-from levqor.connectors.models import LlmUsage
 from levqor.db.base import utcnow
 from levqor.runtime import Runtime
 from tests.billing.test_refunds import make_admin, refund

@@ -101,7 +101,7 @@ async def test_an_llm_step_in_a_run_records_its_cost_against_the_owner(
 ) -> None:
     from sqlalchemy import select
 
-    from levqor.connectors.models import LlmUsage
+    from levqor.billing.models import LlmUsage
     from levqor.jobs.worker import Worker
     from tests.conftest import serve_app
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from levqor.connectors.models import LlmUsage
+from levqor.billing.models import LlmUsage
 from levqor.runtime import Runtime
 from levqor.workflows.planner import plan_with_rules
 from tests.conftest import assert_problem, serve_app

@@ -1,0 +1,46 @@
+"""What compliance gives the engine (`jobs.hooks.JobHooks`, wired at start-up): the
+suppression list and unsubscribe links for mail steps, export builds on each scheduler
+tick, and the pruning of expired exports at upkeep."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from levqor.compliance import exports, service
+from levqor.config import Settings
+from levqor.db.engine import Database
+from levqor.jobs.hooks import TickTask, UpkeepTask
+
+
+class SuppressionRules:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        key = settings.blind_index_key
+        assert key is not None  # load_settings always fills it
+        self.db = db
+        self.public_url = settings.public_url
+        self._key = key.get_secret_value()
+
+    async def suppressed(self, *, user_id: str, address: str, marketing: bool) -> bool:
+        async with self.db.session(write=False) as session:
+            return await service.is_suppressed(
+                session, key=self._key, user_id=user_id, address=address, marketing=marketing
+            )
+
+    def unsubscribe_url(self, *, user_id: str, address: str) -> str:
+        return service.unsubscribe_url(self.public_url, self._key, user_id=user_id, address=address)
+
+
+def tick_tasks(db: Database, settings: Settings) -> tuple[TickTask, ...]:
+    async def build_exports() -> object:
+        return await exports.build_pending(db, settings=settings)
+
+    return (build_exports,)
+
+
+async def _prune_exports(session: AsyncSession, now: datetime) -> dict[str, int]:
+    return {"data_exports": await exports.prune(session, now=now)}
+
+
+UPKEEP_TASKS: tuple[UpkeepTask, ...] = (_prune_exports,)
