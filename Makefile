@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --editable '.[dev]'
 	@touch $(STAMP)
 
+# `make run PORT=9000` (or LEVQOR_PORT=9000 make run); HOST=0.0.0.0 to reach it from the LAN.
+PORT ?= $(or $(LEVQOR_PORT),8000)
+HOST ?= 127.0.0.1
+
 run: install
-	$(BIN)/levqor up
+	$(BIN)/levqor up --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/pytest -q
@@ -25,6 +29,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy levqor tests bench
+	$(BIN)/lint-imports
 
 # The fuzz suite at length (CI runs it with a few examples per operation).
 fuzz: install

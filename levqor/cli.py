@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 import uvicorn
@@ -13,10 +15,11 @@ from rich.console import Console
 from levqor import __version__, clikit
 from levqor import serve as server
 from levqor.accounts import cli as accounts_cli
+from levqor.app import create_app
 from levqor.billing import cli as billing_cli
 from levqor.bootstrap import build_runtime
 from levqor.compliance import cli as compliance_cli
-from levqor.config import load_settings
+from levqor.config import Settings, load_settings
 from levqor.db import cli as db_cli
 from levqor.db import migrate as migrations
 from levqor.jobs import cli as jobs_cli
@@ -62,29 +65,27 @@ def up(
     admin_email: str = typer.Option("admin@example.com", help="E-mail of the first admin."),
 ) -> None:
     """Everything in one process on the embedded SQLite default: migrate, then serve."""
-    if data_dir is not None:
-        os.environ["LEVQOR_DATA_DIR"] = str(data_dir)
-    os.environ["LEVQOR_EMBEDDED_JOBS"] = "true"  # one process: API, a worker, the scheduler
-    settings = load_settings()
+    settings = _up_settings(host, port, data_dir)
     configure_logging(settings.log_level, json=settings.log_json)
     migrations.upgrade(settings)
-    password = asyncio.run(accounts_cli.ensure_first_admin(context, admin_email))
-    url = f"http://{host}:{port}"
-    console.print(f"\n[bold green]Levqor {__version__}[/bold green] is starting at [bold]{url}[/]")
-    console.print(f"  data: {settings.data_dir.resolve()}   API docs: {url}/docs")
+    password = asyncio.run(accounts_cli.ensure_first_admin(context, admin_email, settings))
+    url = f"http://{_shown(host)}:{port}"
+    say = functools.partial(console.print, soft_wrap=True)  # a log file gets whole lines
+    say(f"\n[bold green]Levqor {__version__}[/bold green] is starting at [bold]{url}[/]")
+    say(f"  data: {settings.data_dir.resolve()}   API docs: {url}/docs")
+    say(f"  public address (webhook links): {settings.public_url}")
     if password:
-        console.print("  First start: an admin account was created. Log in with")
-        console.print(f"    e-mail    [bold]{admin_email}[/bold]")
-        console.print(f"    password  [bold]{password}[/bold]   (shown this once; keep it)")
-        console.print(
+        say("  First start: an admin account was created. Log in with")
+        say(f"    e-mail    [bold]{admin_email}[/bold]")
+        say(f"    password  [bold]{password}[/bold]   (shown this once; keep it)")
+        say(
             f"  e.g.  curl -X POST {url}/api/v1/auth/login -H 'content-type: "
             f'application/json\' -d \'{{"email":"{admin_email}","password":"…"}}\''
         )
     else:
-        console.print("  Log in with your admin account (`levqor create-admin` makes another).")
+        say("  Log in with your admin account (`levqor create-admin` makes another).")
     uvicorn.run(
-        "levqor.app:app_from_environment",
-        factory=True,
+        create_app(settings),
         host=host,
         port=port,
         access_log=False,
@@ -92,6 +93,23 @@ def up(
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+
+
+def _up_settings(host: str, port: int, data_dir: Path | None) -> Settings:
+    """`up`'s settings: one process runs the API, a worker and the scheduler; unless
+    LEVQOR_PUBLIC_URL says otherwise, links point at the address it listens on."""
+    overrides: dict[str, Any] = {"embedded_jobs": True}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = load_settings(**overrides)
+    if "public_url" not in settings.model_fields_set:
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "::") else _shown(host)  # noqa: S104
+        settings = settings.model_copy(update={"public_url": f"http://{reachable}:{port}"})
+    return settings
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 @app.command()
@@ -105,9 +123,8 @@ def serve(
     """The API alone, for production: several processes behind one port."""
     settings = load_settings()  # generates missing secrets once, before the workers start
     configure_logging(settings.log_level, json=settings.log_json)
-    shown = f"[{host}]" if ":" in host else host
     console.print(
-        f"[bold green]Levqor {__version__}[/bold green] API on [bold]http://{shown}:{port}[/]"
+        f"[bold green]Levqor {__version__}[/bold green] API on [bold]http://{_shown(host)}:{port}[/]"
         f" ({workers} process{'es' if workers != 1 else ''}; public address "
         f"{settings.public_url}; database {'SQLite' if settings.is_sqlite else 'PostgreSQL'})"
     )

@@ -23,12 +23,15 @@ def install(context: typer.Context, factory: RuntimeFactory) -> None:
 
 
 @asynccontextmanager
-async def open_runtime(context: typer.Context) -> AsyncIterator[Runtime]:
-    """The command's runtime, closed when the block ends."""
+async def open_runtime(
+    context: typer.Context, settings: Settings | None = None
+) -> AsyncIterator[Runtime]:
+    """The command's runtime (from `settings`, by default the environment's), closed
+    when the block ends."""
     factory: RuntimeFactory | None = context.find_root().obj
     if factory is None:
         raise RuntimeError("run this through the `levqor` command, which wires the runtime")
-    runtime = factory(load_settings())
+    runtime = factory(settings or load_settings())
     try:
         yield runtime
     finally:

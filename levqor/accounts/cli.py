@@ -14,6 +14,7 @@ from rich.table import Table
 from levqor import clikit
 from levqor.accounts import service, sessions
 from levqor.accounts.models import ROLE_ADMIN
+from levqor.config import Settings
 from levqor.errors import LevqorError, NotFound
 from levqor.idempotency import service as idempotency_service
 
@@ -58,10 +59,12 @@ async def _create_admin(context: typer.Context, email: str, password: str, name:
         )
 
 
-async def ensure_first_admin(context: typer.Context, email: str) -> str | None:
+async def ensure_first_admin(
+    context: typer.Context, email: str, settings: Settings | None = None
+) -> str | None:
     """On a first start, create an admin and return its password; None if one exists."""
     async with (
-        clikit.open_runtime(context) as runtime,
+        clikit.open_runtime(context, settings) as runtime,
         runtime.db.write() as session,
         session.begin(),
     ):

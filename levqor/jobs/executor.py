@@ -178,7 +178,7 @@ class Executor:
             state = queue.paused(utcnow() + timedelta(seconds=pause.seconds))
             await self._checkpoint(job, record, "succeeded", {}, state=state)
             return None
-        except Exception as exc:  # every failure is classified and recorded
+        except Exception as exc:  # noqa: BLE001  every failure is classified and recorded
             return await self._failed(job, step, record, attempt, data, classify(exc), last=last)
         data["steps"][step.id] = {"output": output}
         return await self._checkpoint(job, record, "succeeded", output, finish=last)

@@ -107,7 +107,7 @@ class Scheduler:
         for scheduled in await self._scheduled():
             try:
                 job_id = await self._fire(scheduled, now)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  one workflow's failure is counted as its own
                 await self._fire_failed(scheduled, exc)
                 continue
             if job_id:

@@ -103,7 +103,7 @@ class Worker:
                 self.wake.clear()
                 try:
                     claimed = await self.claim_and_start()
-                except Exception as exc:  # the database is away: wait, then try again
+                except Exception as exc:  # noqa: BLE001  the database is away: wait, retry
                     failures += 1
                     await self._back_off(stop, failures, exc)
                     continue

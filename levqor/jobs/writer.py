@@ -61,7 +61,7 @@ class JobWriter:
             self._writing = batch
             try:
                 owned = await self._commit(batch)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  handed to each waiting job's task
                 if len(batch) == 1 or unavailable(exc):
                     _fail(batch, exc)  # each job's task hears of it
                 else:
@@ -78,7 +78,7 @@ class JobWriter:
         for pair in batch:
             try:
                 owned = await self._commit([pair])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  handed to that job's task
                 _fail([pair], exc)
                 continue
             self._settle([pair], owned)

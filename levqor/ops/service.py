@@ -32,7 +32,7 @@ async def _check_database(runtime: Runtime) -> str:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S), runtime.db.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure means "not ready", reported by name
+    except Exception as exc:  # noqa: BLE001  any failure means "not ready", named
         return f"failed: {type(exc).__name__}"
     return "ok"
 
@@ -42,6 +42,6 @@ async def _check_redis(runtime: Runtime) -> str:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             await runtime.redis.ping()
-    except Exception as exc:  # any failure means "not ready", reported by name
+    except Exception as exc:  # noqa: BLE001  any failure means "not ready", named
         return f"failed: {type(exc).__name__}"
     return "ok"

@@ -1,0 +1,101 @@
+"""The layering in docs/architecture.md holds: imports point down, no package cycles.
+
+`make lint` checks the same contract with import-linter; these tests also prove the
+contract bites (an upward import breaks it) and check what a layers contract cannot:
+that no two packages import each other, foundation siblings included.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import grimp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def contract() -> dict[str, Any]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    [layers] = [each for each in config["contracts"] if each["type"] == "layers"]
+    return dict(layers)
+
+
+def layers() -> list[grimp.Layer]:
+    """The contract's layers as grimp reads them: `a | b` independent, `a : b` not."""
+    parsed = []
+    for line in contract()["layers"]:
+        independent = "|" in line
+        names = [name.strip() for name in line.replace(":", "|").split("|")]
+        parsed.append(grimp.Layer(*names, independent=independent))
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    built = grimp.build_graph("levqor", exclude_type_checking_imports=True)
+    # The contract's ignored imports: the schema registry that imports every models module.
+    for module in list(built.find_modules_directly_imported_by("levqor.db.models")):
+        if module.endswith(".models"):
+            built.remove_import(importer="levqor.db.models", imported=module)
+    return built
+
+
+def upward_imports(graph: grimp.ImportGraph) -> list[str]:
+    found = graph.find_illegal_dependencies_for_layers(layers=layers())
+    return sorted(f"{each.importer} -> {each.imported}" for each in found)
+
+
+def test_every_import_points_down_the_layers(graph: grimp.ImportGraph) -> None:
+    assert upward_imports(graph) == []
+
+
+def test_an_upward_import_breaks_the_contract(graph: grimp.ImportGraph) -> None:
+    graph.add_import(importer="levqor.accounts.service", imported="levqor.billing.service")
+    try:
+        assert upward_imports(graph) == ["levqor.accounts -> levqor.billing"]
+    finally:
+        graph.remove_import(importer="levqor.accounts.service", imported="levqor.billing.service")
+
+
+def test_no_two_packages_import_each_other(graph: grimp.ImportGraph) -> None:
+    edges: dict[str, set[str]] = {}
+    for module in graph.modules:
+        if module.count(".") < 1:
+            continue
+        for imported in graph.find_modules_directly_imported_by(module) - {"levqor"}:
+            here, there = module.split(".")[1], imported.split(".")[1]
+            if here != there:
+                edges.setdefault(here, set()).add(there)
+    assert _cycles(edges) == []
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of packages that reach each other (Tarjan's strongly connected parts)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in edges.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while (member := stack.pop()) != node:
+                group.append(member)
+            if group:
+                groups.append(sorted([node, *group]))
+
+    for node in list(edges):
+        if node not in index:
+            visit(node)
+    return groups
