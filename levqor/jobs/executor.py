@@ -13,7 +13,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -29,7 +29,7 @@ from levqor.db.engine import Database
 from levqor.jobs import queue
 from levqor.jobs.hooks import JobHooks
 from levqor.jobs.models import JobStep
-from levqor.jobs.queue import Claimed
+from levqor.jobs.queue import Claimed, JobState, Outcome, StepCheckpoint
 from levqor.jobs.retry import backoff_s
 from levqor.jobs.steps import StepEnvironment
 from levqor.jobs.writer import JobWriter
@@ -43,6 +43,16 @@ log = get_logger("levqor.executor")
 MAX_STORED_OUTPUT_BYTES = 64 * 1024
 FINISHED_STEP = ("succeeded", "skipped", "continued")
 DEFINITION_CACHE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class StepStart:
+    """A step attempt as it began: what its checkpoint will carry."""
+
+    step_id: str
+    position: int
+    attempts: int
+    started_at: datetime
 
 
 @dataclass(frozen=True)
@@ -96,7 +106,7 @@ class Executor:
             outcome = await self._run_step(
                 job, step, position, attempt, data, last=position == final
             )
-            if outcome is None or position == final:
+            if outcome is Outcome.STOP or position == final:
                 return  # finished (the last checkpoint wrote it), or stopped here; recorded
             last_output = data["steps"][step.id]["output"]
         await self._save(job, state=queue.succeeded(last_output, utcnow()))
@@ -149,16 +159,10 @@ class Executor:
         data: dict[str, Any],
         *,
         last: bool = False,
-    ) -> bool | None:
-        """Run one step; True to go on, None when the job stops here. The last step's
-        checkpoint also marks the job succeeded, in the same transaction."""
-        started = utcnow()
-        record = {
-            "step_id": step.id,
-            "position": position,
-            "attempts": attempt,
-            "started_at": started,
-        }
+    ) -> Outcome:
+        """Run one step and checkpoint it. The last step's checkpoint also marks the job
+        succeeded, in the same transaction."""
+        record = StepStart(step.id, position, attempt, utcnow())
         try:
             if step.if_ is not None and not templates.is_true(
                 await self._render(job, step, step.if_, data)
@@ -173,11 +177,11 @@ class Executor:
             data["steps"][step.id] = {"output": passed}
             state = queue.succeeded(passed, utcnow())
             await self._checkpoint(job, record, "succeeded", passed, state=state)
-            return None
+            return Outcome.STOP
         except Reschedule as pause:
             state = queue.paused(utcnow() + timedelta(seconds=pause.seconds))
             await self._checkpoint(job, record, "succeeded", {}, state=state)
-            return None
+            return Outcome.STOP
         except Exception as exc:  # noqa: BLE001  every failure is classified and recorded
             return await self._failed(job, step, record, attempt, data, classify(exc), last=last)
         data["steps"][step.id] = {"output": output}
@@ -197,13 +201,13 @@ class Executor:
         self,
         job: Claimed,
         step: Step,
-        record: dict[str, Any],
+        record: StepStart,
         attempt: int,
         data: dict[str, Any],
         failure: StepFailure,
         *,
         last: bool = False,
-    ) -> bool | None:
+    ) -> Outcome:
         log.info(
             "step_failed",
             job_id=job.id,
@@ -224,35 +228,39 @@ class Executor:
         else:
             state = queue.failed(error, utcnow())
         await self._checkpoint(job, record, "failed", None, failure.message, state=state)
-        return None
+        return Outcome.STOP
 
     async def _checkpoint(
         self,
         job: Claimed,
-        record: dict[str, Any],
+        record: StepStart,
         status: str,
         output: Any,
         error: str | None = None,
         *,
         finish: bool = False,
-        state: dict[str, Any] | None = None,
-    ) -> bool | None:
+        state: JobState | None = None,
+    ) -> Outcome:
         """Store a step's outcome, with the job's new state if the step decided one
         (`finish`: the job succeeded with this output), in one transaction."""
         now = utcnow()
-        step = {
-            **record,
-            "status": status,
-            "output": _bounded(output),
-            "error": error,
-            "finished_at": now,
-        }
+        step = StepCheckpoint(
+            step_id=record.step_id,
+            position=record.position,
+            status=status,
+            output=_bounded(output),
+            error=error,
+            attempts=record.attempts,
+            started_at=record.started_at,
+            finished_at=now,
+        )
         if finish:
             state = queue.succeeded(output, now)
-        return True if await self._save(job, step=step, state=state) else None
+        kept = await self._save(job, step=step, state=state)
+        return Outcome.NEXT if kept and state is None else Outcome.STOP
 
     async def _save(
-        self, job: Claimed, *, step: dict[str, Any] | None = None, state: dict[str, Any] | None
+        self, job: Claimed, *, step: StepCheckpoint | None = None, state: JobState | None
     ) -> bool:
         """Write a checkpoint and wait for it; a new state (the job leaves this worker)
         commits in the background, so the slot is free for the next job at once."""

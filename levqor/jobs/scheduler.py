@@ -29,11 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor import errors
 from levqor.accounts import sessions as account_sessions
 from levqor.accounts.models import User
-from levqor.db.base import upsert, utcnow
+from levqor.db.base import rowcount, upsert, utcnow
 from levqor.idempotency import service as idempotency_service
 from levqor.jobs import queue, service
 from levqor.jobs.listener import plain_dsn
-from levqor.jobs.models import FINAL_STATES, Job, ScheduleFire
+from levqor.jobs.models import ScheduleFire
 from levqor.logging import get_logger
 from levqor.runtime import Runtime
 from levqor.workflows import service as workflows_service
@@ -200,9 +200,7 @@ class Scheduler:
         async with self.runtime.db.session(write=True) as session, session.begin():
             tokens = await account_sessions.prune_expired(session, kit=self.runtime.auth)
             keys = await idempotency_service.prune(session)
-            old_jobs = await session.execute(
-                delete(Job).where(Job.status.in_(FINAL_STATES), Job.finished_at < cutoff)
-            )
+            old_jobs = await queue.purge_finished(session, before=cutoff)
             old_fires = await session.execute(
                 delete(ScheduleFire).where(ScheduleFire.fire_at < cutoff)
             )
@@ -213,8 +211,8 @@ class Scheduler:
         counts = {
             "refresh_tokens": tokens.refresh_tokens,
             "idempotency_keys": keys,
-            "jobs": int(old_jobs.rowcount),  # type: ignore[attr-defined]
-            "schedule_fires": int(old_fires.rowcount),  # type: ignore[attr-defined]
+            "jobs": old_jobs,
+            "schedule_fires": rowcount(old_fires),
             "workers": dead_workers,
         }
         for pruned in pruned_above:
@@ -240,4 +238,4 @@ async def _claim_fire(session: AsyncSession, workflow_id: str, fire_at: datetime
         .values(workflow_id=workflow_id, fire_at=fire_at, outcome="claimed", created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["workflow_id", "fire_at"])
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(rowcount(result))

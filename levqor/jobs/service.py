@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
@@ -22,8 +22,6 @@ from levqor.jobs.models import (
     FINAL_STATES,
     PRIORITIES,
     QUEUED,
-    RUNNING,
-    WAITING_STATES,
     Job,
     JobStep,
 )
@@ -74,9 +72,7 @@ async def start_run(
     )
     if not await billing.charge_run(session, user_id=user.id, amount=cost, job_id=job.id):
         raise billing.short_of_credits(cost)
-    session.add(job)
-    await session.flush()
-    await queue.notify(session)
+    await queue.add(session, job)
     return job
 
 
@@ -162,13 +158,7 @@ async def cancel(session: AsyncSession, *, user: User, job_id: str) -> Job:
     job = detail.job
     if job.status in FINAL_STATES:
         raise AlreadyFinished(f"The job has already {job.status}.")
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status.in_((*WAITING_STATES, RUNNING)))
-        .values(status=CANCELLED, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    if not await queue.cancel(session, job_id=job.id, now=utcnow()):
         raise AlreadyFinished("The job finished in the meantime.")
     await session.refresh(job)
     if job.callback_url:
@@ -190,19 +180,8 @@ async def retry(session: AsyncSession, *, user: User, job_id: str) -> Job:
     job = (await get(session, user=user, job_id=job_id)).job
     if job.status != FAILED:
         raise NotRetryable(f"The job is {job.status}, not failed.")
-    await _requeue(session, job)
+    await queue.requeue(session, job)
     return job
-
-
-async def _requeue(session: AsyncSession, job: Job) -> None:
-    """A replay is a new attempt group: its steps send new idempotency keys (the last
-    ones failed for good), and it gets a fresh allowance of crashes."""
-    await queue.reset_failed_steps(session, job_id=job.id)
-    job.status, job.run_at, job.error, job.finished_at = QUEUED, utcnow(), None, None
-    job.replays += 1
-    job.crashes = 0
-    await session.flush()
-    await queue.notify(session)
 
 
 async def replay_failed(
@@ -222,6 +201,6 @@ async def replay_failed(
         query = query.where(Job.user_id == user_id)
     replayed = []
     for job in await session.scalars(query.order_by(Job.finished_at).with_for_update()):
-        await _requeue(session, job)
+        await queue.requeue(session, job)
         replayed.append(job.id)
     return replayed

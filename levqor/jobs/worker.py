@@ -29,7 +29,7 @@ from levqor.db.base import utcnow
 from levqor.db.engine import unavailable
 from levqor.jobs import callbacks, listener, queue
 from levqor.jobs.executor import Executor
-from levqor.jobs.models import RUNNING, WAITING_STATES, CallbackDelivery, Job
+from levqor.jobs.models import CallbackDelivery
 from levqor.jobs.queue import Claimed
 from levqor.jobs.retry import backoff_s
 from levqor.logging import get_logger
@@ -207,14 +207,7 @@ class Worker:
     async def _anything_due_soon(self) -> bool:
         horizon = utcnow() + timedelta(seconds=2)
         async with self.runtime.db.session(write=False) as session:
-            jobs = await session.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(
-                    ((Job.status.in_(WAITING_STATES)) & (Job.run_at <= horizon))
-                    | (Job.status == RUNNING)
-                )
-            )
+            jobs = await queue.anything_due_soon(session, horizon=horizon)
             deliveries = await session.scalar(
                 select(func.count())
                 .select_from(CallbackDelivery)

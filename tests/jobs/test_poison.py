@@ -5,7 +5,7 @@ job's bad write never fails another's."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -13,13 +13,13 @@ from sqlalchemy import select, update
 
 from levqor.db.base import utcnow
 from levqor.jobs.models import Job, JobStep
-from levqor.jobs.queue import JobWrite, succeeded
+from levqor.jobs.queue import JobWrite, StepCheckpoint, succeeded
 from levqor.jobs.worker import Worker
 from levqor.jobs.writer import JobWriter
 from levqor.runtime import Runtime
 from levqor.workflows.models import WorkflowVersion
 from tests.conftest import assert_problem, serve_app
-from tests.jobs.test_runs import job, make_workflow, post_to, start
+from tests.factories import job, make_workflow, post_to, start
 
 TRANSFORM = {"id": "a", "connector": "transform", "params": {"n": "{{ input.n }}"}}
 
@@ -117,8 +117,16 @@ async def test_one_bad_write_does_not_fail_the_others_in_its_batch(
         )
     writer = JobWriter(runtime.db, worker_id="w")
     now = utcnow()
-    broken_step = {"step_id": "a", "position": 0, "status": None, "output": None, "error": None,
-                   "attempts": 1, "started_at": now, "finished_at": now}  # fmt: skip
+    broken_step = StepCheckpoint(
+        step_id="a",
+        position=0,
+        status=cast(str, None),  # NOT NULL in the table: this write fails
+        output=None,
+        error=None,
+        attempts=1,
+        started_at=now,
+        finished_at=now,
+    )
     written = [
         writer.submit(JobWrite(good, state=succeeded({"n": 1}, now))),
         writer.submit(JobWrite(bad, step=broken_step, state=succeeded({"n": 2}, now))),

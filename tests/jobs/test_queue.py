@@ -9,55 +9,12 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text, update
 
-from levqor.accounts.models import User
 from levqor.db.base import utcnow
 from levqor.jobs import queue
 from levqor.jobs.models import CANCELLED, FAILED, RUNNING, Job, JobStep
 from levqor.runtime import Runtime
-from levqor.workflows.models import Workflow, WorkflowVersion
-
-LEASE = timedelta(seconds=30)
-
-
-async def seed(runtime: Runtime, *, users: int, jobs_each: int, tag: str = "q") -> None:
-    async with runtime.db.write() as session, session.begin():
-        for index in range(users):
-            user = User(
-                email=f"{tag}{index}@example.com",
-                email_index=f"{tag}{index}",
-                password_hash="x",
-                credits=0,
-            )
-            session.add(user)
-            await session.flush()
-            workflow = Workflow(
-                user_id=user.id,
-                name="w",
-                current_version=1,
-                trigger_type="manual",
-                webhook_token_hash="h",
-                webhook_token_encrypted="e",
-            )
-            session.add(workflow)
-            await session.flush()
-            session.add(WorkflowVersion(workflow_id=workflow.id, version=1, definition={}))
-            session.add_all(
-                Job(user_id=user.id, workflow_id=workflow.id, workflow_version=1, input={})
-                for _ in range(jobs_each)
-            )
-
-
-async def claim_as(runtime: Runtime, worker: str, limit: int, per_user: int = 1000) -> list[str]:
-    async with runtime.db.session(write=True) as session, session.begin():
-        claimed = await queue.claim(
-            session,
-            worker_id=worker,
-            limit=limit,
-            lease=LEASE,
-            now=utcnow(),
-            max_running_per_user=per_user,
-        )
-    return [job.id for job in claimed]
+from levqor.workflows.models import Workflow
+from tests.factories import LEASE, claim_as, seed
 
 
 async def running_per_user(runtime: Runtime) -> list[int]:
@@ -104,16 +61,16 @@ async def test_a_batch_of_writes_keeps_only_the_jobs_still_held(runtime: Runtime
         await session.execute(update(Job).where(Job.id == cancelled).values(status=CANCELLED))
         await session.execute(update(Job).where(Job.id == taken_over).values(lease_owner="w2"))
     now = utcnow()
-    step = {
-        "step_id": "only",
-        "position": 0,
-        "status": "succeeded",
-        "output": {"n": 1, "text": "café"},
-        "error": None,
-        "attempts": 1,
-        "started_at": now,
-        "finished_at": now,
-    }
+    step = queue.StepCheckpoint(
+        step_id="only",
+        position=0,
+        status="succeeded",
+        output={"n": 1, "text": "café"},
+        error=None,
+        attempts=1,
+        started_at=now,
+        finished_at=now,
+    )
     writes = [
         queue.JobWrite(job_id, step=step, state=queue.succeeded({"n": 1}, now))
         for job_id in (held, cancelled, taken_over)
@@ -138,16 +95,16 @@ async def test_a_checkpoint_alone_leaves_the_job_running(runtime: Runtime) -> No
     await seed(runtime, users=1, jobs_each=1)
     [job_id] = await claim_as(runtime, "w1", 1)
     now = utcnow()
-    step = {
-        "step_id": "first",
-        "position": 0,
-        "status": "succeeded",
-        "output": None,
-        "error": None,
-        "attempts": 1,
-        "started_at": now,
-        "finished_at": now,
-    }
+    step = queue.StepCheckpoint(
+        step_id="first",
+        position=0,
+        status="succeeded",
+        output=None,
+        error=None,
+        attempts=1,
+        started_at=now,
+        finished_at=now,
+    )
     async with runtime.db.transaction() as connection:
         kept = await queue.write_batch(
             connection, worker_id="w1", writes=[queue.JobWrite(job_id, step=step)]

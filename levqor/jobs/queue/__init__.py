@@ -1,0 +1,276 @@
+"""Queue operations on the jobs table, shaped like procrastinate's: the operations here,
+every statement in `statements.py`, the PostgreSQL/SQLite differences in `backends.py`,
+the values passed around in `states.py`.
+
+Claiming marks up to `limit` due jobs `running` under this worker's lease, in one
+statement (`WITH candidates AS (SELECT … FOR UPDATE SKIP LOCKED) … UPDATE … RETURNING` on
+PostgreSQL; the same without the lock clause on SQLite, whose writers are serial). A
+running job whose lease expired (its worker died) is put back in the queue by
+`recover_lost`, which every worker runs at start and with each heartbeat: a job whose
+worker stopped beating for two heartbeats (or, failing that, whose lease ran out) is
+resumed by another worker within seconds.
+
+Every write after the claim is guarded by `lease_owner = me AND status = 'running'`: a
+worker that lost its job (lease taken over, or the job cancelled) changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from levqor.db.base import rowcount, utcnow
+from levqor.db.engine import Database
+from levqor.jobs import callbacks
+from levqor.jobs.models import FAILED, QUEUED, Job, JobStep
+from levqor.jobs.queue import statements
+from levqor.jobs.queue.backends import (
+    VACUUM_AFTER_DEAD_ROWS,
+    Backend,
+    Connection,
+    backend_for,
+)
+from levqor.jobs.queue.statements import CHANNEL
+from levqor.jobs.queue.states import (
+    Claimed,
+    JobState,
+    JobWrite,
+    Outcome,
+    StepCheckpoint,
+    failed,
+    paused,
+    retrying,
+    succeeded,
+)
+
+__all__ = [
+    "CHANNEL",
+    "Backend",
+    "Claimed",
+    "Connection",
+    "JobState",
+    "JobWrite",
+    "Outcome",
+    "StepCheckpoint",
+    "backend_for",
+    "failed",
+    "paused",
+    "retrying",
+    "succeeded",
+]
+
+CANDIDATES_PER_SLOT = 2
+
+
+async def claim(
+    session: Connection,
+    *,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+    max_running_per_user: int,
+) -> list[Claimed]:
+    """Take up to `limit` due jobs, at most `max_running_per_user` running per user.
+
+    One statement: candidates are read past users already at their limit, over-read so
+    one user's backlog cannot fill a whole batch, ranked per user, and the best `limit`
+    that keep every user within the limit are marked running. (Two claimers racing on
+    PostgreSQL each see only committed claims, so a user can briefly exceed the limit by
+    one batch per concurrent claimer.)
+    """
+    rows = await session.execute(
+        statements.CLAIM,
+        {
+            "now": now,
+            "worker": worker_id,
+            "until": now + lease,
+            "limit": limit,
+            "over_read": limit * CANDIDATES_PER_SLOT,
+            "per_user": max_running_per_user,
+        },
+    )
+    return [Claimed(*row) for row in rows]
+
+
+async def enqueue(db: Database, job: dict[str, Any], *, cost: int) -> bool:
+    """Insert `job`, take its `cost` in credits and write the ledger row, atomically;
+    False, with nothing written, when the balance is short.
+
+    On PostgreSQL this is one statement in autocommit (`WITH debit AS (UPDATE users …),
+    ledger AS (INSERT …) INSERT INTO jobs SELECT … FROM debit`, notifying workers), built
+    from billing's debit and ledger statements; on SQLite, a short transaction.
+    """
+    return await backend_for(db).enqueue(db, job, cost=cost)
+
+
+async def add(session: AsyncSession, job: Job) -> None:
+    """Queue `job` in the caller's transaction (its credits already taken)."""
+    session.add(job)
+    await session.flush()
+    await notify(session)
+
+
+async def requeue(session: AsyncSession, job: Job) -> None:
+    """A replay is a new attempt group: its steps send new idempotency keys (the last
+    ones failed for good), and it gets a fresh allowance of crashes."""
+    await reset_failed_steps(session, job_id=job.id)
+    job.status, job.run_at, job.error, job.finished_at = QUEUED, utcnow(), None, None
+    job.replays += 1
+    job.crashes = 0
+    await session.flush()
+    await notify(session)
+
+
+async def notify(session: Connection) -> None:
+    """Wake listening workers on PostgreSQL; delivered when the transaction commits."""
+    await backend_for(session).notify(session)
+
+
+async def heartbeat(
+    session: Connection, *, worker_id: str, running: list[str], lease: timedelta, now: datetime
+) -> int:
+    """Extend the leases of the jobs this worker is running; the number still held."""
+    if not running:
+        return 0
+    return rowcount(
+        await session.execute(statements.extend_leases(worker_id, running, now + lease))
+    )
+
+
+async def write_batch(session: Connection, *, worker_id: str, writes: list[JobWrite]) -> set[str]:
+    """Write many jobs' checkpoints and states in this transaction; the ids still owned.
+
+    Only jobs this worker still holds are written: one taken over or cancelled meanwhile
+    is left alone. A final state queues the run's callback in the same transaction.
+    """
+    owned = await backend_for(session).write(session, worker_id, writes)
+    for write in writes:
+        job = owned.get(write.job_id)
+        if job is not None and write.state and write.state.final and job.callback_url:
+            await callbacks.enqueue(
+                session,
+                job_id=job.id,
+                user_id=job.user_id,
+                workflow_id=job.workflow_id,
+                status=write.state.status,
+                result=write.state.result,
+                error=write.state.error,
+                url=job.callback_url,
+            )
+    return set(owned)
+
+
+async def beat(
+    session: Connection, *, worker_id: str, host: str, pid: int, concurrency: int, now: datetime
+) -> None:
+    """Record that `worker_id` is alive now."""
+    dialect = backend_for(session).dialect
+    await session.execute(statements.beat(dialect, worker_id, host, pid, concurrency, now))
+
+
+async def last_beat(session: Connection, *, host: str) -> datetime | None:
+    """The newest heartbeat of a worker on `host`, if any."""
+    newest: datetime | None = await session.scalar(statements.last_beat(host))
+    return newest
+
+
+async def forget_worker(session: Connection, *, worker_id: str) -> None:
+    """A worker that stopped cleanly (its jobs handed back) leaves the table."""
+    await session.execute(statements.forget_worker(worker_id))
+
+
+async def forget_silent_workers(session: Connection, *, before: datetime) -> int:
+    """Delete the rows of workers that have not beaten since `before` (long dead)."""
+    return rowcount(await session.execute(statements.forget_silent_workers(before)))
+
+
+async def recover_lost(
+    session: Connection, *, now: datetime, silent_since: datetime, max_crashes: int
+) -> int:
+    """Requeue running jobs whose worker died: its heartbeat is older than
+    `silent_since`, or (a worker that never beat) their lease expired. Each such loss
+    counts against the job: one lost `max_crashes` times fails."""
+    result = await session.execute(statements.recover_lost(silent_since, max_crashes), {"now": now})
+    rows = result.all()
+    await _queue_callbacks(session, rows)
+    return len(rows)
+
+
+async def record_crash(
+    session: Connection,
+    *,
+    job_id: str,
+    worker_id: str,
+    error: str,
+    max_crashes: int,
+    now: datetime,
+    retry_at: datetime,
+) -> str | None:
+    """The worker running `job_id` crashed on it outside any step: count it, and fail the
+    job at `max_crashes`; the job's new status (None if this worker no longer held it)."""
+    result = await session.execute(
+        statements.record_crash(job_id, worker_id, error, max_crashes, retry_at), {"now": now}
+    )
+    rows = result.all()
+    await _queue_callbacks(session, rows)
+    return rows[0].status if rows else None
+
+
+async def _queue_callbacks(session: Connection, rows: Any) -> None:
+    for row in rows:
+        if row.status == FAILED and row.callback_url:
+            await callbacks.enqueue(
+                session,
+                job_id=row.id,
+                user_id=row.user_id,
+                workflow_id=row.workflow_id,
+                status=FAILED,
+                result=None,
+                error=row.error,
+                url=row.callback_url,
+            )
+
+
+async def vacuum_if_needed(
+    connection: AsyncConnection, *, dead_rows: int = VACUUM_AFTER_DEAD_ROWS
+) -> bool:
+    """Keep the jobs table's statistics fresh, and with autovacuum off, its dead rows
+    few (PostgreSQL; see `backends.PostgresBackend.vacuum_if_needed`)."""
+    return await backend_for(connection).vacuum_if_needed(connection, dead_rows=dead_rows)
+
+
+async def release(
+    session: Connection, *, worker_id: str, now: datetime, keep: list[str] | None = None
+) -> int:
+    """Hand back the jobs this worker holds, due at once: all of them (a graceful
+    shutdown), or all but `keep`, the ones it is still running (a job whose task ended
+    without writing its state, because the database was away, is held by nobody)."""
+    return rowcount(await session.execute(statements.release(worker_id, now, keep or [])))
+
+
+async def cancel(session: Connection, *, job_id: str, now: datetime) -> bool:
+    """Cancel a waiting or running job; False when it had finished meanwhile."""
+    return rowcount(await session.execute(statements.cancel(job_id, now))) > 0
+
+
+async def anything_due_soon(session: Connection, *, horizon: datetime) -> bool:
+    """Whether a job is running, or waiting and due by `horizon`."""
+    return bool(await session.scalar(statements.due_soon(horizon)))
+
+
+async def purge_finished(session: Connection, *, before: datetime) -> int:
+    """Delete finished jobs (and their steps) that finished before `before`."""
+    return rowcount(await session.execute(statements.purge_finished(before)))
+
+
+async def load_steps(session: AsyncSession, *, job_id: str) -> dict[str, JobStep]:
+    rows: list[JobStep] = list(await session.scalars(statements.steps_of(job_id)))
+    return {step.step_id: step for step in rows}
+
+
+async def reset_failed_steps(session: Connection, *, job_id: str) -> None:
+    """Before a replay: failed steps get a fresh set of attempts."""
+    await session.execute(statements.reset_failed_steps(job_id))

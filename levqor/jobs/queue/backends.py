@@ -1,0 +1,196 @@
+"""Where PostgreSQL and SQLite differ, behind one interface.
+
+PostgreSQL takes a paid job in one autocommit statement (debit, ledger row and insert, so
+concurrent webhooks of one user never queue behind a lock held across round trips),
+writes a whole batch of checkpoints and states in one statement from arrays, wakes
+workers with NOTIFY and keeps the jobs table analysed. SQLite, whose writers are serial
+anyway, does the same work in short transactions with plain statements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from levqor.billing import service as billing
+from levqor.db.base import utcnow
+from levqor.db.engine import Database
+from levqor.jobs.models import jobs_table
+from levqor.jobs.queue import statements
+from levqor.jobs.queue.states import STEP_FIELDS, JobWrite
+
+Connection = AsyncSession | AsyncConnection  # the queue runs on either
+
+
+class Backend(Protocol):
+    dialect: str
+
+    async def enqueue(self, db: Database, job: dict[str, Any], *, cost: int) -> bool:
+        """Insert `job` and take its `cost` in credits atomically; False if short."""
+        ...
+
+    async def write(
+        self, connection: Connection, worker_id: str, writes: list[JobWrite]
+    ) -> dict[str, Any]:
+        """Write the batch to the jobs this worker still holds; their rows by id."""
+        ...
+
+    async def notify(self, session: Connection) -> None:
+        """Wake waiting workers when the transaction commits."""
+        ...
+
+    async def vacuum_if_needed(self, connection: AsyncConnection, *, dead_rows: int) -> bool:
+        """Keep the jobs table's statistics and dead rows in check; True if it acted."""
+        ...
+
+
+VACUUM_AFTER_DEAD_ROWS = 5_000
+# PostgreSQL's own autovacuum_analyze_threshold and _scale_factor defaults.
+ANALYZE_AFTER_CHANGES, ANALYZE_SCALE = 50, 0.1
+
+
+class PostgresBackend:
+    dialect = "postgresql"
+
+    async def enqueue(self, db: Database, job: dict[str, Any], *, cost: int) -> bool:
+        async with db.autocommit() as connection:
+            # Prefixed: a parameter named like a users column would join the debit's SET.
+            params = {f"job_{name}": value for name, value in job.items()}
+            params |= {
+                "debit_user_id": job["user_id"],
+                "debit_amount": cost,
+                "ledger_at": utcnow(),
+            }
+            inserted = await connection.execute(statements.insert_paid_job(tuple(job)), params)
+            return inserted.first() is not None
+
+    async def write(
+        self, connection: Connection, worker_id: str, writes: list[JobWrite]
+    ) -> dict[str, Any]:
+        """One statement and one round trip for the whole batch: the rows still held are
+        updated from arrays, and their steps upserted, in data-modifying CTEs."""
+        states = [write.state for write in writes]
+        steps = [(write.job_id, write.step) for write in writes if write.step]
+        rows = await connection.execute(
+            statements.POSTGRES_WRITE,
+            {
+                "worker": worker_id,
+                "ids": [write.job_id for write in writes],
+                "statuses": [state.status if state else None for state in states],
+                "results": [_json(state.result) if state else None for state in states],
+                "errors": [state.error if state else None for state in states],
+                "run_ats": [state.run_at if state else None for state in states],
+                "finished": [state.finished_at if state else None for state in states],
+                **{
+                    f"s_{name}": [
+                        _json(step.output) if name == "output" else getattr(step, name)
+                        for _, step in steps
+                    ]
+                    for name in STEP_FIELDS
+                },
+                "s_job_ids": [job_id for job_id, _ in steps],
+            },
+        )
+        return {row.id: row for row in rows}
+
+    async def notify(self, session: Connection) -> None:
+        await session.execute(text(f"NOTIFY {statements.CHANNEL}"))
+
+    async def vacuum_if_needed(self, connection: AsyncConnection, *, dead_rows: int) -> bool:
+        """Analyze once a tenth of the table changed (autovacuum's rule, but checked
+        every half second instead of every minute): a plan cached while the table was
+        empty scans it whole, one scan per foreign-key check, until the next analyze; a
+        queue emptied and then refilled by a burst slowed to a crawl. Vacuum, when
+        autovacuum is off, once enough dead row versions pile up (each claim otherwise
+        walks past the index entries of every job claimed since). One worker at a time
+        (an advisory lock); `connection` must be in autocommit."""
+        due = (
+            await connection.execute(
+                statements.UPKEEP_DUE,
+                {"dead": dead_rows, "changes": ANALYZE_AFTER_CHANGES, "scale": ANALYZE_SCALE},
+            )
+        ).first()
+        if due is None or not (due.vacuum or due.analyze):
+            return False
+        if not await connection.scalar(
+            text("SELECT pg_try_advisory_lock(hashtext('levqor_vacuum_jobs'))")
+        ):
+            return False
+        try:
+            command = {(True, True): "VACUUM (ANALYZE) jobs", (True, False): "VACUUM jobs"}
+            await connection.execute(text(command.get((due.vacuum, due.analyze), "ANALYZE jobs")))
+        finally:
+            await connection.execute(
+                text("SELECT pg_advisory_unlock(hashtext('levqor_vacuum_jobs'))")
+            )
+        return True
+
+
+class SqliteBackend:
+    dialect = "sqlite"
+
+    async def enqueue(self, db: Database, job: dict[str, Any], *, cost: int) -> bool:
+        async with db.transaction() as connection:
+            charged = await billing.charge_run(
+                connection, user_id=job["user_id"], amount=cost, job_id=job["id"]
+            )
+            if not charged:
+                return False
+            await connection.execute(insert(jobs_table), job)
+        return True
+
+    async def write(
+        self, connection: Connection, worker_id: str, writes: list[JobWrite]
+    ) -> dict[str, Any]:
+        """Lock the rows still held, then one executemany per table."""
+        held = statements.owned_rows([write.job_id for write in writes], worker_id)
+        owned = {row.id: row for row in await connection.execute(held)}
+        mine = [write for write in writes if write.job_id in owned]
+        steps = [{"job_id": write.job_id, **_fields(write.step)} for write in mine if write.step]
+        if steps:
+            await connection.execute(statements.upsert_steps(self.dialect), steps)
+        states = [
+            {
+                f"w_{key}": value
+                for key, value in {"id": write.job_id, **_fields(write.state)}.items()
+            }
+            for write in mine
+            if write.state
+        ]
+        if states:
+            await connection.execute(statements.STATE_UPDATE, states)
+        return owned
+
+    async def notify(self, session: Connection) -> None:
+        return None  # workers in this process are woken directly; others poll
+
+    async def vacuum_if_needed(self, connection: AsyncConnection, *, dead_rows: int) -> bool:
+        return False
+
+
+_BACKENDS: dict[str, Backend] = {"postgresql": PostgresBackend(), "sqlite": SqliteBackend()}
+
+
+def backend_for(connection: Connection | Database) -> Backend:
+    """The back-end of the database `connection` (a session, a connection or a Database)
+    talks to."""
+    if isinstance(connection, Database):
+        dialect = connection.engine.dialect.name
+    elif isinstance(connection, AsyncConnection):
+        dialect = connection.dialect.name
+    else:
+        dialect = connection.get_bind().dialect.name
+    return _BACKENDS[dialect]
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """A dataclass's fields, shallow (`asdict` would deep-copy each step's output)."""
+    return {field.name: getattr(value, field.name) for field in fields(value)}
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value, default=str).decode()

@@ -1,0 +1,384 @@
+"""Every statement on the queue's rows (`jobs`, `job_steps`, `workers`), named, in one place.
+
+The operations in `levqor.jobs.queue` run them; where PostgreSQL and SQLite need different
+SQL, the two back-ends (`backends.py`) choose between the statements here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    ColumnElement,
+    DateTime,
+    Delete,
+    Integer,
+    Select,
+    String,
+    Update,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+
+from levqor.billing import service as billing
+from levqor.db.base import UTCDateTime, upsert
+from levqor.jobs.models import (
+    CANCELLED,
+    FAILED,
+    FINAL_STATES,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    RUNNING_SQL,
+    WAITING_SQL,
+    WAITING_STATES,
+    JobStep,
+    job_steps_table,
+    jobs_table,
+    workers_table,
+)
+
+CHANNEL = "levqor_jobs"
+
+
+def _claim() -> Any:
+    jobs = jobs_table
+    now = bindparam("now", type_=UTCDateTime)
+    per_user = bindparam("per_user", type_=Integer)
+    # Every running job counts, its lease expired or not: a dead worker's jobs hold
+    # their user's slots until they are requeued (within two heartbeats), so the
+    # limit holds during recovery too.
+    holding = text(RUNNING_SQL)  # ix_jobs_running
+    users_at_limit = (
+        select(jobs.c.user_id)
+        .where(holding)
+        .group_by(jobs.c.user_id)
+        .having(func.count() >= per_user)
+    )
+    due = and_(text(WAITING_SQL), jobs.c.run_at <= now)  # walks ix_jobs_waiting
+    candidates = (
+        select(jobs.c.id, jobs.c.user_id, jobs.c.priority, jobs.c.run_at)
+        .where(due, jobs.c.user_id.not_in(users_at_limit))
+        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+        .limit(bindparam("over_read", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .cte("candidates")
+    )
+    running = (
+        select(jobs.c.user_id, func.count().label("running"))
+        .where(holding, jobs.c.user_id.in_(select(candidates.c.user_id)))
+        .group_by(jobs.c.user_id)
+        .cte("running")
+    )
+    order = (candidates.c.priority.desc(), candidates.c.run_at, candidates.c.id)
+    ranked = (
+        select(
+            candidates.c.id,
+            candidates.c.priority,
+            candidates.c.run_at,
+            (
+                func.row_number().over(partition_by=candidates.c.user_id, order_by=order)
+                + func.coalesce(running.c.running, 0)
+            ).label("slot"),
+        )
+        .outerjoin(running, running.c.user_id == candidates.c.user_id)
+        .cte("ranked")
+    )
+    chosen = (
+        select(ranked.c.id)
+        .where(ranked.c.slot <= per_user)
+        .order_by(ranked.c.priority.desc(), ranked.c.run_at, ranked.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .cte("chosen")
+    )
+    return (
+        update(jobs)
+        .where(jobs.c.id == chosen.c.id)
+        .values(
+            status=RUNNING,
+            lease_owner=bindparam("worker"),
+            lease_expires_at=bindparam("until", type_=UTCDateTime),
+            attempts=jobs.c.attempts + 1,
+            started_at=func.coalesce(jobs.c.started_at, now),
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.user_id,
+            jobs.c.workflow_id,
+            jobs.c.workflow_version,
+            jobs.c.input,
+            jobs.c.attempts,
+            jobs.c.callback_url,
+            jobs.c.crashes,
+            jobs.c.replays,
+        )
+    )
+
+
+CLAIM = _claim()
+
+
+@cache
+def insert_paid_job(columns: tuple[str, ...]) -> Any:
+    debit = billing.debit_statement().cte("debit")
+    job_id = bindparam("job_id", type_=jobs_table.c.id.type)  # the same as `job_{id}`
+    ledger = billing.run_entry_from(debit, job_id=job_id).cte("ledger")
+    source = select(
+        *(bindparam(f"job_{name}", type_=jobs_table.c[name].type) for name in columns)
+    ).select_from(debit)
+    return (
+        insert(jobs_table)
+        .from_select(list(columns), source)
+        .returning(jobs_table.c.id, func.pg_notify(CHANNEL, ""))
+        .add_cte(ledger)
+    )
+
+
+STATE_UPDATE = (
+    update(jobs_table)
+    .where(jobs_table.c.id == bindparam("w_id"))
+    .values(
+        status=bindparam("w_status"),
+        result=bindparam("w_result", type_=JSON),
+        error=bindparam("w_error"),
+        run_at=func.coalesce(bindparam("w_run_at", type_=UTCDateTime), jobs_table.c.run_at),
+        finished_at=bindparam("w_finished_at", type_=UTCDateTime),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+
+
+# A write without a state (a checkpoint) leaves the job's columns as they are; with one,
+# the job leaves this worker. `w.status IS NULL` tells the two apart.
+POSTGRES_WRITE = text(
+    """
+WITH w AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:statuses AS varchar[]), CAST(:results AS text[]),
+        CAST(:errors AS text[]), CAST(:run_ats AS timestamptz[]),
+        CAST(:finished AS timestamptz[])
+    ) AS w (id, status, result, error, run_at, finished_at)
+), owned AS (
+    UPDATE jobs SET
+        status = coalesce(w.status, jobs.status),
+        result = CASE WHEN w.status IS NULL THEN jobs.result ELSE CAST(w.result AS json) END,
+        error = CASE WHEN w.status IS NULL THEN jobs.error ELSE w.error END,
+        run_at = coalesce(w.run_at, jobs.run_at),
+        finished_at = CASE WHEN w.status IS NULL THEN jobs.finished_at ELSE w.finished_at END,
+        lease_owner = CASE WHEN w.status IS NULL THEN jobs.lease_owner END,
+        lease_expires_at = CASE WHEN w.status IS NULL THEN jobs.lease_expires_at END
+    FROM w
+    WHERE jobs.id = w.id AND jobs.lease_owner = :worker AND jobs.status = 'running'
+    RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.callback_url
+), steps AS (
+    INSERT INTO job_steps
+        (job_id, step_id, position, status, output, error, attempts, started_at, finished_at)
+    SELECT s.job_id, s.step_id, s.position, s.status, CAST(s.output AS json), s.error,
+           s.attempts, s.started_at, s.finished_at
+    FROM unnest(
+        CAST(:s_job_ids AS varchar[]), CAST(:s_step_id AS varchar[]),
+        CAST(:s_position AS integer[]), CAST(:s_status AS varchar[]),
+        CAST(:s_output AS text[]), CAST(:s_error AS text[]), CAST(:s_attempts AS integer[]),
+        CAST(:s_started_at AS timestamptz[]), CAST(:s_finished_at AS timestamptz[])
+    ) AS s (job_id, step_id, position, status, output, error, attempts, started_at,
+            finished_at)
+    WHERE s.job_id IN (SELECT id FROM owned)
+    ON CONFLICT (job_id, step_id) DO UPDATE SET
+        position = excluded.position, status = excluded.status, output = excluded.output,
+        error = excluded.error, attempts = excluded.attempts,
+        started_at = excluded.started_at, finished_at = excluded.finished_at
+)
+SELECT id, user_id, workflow_id, callback_url FROM owned
+"""
+).bindparams(
+    *(bindparam(name, type_=ARRAY(String)) for name in ("ids", "statuses", "results", "errors")),
+    *(bindparam(name, type_=ARRAY(DateTime(timezone=True))) for name in ("run_ats", "finished")),
+    *(
+        bindparam(f"s_{name}", type_=ARRAY(String))
+        for name in ("job_ids", "step_id", "status", "output", "error")
+    ),
+    *(bindparam(f"s_{name}", type_=ARRAY(Integer)) for name in ("position", "attempts")),
+    *(
+        bindparam(f"s_{name}", type_=ARRAY(DateTime(timezone=True)))
+        for name in ("started_at", "finished_at")
+    ),
+)
+
+
+@cache
+def upsert_steps(dialect: str) -> Any:
+    statement = upsert(dialect, job_steps_table)
+    changed = {
+        column.name: statement.excluded[column.name]
+        for column in job_steps_table.columns
+        if column.name not in ("id", "job_id", "step_id")
+    }
+    return statement.on_conflict_do_update(index_elements=["job_id", "step_id"], set_=changed)
+
+
+def crash_outcome(max_crashes: int, reason: str, retry_at: Any) -> dict[str, Any]:
+    """The columns of a job that crashed once more: it fails into the dead-letter queue
+    at `max_crashes`, else it waits until `retry_at` (the lease it lost was its turn)."""
+    crashes = jobs_table.c.crashes + 1
+    poisoned = crashes >= max_crashes
+    said = literal(f"{reason} (") + cast(crashes, String)
+    return {
+        "crashes": crashes,
+        "status": case((poisoned, FAILED), else_=RETRYING),
+        "error": case(
+            (poisoned, said + literal(" times; given up)")),
+            else_=said + literal(f" of {max_crashes} times)"),
+        ),
+        "run_at": case((poisoned, jobs_table.c.run_at), else_=retry_at),
+        "finished_at": case((poisoned, bindparam("now", type_=UTCDateTime)), else_=None),
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+FINISHED_COLUMNS = (
+    jobs_table.c.id,
+    jobs_table.c.user_id,
+    jobs_table.c.workflow_id,
+    jobs_table.c.status,
+    jobs_table.c.error,
+    jobs_table.c.callback_url,
+)
+
+
+UPKEEP_DUE = text(
+    """
+SELECT current_setting('autovacuum') = 'off' AND n_dead_tup >= :dead AS vacuum,
+       n_mod_since_analyze >= :changes + :scale * greatest(c.reltuples, 0) AS analyze
+FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+WHERE s.relid = 'jobs'::regclass
+"""
+)
+
+
+def owned_rows(job_ids: list[str], worker_id: str) -> Select[Any]:
+    """The rows of `job_ids` this worker still holds, locked (SQLite's write path)."""
+    jobs = jobs_table.c
+    return (
+        select(jobs.id, jobs.user_id, jobs.workflow_id, jobs.callback_url)
+        .where(jobs.id.in_(job_ids), jobs.lease_owner == worker_id, text(RUNNING_SQL))
+        .with_for_update()
+    )
+
+
+def extend_leases(worker_id: str, running: list[str], until: datetime) -> Update:
+    jobs = jobs_table.c
+    return (
+        update(jobs_table)
+        .where(jobs.lease_owner == worker_id, text(RUNNING_SQL), jobs.id.in_(running))
+        .values(lease_expires_at=until)
+    )
+
+
+def release(worker_id: str, now: datetime, keep: list[str]) -> Update:
+    jobs = jobs_table.c
+    return (
+        update(jobs_table)
+        .where(jobs.lease_owner == worker_id, text(RUNNING_SQL), jobs.id.not_in(keep))
+        .values(status=QUEUED, run_at=now, lease_owner=None, lease_expires_at=None)
+    )
+
+
+def recover_lost(silent_since: datetime, max_crashes: int) -> Update:
+    """Running jobs whose worker went silent, or whose lease ran out, count a crash."""
+    silent = select(workers_table.c.id).where(workers_table.c.heartbeat_at < silent_since)
+    lost = or_(
+        jobs_table.c.lease_expires_at < bindparam("now", type_=UTCDateTime),
+        jobs_table.c.lease_owner.in_(silent),
+    )
+    return (
+        update(jobs_table)
+        .where(text(RUNNING_SQL), lost)
+        # Due again at once: its run_at is when it was first due.
+        .values(
+            crash_outcome(max_crashes, "its worker stopped while running it", jobs_table.c.run_at)
+        )
+        .returning(*FINISHED_COLUMNS)
+    )
+
+
+def record_crash(
+    job_id: str, worker_id: str, error: str, max_crashes: int, retry_at: datetime
+) -> Update:
+    return (
+        update(jobs_table)
+        .where(
+            jobs_table.c.id == job_id,
+            jobs_table.c.lease_owner == worker_id,
+            text(RUNNING_SQL),
+        )
+        .values(crash_outcome(max_crashes, error, retry_at))
+        .returning(*FINISHED_COLUMNS)
+    )
+
+
+def cancel(job_id: str, now: datetime) -> Update:
+    """A waiting or running job, cancelled; a worker holding it loses it."""
+    return (
+        update(jobs_table)
+        .where(jobs_table.c.id == job_id, jobs_table.c.status.in_((*WAITING_STATES, RUNNING)))
+        .values(status=CANCELLED, finished_at=now, lease_owner=None, lease_expires_at=None)
+    )
+
+
+def due_soon(horizon: datetime) -> Select[Any]:
+    """How many jobs are running, or waiting and due by `horizon`."""
+    jobs = jobs_table.c
+    waiting: ColumnElement[bool] = and_(jobs.status.in_(WAITING_STATES), jobs.run_at <= horizon)
+    return select(func.count()).select_from(jobs_table).where(or_(waiting, jobs.status == RUNNING))
+
+
+def purge_finished(before: datetime) -> Delete:
+    """Finished jobs older than `before` (their steps go with them, ON DELETE CASCADE)."""
+    jobs = jobs_table.c
+    return delete(jobs_table).where(jobs.status.in_(FINAL_STATES), jobs.finished_at < before)
+
+
+def beat(dialect: str, worker_id: str, host: str, pid: int, concurrency: int, now: datetime) -> Any:
+    statement = upsert(dialect, workers_table).values(
+        id=worker_id, host=host, pid=pid, concurrency=concurrency, started_at=now, heartbeat_at=now
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["id"], set_={"heartbeat_at": statement.excluded.heartbeat_at}
+    )
+
+
+def last_beat(host: str) -> Select[Any]:
+    return select(func.max(workers_table.c.heartbeat_at)).where(workers_table.c.host == host)
+
+
+def forget_worker(worker_id: str) -> Delete:
+    return delete(workers_table).where(workers_table.c.id == worker_id)
+
+
+def forget_silent_workers(before: datetime) -> Delete:
+    return delete(workers_table).where(workers_table.c.heartbeat_at < before)
+
+
+def steps_of(job_id: str) -> Select[Any]:
+    return select(JobStep).where(JobStep.job_id == job_id)
+
+
+def reset_failed_steps(job_id: str) -> Delete:
+    steps = job_steps_table.c
+    return delete(job_steps_table).where(steps.job_id == job_id, steps.status == FAILED)
