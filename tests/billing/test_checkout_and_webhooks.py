@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from levqor.billing.models import Invoice, Payment, StripeCustomer, Subscription
 from levqor.runtime import Runtime
 from tests.conftest import PASSWORD, assert_problem, serve_app
-from tests.jobs.test_runs import make_workflow, start
+from tests.factories import make_workflow, start
 from tests.stripe_kit import (
     deliver,
     event,

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from levqor.billing.models import Dispute, Payment
 from levqor.runtime import Runtime
-from tests.billing.test_refunds import make_admin
+from tests.factories import make_admin
 from tests.stripe_kit import deliver, event, pack_paid
 
 

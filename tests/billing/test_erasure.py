@@ -17,9 +17,8 @@ from levqor.cli import app as cli_app
 from levqor.compliance import registry
 from levqor.db.models import metadata
 from levqor.runtime import Runtime
-from tests.billing.test_refunds import make_admin, refund
-from tests.compliance.test_pii_at_rest import sqlite_files
 from tests.conftest import PASSWORD, assert_problem
+from tests.factories import make_admin, refund, sqlite_files
 from tests.stripe_kit import deliver, invoice_paid, pack_paid, subscription_started
 
 MONEY_TABLES = ("payments", "invoices", "refunds", "credit_ledger", "commissions", "payouts")

@@ -10,8 +10,7 @@ from sqlalchemy import func, select
 from levqor.billing.models import CreditEntry
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
-from tests.jobs.test_runs import make_workflow, start
-from tests.jobs.test_webhooks import hook_path, webhook_workflow
+from tests.factories import hook_path, make_workflow, start, webhook_workflow
 
 
 async def entries(client: httpx.AsyncClient, account: Any, **params: Any) -> dict[str, Any]:

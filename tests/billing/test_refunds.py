@@ -7,16 +7,12 @@ from typing import Any
 import httpx
 from sqlalchemy import select, text, update
 
-from levqor.accounts.models import ROLE_ADMIN, User
+from levqor.accounts.models import User
 from levqor.billing.models import Payment, Refund
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
+from tests.factories import make_admin, refund
 from tests.stripe_kit import deliver, event, invoice_paid, pack_paid
-
-
-async def make_admin(runtime: Runtime, account: Any) -> None:
-    async with runtime.db.session(write=True) as session, session.begin():
-        await session.execute(update(User).where(User.id == account.id).values(role=ROLE_ADMIN))
 
 
 async def paid_pack(client: httpx.AsyncClient, runtime: Runtime, account: Any) -> Payment:
@@ -35,16 +31,6 @@ async def admin_and_payment(
     admin, customer = await signup(), await signup()
     await make_admin(runtime, admin)
     return admin, customer, await paid_pack(client, runtime, customer)
-
-
-async def refund(
-    client: httpx.AsyncClient, admin: Any, payment_id: str, **extra: Any
-) -> httpx.Response:
-    return await client.post(
-        "/api/v1/admin/refunds",
-        json={"payment_id": payment_id, "reason": "customer asked"} | extra,
-        headers=admin.headers,
-    )
 
 
 async def test_a_partial_refund_takes_back_its_share_of_credits_and_is_audited(

@@ -16,9 +16,8 @@ from levqor.billing.models import LlmUsage, Payment
 from levqor.cli import app as cli_app
 from levqor.db.base import utcnow
 from levqor.runtime import Runtime
-from tests.billing.test_refunds import make_admin, refund
 from tests.conftest import assert_problem
-from tests.jobs.test_runs import make_workflow, start
+from tests.factories import make_admin, make_workflow, refund, start
 from tests.stripe_kit import deliver, invoice_paid, pack_paid, subscription_started
 
 

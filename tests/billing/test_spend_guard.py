@@ -15,7 +15,7 @@ from levqor.cli import app as cli_app
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
 from tests.conftest import PASSWORD, serve_app
-from tests.connectors.test_llm import completion
+from tests.factories import completion
 
 STEP = {"id": "sum", "connector": "llm", "params": {"prompt": "Summarise {{ input.n }}"}}
 
