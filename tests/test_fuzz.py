@@ -21,9 +21,8 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.peers import HttpPeer
+from tests.peers import HttpPeer, UpProcess
 from tests.stripe_kit import WEBHOOK_SECRET, answer_like_stripe
-from tests.test_up import UpProcess
 
 pytestmark = pytest.mark.fuzz
 EXAMPLES = os.environ.get("LEVQOR_FUZZ_EXAMPLES", "8")

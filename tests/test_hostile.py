@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.test_up import UpProcess
+from tests.peers import UpProcess
 
 pytestmark = pytest.mark.hostile
 

@@ -2,75 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.peers import free_port
-
-
-class UpProcess:
-    def __init__(self, data_dir: Path, **settings: str) -> None:
-        self.port = free_port()
-        self.data_dir = data_dir
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(data_dir.parent / f"up-{self.port}.log", "w+")  # noqa: SIM115
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_")}
-        env["LEVQOR_LOG_JSON"] = "true"
-        env.update({f"LEVQOR_{name.upper()}": value for name, value in settings.items()})
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "levqor",
-                "up",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            # A file, not a pipe: a busy server's log would fill a pipe nobody reads
-            # and block the server on its next write.
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
-        )
-        self.output = ""
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"levqor up exited: {self.read_log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise TimeoutError("levqor up did not answer")
-
-    def stop(self) -> str:
-        self.process.terminate()
-        self.process.wait(timeout=15)
-        self.output = self.read_log()
-        self.log.close()
-        return self.output
-
-    def read_log(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+from tests.peers import UpProcess
 
 
 def assert_a_workflow_runs(url: str, token: str) -> None:

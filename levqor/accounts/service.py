@@ -25,7 +25,7 @@ from levqor.accounts.security_log import record_event
 from levqor.accounts.tokens import API_KEY_PREFIX, keyed_hash, new_api_key, sha256_hex
 from levqor.audit import service as audit
 from levqor.db import pages
-from levqor.db.base import utcnow
+from levqor.db.base import rowcount, utcnow
 from levqor.logging import get_logger
 
 log = get_logger("levqor.accounts")
@@ -324,7 +324,7 @@ async def delete_api_key(session: AsyncSession, *, user: User, key_id: str) -> N
     result = await session.execute(
         delete(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user.id)
     )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    if rowcount(result) == 0:
         raise errors.NotFound("No such API key.")
     await record_event(session, user_id=user.id, kind="api_key_deleted", detail={"key_id": key_id})
 

@@ -22,7 +22,7 @@ from levqor.accounts.models import (
 )
 from levqor.accounts.security_log import record_event
 from levqor.accounts.tokens import new_refresh_token, sha256_hex
-from levqor.db.base import utcnow
+from levqor.db.base import rowcount, utcnow
 from levqor.logging import get_logger
 
 log = get_logger("levqor.accounts")
@@ -83,7 +83,7 @@ async def refresh(session: AsyncSession, *, kit: AuthKit, refresh_token: str) ->
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     )
-    if claimed.rowcount == 0:  # type: ignore[attr-defined]
+    if rowcount(claimed) == 0:
         used_at = await session.scalar(
             select(RefreshToken.used_at).where(RefreshToken.id == token.id)
         )
@@ -197,7 +197,7 @@ async def prune_expired(session: AsyncSession, *, kit: AuthKit) -> PruneReport:
         delete(LoginFailure).where(LoginFailure.failed_at <= now - window),
     ):
         result = await session.execute(statement)
-        counts.append(result.rowcount)  # type: ignore[attr-defined]
+        counts.append(rowcount(result))
     return PruneReport(*counts)
 
 

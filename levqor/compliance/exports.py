@@ -30,7 +30,7 @@ from levqor.audit import service as audit
 from levqor.compliance import privacy
 from levqor.compliance.models import DataExport
 from levqor.config import Settings
-from levqor.db.base import key_ring, new_id, utcnow
+from levqor.db.base import key_ring, new_id, rowcount, utcnow
 from levqor.db.engine import Database
 from levqor.logging import get_logger
 
@@ -102,7 +102,7 @@ async def _claim(db: Database) -> str | None:
             .where(DataExport.id == candidate, waiting)
             .values(status=BUILDING, started_at=now)
         )
-        return candidate if claimed.rowcount else None  # type: ignore[attr-defined]
+        return candidate if rowcount(claimed) else None
 
 
 async def _build(db: Database, *, settings: Settings, export_id: str) -> None:
@@ -203,4 +203,4 @@ async def prune(session: AsyncSession, *, now: datetime) -> int:
             )
         )
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography.fernet import MultiFernet
 from sqlalchemy import DateTime, MetaData, Text
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import CursorResult, Dialect, Result
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -107,3 +107,9 @@ def upsert(dialect: str, table: Any) -> Any:
     from sqlalchemy.dialects import sqlite
 
     return sqlite.insert(table)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE, DELETE or INSERT matched. `session.execute` is typed as
+    returning `Result`, but for these statements it is a `CursorResult`, which has it."""
+    return int(cast("CursorResult[Any]", result).rowcount)

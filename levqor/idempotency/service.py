@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
-from levqor.db.base import utcnow
+from levqor.db.base import rowcount, utcnow
 from levqor.idempotency.models import IdempotencyRecord
 
 TTL = timedelta(hours=24)
@@ -111,4 +111,4 @@ async def prune(session: AsyncSession) -> int:
     result = await session.execute(
         delete(IdempotencyRecord).where(IdempotencyRecord.created_at <= utcnow() - TTL)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)

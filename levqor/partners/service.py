@@ -9,7 +9,6 @@ which the payout that carries the commission (or, once paid, the next one) nets 
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -26,12 +25,13 @@ from levqor.billing import service as billing
 from levqor.billing.events import PaymentLost, PaymentRecorded
 from levqor.config import Settings
 from levqor.db.base import utcnow
+from levqor.logging import get_logger
 from levqor.partners.models import Commission, Partner, Payout, Referral, ReferralClick
 
 if TYPE_CHECKING:
     from levqor.runtime import Runtime
 
-log = logging.getLogger(__name__)
+log = get_logger("levqor.partners")
 
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes (0/o, 1/l/i)
 CLICK_WINDOW = timedelta(days=1)
@@ -313,7 +313,7 @@ async def _settle(
         payout.status, payout.failure = "failed", (failure or "")[:500]
         await session.execute(update(Commission).where(mine).values(payout_id=None))
         action = "payout_failed"
-        log.warning("payout %s failed: %s", payout_id, failure)
+        log.warning("payout_failed", payout_id=payout_id, failure=failure)
     detail: dict[str, Any] = {
         "payout_id": payout.id,
         "amount_cents": payout.amount_cents,

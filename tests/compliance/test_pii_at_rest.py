@@ -12,13 +12,9 @@ from sqlalchemy import text
 from levqor.config import Settings
 from levqor.runtime import Runtime
 from tests.conftest import PASSWORD
+from tests.factories import sqlite_files
 
 NAME = "Ada Augusta Lovelace"
-
-
-def sqlite_files(data_dir: Path) -> bytes:
-    """The database file and its write-ahead log, as bytes on disk."""
-    return b"".join(path.read_bytes() for path in data_dir.glob("levqor.db*"))
 
 
 async def raw_database_text(runtime: Runtime, settings: Settings) -> bytes:

@@ -17,8 +17,7 @@ from levqor.db.models import metadata
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
 from tests.conftest import PASSWORD, assert_problem
-from tests.connectors.test_credentials import SECRET, add_credential
-from tests.jobs.test_runs import make_workflow, start
+from tests.factories import SECRET, add_credential, make_workflow, start
 
 
 def test_every_table_is_classified_for_export_and_erasure() -> None:

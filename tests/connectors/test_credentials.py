@@ -11,24 +11,7 @@ from levqor.db.base import Base
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
-from tests.jobs.test_runs import job, make_workflow, start
-
-SECRET = "xoxb-very-secret-token-1234"
-
-
-async def add_credential(
-    client: httpx.AsyncClient, account: Any, base_url: str | None = None, **secret: str
-) -> httpx.Response:
-    return await client.post(
-        "/api/v1/credentials",
-        headers=account.headers,
-        json={
-            "connector": "slack",
-            "name": "Sales workspace",
-            "secret": secret or {"bot_token": SECRET},
-            **({"base_url": base_url} if base_url else {}),
-        },
-    )
+from tests.factories import SECRET, add_credential, job, make_workflow, start
 
 
 async def test_a_credential_is_sealed_at_rest_and_never_shown(

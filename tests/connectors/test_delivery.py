@@ -12,7 +12,7 @@ from levqor.connectors.errors import ConnectorError
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
 from tests.connectors.helpers import run_action
-from tests.jobs.test_runs import FAST_RETRY, job, make_workflow, post_to, start
+from tests.factories import FAST_RETRY, job, make_workflow, post_to, start
 
 
 async def test_a_retried_step_sends_the_same_key_and_a_replay_a_new_one(

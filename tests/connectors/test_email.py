@@ -13,7 +13,7 @@ from levqor.compliance import service as compliance
 from levqor.config import Settings
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
-from tests.jobs.test_runs import job, make_workflow, start
+from tests.factories import job, make_workflow, start
 from tests.peers import SmtpPeer
 
 POSTAL_ADDRESS = "Levqor Ltd, 1 Main Street, Springfield"

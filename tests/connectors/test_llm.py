@@ -11,24 +11,7 @@ from levqor.connectors import llm
 from levqor.connectors.errors import ConnectorError, RateLimitedError, RetryableError
 from levqor.connectors.llm import LlmServer
 from tests.connectors.helpers import step_context
-
-
-def completion(content: str, *, model: str = "gpt-4o-mini") -> dict[str, Any]:
-    """A chat completion body as OpenAI's API answers it."""
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1_700_000_000,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200},
-    }
+from tests.factories import completion
 
 
 async def chat(peer: Any, params: dict[str, Any], credential: dict[str, Any] | None = None) -> Any:

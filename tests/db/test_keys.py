@@ -20,8 +20,7 @@ from levqor.crypto import build_cipher
 from levqor.db import rotation
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
-from tests.connectors.test_credentials import SECRET, add_credential
-from tests.jobs.test_runs import job, make_workflow, start
+from tests.factories import SECRET, add_credential, job, make_workflow, start
 
 
 async def sealed_values(runtime: Runtime) -> list[str]:

@@ -17,8 +17,7 @@ from levqor.jobs.models import Job
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
-
-FAST_RETRY = {"max_attempts": 3, "backoff_s": 0.01, "max_backoff_s": 0.05}
+from tests.factories import job, make_workflow, post_to, start
 
 
 @pytest.fixture
@@ -26,44 +25,6 @@ async def worker(runtime: Runtime) -> Any:
     built = Worker(runtime, concurrency=4)
     yield built
     await built.http.aclose()
-
-
-async def make_workflow(client: httpx.AsyncClient, account: Any, *steps: dict[str, Any]) -> str:
-    response = await client.post(
-        "/api/v1/workflows",
-        json={"definition": {"name": "test", "steps": list(steps)}},
-        headers=account.headers,
-    )
-    assert response.status_code == 201, response.text
-    workflow_id: str = response.json()["id"]
-    return workflow_id
-
-
-async def start(
-    client: httpx.AsyncClient, account: Any, workflow_id: str, payload: Any = None, **headers: str
-) -> httpx.Response:
-    return await client.post(
-        f"/api/v1/workflows/{workflow_id}/runs",
-        json={"input": payload or {}},
-        headers={**account.headers, **headers},
-    )
-
-
-async def job(client: httpx.AsyncClient, account: Any, job_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = (
-        await client.get(f"/api/v1/jobs/{job_id}", headers=account.headers)
-    ).json()
-    return body
-
-
-def post_to(peer: Any, path: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": extra.pop("id", "notify"),
-        "connector": "http_request",
-        "params": {"method": "POST", "url": peer.url + path, **extra.pop("params", {})},
-        "retry": extra.pop("retry", FAST_RETRY),
-        **extra,
-    }
 
 
 async def test_steps_pass_outputs_along(

@@ -13,32 +13,7 @@ from levqor.jobs.models import Job
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
-
-
-async def webhook_workflow(
-    client: httpx.AsyncClient, account: Any, trigger: str = "webhook"
-) -> dict[str, Any]:
-    definition = {
-        "name": "on payment",
-        "trigger": {"type": trigger},
-        "steps": [
-            {
-                "id": "shape",
-                "connector": "transform",
-                "params": {"who": "{{ input.customer.email }}", "cents": "{{ input.amount }}"},
-            }
-        ],
-    }
-    response = await client.post(
-        "/api/v1/workflows", json={"definition": definition}, headers=account.headers
-    )
-    created: dict[str, Any] = response.json()
-    return created
-
-
-def hook_path(workflow: dict[str, Any]) -> str:
-    url: str = workflow["webhook_url"]
-    return "/" + url.split("/", 3)[3]
+from tests.factories import hook_path, webhook_workflow
 
 
 async def test_a_webhook_call_runs_the_workflow_with_its_body(

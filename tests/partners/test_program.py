@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from levqor.cli import app as cli_app
 from levqor.partners.models import Commission, Payout
 from levqor.runtime import Runtime
-from tests.billing.test_refunds import make_admin, refund
 from tests.conftest import assert_problem
+from tests.factories import make_admin, refund
 from tests.stripe_kit import deliver, pack_paid
 
 

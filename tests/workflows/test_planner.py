@@ -14,7 +14,7 @@ from levqor.billing.models import LlmUsage
 from levqor.runtime import Runtime
 from levqor.workflows.planner import plan_with_rules
 from tests.conftest import assert_problem, serve_app
-from tests.connectors.test_llm import completion
+from tests.factories import completion
 
 CORPUS = json.loads((Path(__file__).parent / "planner_corpus.json").read_text())
 
