@@ -71,3 +71,31 @@ def test_first_start_creates_an_admin_that_can_log_in(data_dir: Path) -> None:
         again = second.stop()
     assert "First start" not in again
     assert password not in again
+
+
+def test_links_follow_the_address_up_listens_on(data_dir: Path) -> None:
+    """No LEVQOR_PUBLIC_URL: a webhook URL names the port `up` serves, and it answers."""
+    up = UpProcess(data_dir)
+    try:
+        up.wait_ready()
+        output = up.read_log()
+        match = re.search(r"e-mail\s+(\S+)\s+password\s+(\S+)", output)
+        assert match, output
+        email, password = match.groups()
+        token = httpx.post(
+            f"{up.url}/api/v1/auth/login", json={"email": email, "password": password}
+        ).json()["access_token"]
+        step = {"id": "echo", "connector": "transform", "params": {"n": "{{ input.n }}"}}
+        definition = {"name": "hook", "trigger": {"type": "webhook"}, "steps": [step]}
+        workflow = httpx.post(
+            f"{up.url}/api/v1/workflows",
+            json={"definition": definition},
+            headers={"authorization": f"Bearer {token}"},
+        ).json()
+        assert workflow["webhook_url"].startswith(f"{up.url}/hooks/")
+        assert httpx.post(workflow["webhook_url"], json={"n": 1}).status_code == 202
+    finally:
+        output = up.stop()
+    # Written to a file, not a terminal: the login example is one unbroken line.
+    [example] = [line for line in output.splitlines() if "curl -X POST" in line]
+    assert example.rstrip().endswith("""'{"email":"admin@example.com","password":"…"}'""")

@@ -53,6 +53,7 @@ class Database:
     read: async_sessionmaker[AsyncSession]
     write: async_sessionmaker[AsyncSession]
     key_ring: KeyRing
+    events: Events
     write_engine: AsyncEngine | None = None
     write_lock: asyncio.Lock | None = None
 
@@ -109,7 +110,8 @@ def create_database(
     default the one the settings name), which travels with the engines' dialect, and
     the domain events published in its sessions reach `events`' subscribers."""
     key_ring = key_ring or build_cipher(settings)
-    info = {SESSION_KEY: events or Events()}
+    events = events or Events()
+    info = {SESSION_KEY: events}
     engine = make_engine(settings)
     read_engine = make_engine(settings, autocommit=True)
     for each in (engine, read_engine):
@@ -119,6 +121,7 @@ def create_database(
         engine=engine,
         read_engine=read_engine,
         key_ring=key_ring,
+        events=events,
         read=async_sessionmaker(read_engine, expire_on_commit=False, info=info),
         write=async_sessionmaker(write_engine, expire_on_commit=False, info=info),
         write_engine=write_engine,
