@@ -29,7 +29,8 @@ from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestCo
 from levqor.ops import api as ops_api
 from levqor.partners import api as partners_api
 from levqor.runtime import Runtime
-from levqor.web import pages
+from levqor.web import pages, public
+from levqor.web.csrf import CsrfCookieMiddleware
 from levqor.web.security import SecurityHeadersMiddleware
 from levqor.workflows import api as workflows_api
 
@@ -53,6 +54,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         middleware=_middleware(settings),
+        docs_url=None,  # served by web.pages from local assets, under the strict CSP
+        redoc_url=None,
     )
     app.state.runtime = active
     register_error_handlers(app)
@@ -72,8 +75,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(partners_api.admin_router)
     app.include_router(partners_api.link_router)
     app.include_router(pages.router)
+    app.include_router(public.router)
     app.include_router(compliance_api.admin_router)
     app.include_router(compliance_api.me_router)
+    app.mount("/static/docs", StaticFiles(directory=pages.DOCS_ASSETS), "docs-assets")
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), "static")
     return app
 
@@ -81,7 +86,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 def _middleware(settings: Settings) -> list[Middleware]:
     stack = [
         Middleware(RequestContextMiddleware, access_log=settings.access_log),
-        Middleware(SecurityHeadersMiddleware, hsts_preload=settings.hsts_preload),
+        Middleware(
+            SecurityHeadersMiddleware,
+            hsts_preload=settings.hsts_preload,
+            https=settings.public_url.startswith("https://"),
+        ),
+        Middleware(CsrfCookieMiddleware, secure=settings.public_url.startswith("https://")),
     ]
     if settings.cors_origins:
         stack.append(

@@ -76,7 +76,7 @@ async def test_security_headers_on_html(client: httpx.AsyncClient) -> None:
     response = await client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert "<h1>Levqor</h1>" in response.text
+    assert "Levqor builds it and keeps it running" in response.text
     assert_security_headers(response)
 
 

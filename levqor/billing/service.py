@@ -383,3 +383,9 @@ async def count_payers(session: AsyncSession, *, among: Select[Any]) -> int:
         select(func.count(func.distinct(Payment.user_id))).where(Payment.user_id.in_(among))
     )
     return int(payers or 0)
+
+
+async def has_paid(session: AsyncSession, *, user_id: str) -> bool:
+    """Whether the user has paid at least once (a pack or a plan's invoice)."""
+    found = await session.scalar(select(Payment.id).where(Payment.user_id == user_id).limit(1))
+    return found is not None

@@ -1,32 +1,34 @@
-"""Server-rendered pages."""
+"""Server-rendered pages: Stripe Checkout's return page, the unsubscribe page and the
+API documentation (Swagger UI from local assets)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 
-from levqor import __version__
 from levqor.billing import plans
 from levqor.compliance import service as suppressions
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.runtime import Runtime
+from levqor.web.rendering import render
 
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
+# Swagger UI's files, from the fastapi-offline package: /docs works with no network.
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 
-@router.get("/", response_class=HTMLResponse)
-async def home(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(request, "index.html", {"version": __version__})
+@router.get("/docs", response_class=HTMLResponse)
+async def docs(request: Request) -> HTMLResponse:
+    return render(request, "docs.html", {})
 
 
 @router.get("/billing", response_class=HTMLResponse)
 async def billing(request: Request, checkout: str | None = None) -> HTMLResponse:
     """Where Stripe Checkout comes back to; also the price list."""
-    return templates.TemplateResponse(
+    return render(
         request,
         "billing.html",
         {
@@ -48,7 +50,7 @@ Token = Query(min_length=10, max_length=500)
 @router.get("/unsubscribe", response_class=HTMLResponse)
 async def confirm(request: Request, runtime: RuntimeDep, token: str = Token) -> HTMLResponse:
     valid = suppressions.read_unsubscribe_token(_key(runtime), token) is not None
-    return templates.TemplateResponse(
+    return render(
         request,
         "unsubscribe.html",
         {"state": "confirm" if valid else "invalid", "token": token},
@@ -63,7 +65,7 @@ async def unsubscribe(
     found = suppressions.read_unsubscribe_token(_key(runtime), token)
     if found is not None:
         await suppressions.unsubscribe(session, found)
-    return templates.TemplateResponse(
+    return render(
         request,
         "unsubscribe.html",
         {"state": "done" if found else "invalid", "token": token},

@@ -7,20 +7,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
-    "frame-ancestors 'none'; form-action 'self'; upgrade-insecure-requests"
+    "frame-ancestors 'none'; form-action 'self'"
 )
+# Only when the public address is HTTPS: on a plain-HTTP first run (a LAN address), it
+# would send every asset request to an https:// URL nothing answers.
+UPGRADE = "; upgrade-insecure-requests"
 PERMISSIONS_POLICY = (
     "camera=(), microphone=(), geolocation=(), payment=(), usb=(), "
     "interest-cohort=(), browsing-topics=()"
 )
-# The documentation pages load Swagger UI's assets from a CDN.
-DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "img-src 'self' data: https://fastapi.tiangolo.com; object-src 'none'; "
-    "frame-ancestors 'none'; form-action 'self'"
-)
-DOCS_PATHS = frozenset({"/docs", "/redoc"})
 
 
 def security_headers(
@@ -41,16 +36,16 @@ def security_headers(
 
 
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, hsts_preload: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, hsts_preload: bool = False, https: bool = False) -> None:
         self.app = app
-        self.headers = security_headers(hsts_preload=hsts_preload)
-        self.docs_headers = security_headers(hsts_preload=hsts_preload, csp=DOCS_CSP)
+        csp = CONTENT_SECURITY_POLICY + (UPGRADE if https else "")
+        self.headers = security_headers(hsts_preload=hsts_preload, csp=csp)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self.docs_headers if scope["path"] in DOCS_PATHS else self.headers
+        extra = self.headers
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
