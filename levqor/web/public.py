@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 
 from levqor import errors
 from levqor.accounts import service as accounts
@@ -145,6 +145,12 @@ async def legal(request: Request, page: str, runtime: RuntimeDep) -> HTMLRespons
         f"legal_{page}.html",
         {"refund_days": REFUND_DAYS, "public_url": runtime.settings.public_url},
     )
+
+
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    """Browsers ask for it whatever the page says."""
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
 
 
 @router.get("/robots.txt", response_class=PlainTextResponse)
