@@ -29,6 +29,7 @@ from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestCo
 from levqor.ops import api as ops_api
 from levqor.partners import api as partners_api
 from levqor.runtime import Runtime
+from levqor.web import accounts as web_accounts
 from levqor.web import pages, public
 from levqor.web.csrf import CsrfCookieMiddleware
 from levqor.web.security import SecurityHeadersMiddleware
@@ -76,6 +77,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(partners_api.link_router)
     app.include_router(pages.router)
     app.include_router(public.router)
+    app.include_router(web_accounts.router)
     app.include_router(compliance_api.admin_router)
     app.include_router(compliance_api.me_router)
     app.mount("/static/docs", StaticFiles(directory=pages.DOCS_ASSETS), "docs-assets")

@@ -21,6 +21,7 @@ from levqor.connectors import registry
 from levqor.deps import ReadSessionDep, RuntimeDep
 from levqor.web import csrf
 from levqor.web.rendering import HERE, render
+from levqor.web.session import Viewer
 from levqor.workflows import planner
 
 router = APIRouter(include_in_schema=False)
@@ -46,7 +47,7 @@ TESTIMONIALS_FILE = HERE / "testimonials.json"
 
 
 @router.get("/", response_class=HTMLResponse)
-async def landing(request: Request) -> HTMLResponse:
+async def landing(request: Request, _viewer: Viewer) -> HTMLResponse:
     return render(request, "index.html", {"description": DESCRIPTION})
 
 
@@ -103,7 +104,9 @@ def _shown(value: Any) -> str:
 
 
 @router.get("/pricing", response_class=HTMLResponse)
-async def pricing(request: Request, runtime: RuntimeDep, session: ReadSessionDep) -> HTMLResponse:
+async def pricing(
+    request: Request, runtime: RuntimeDep, session: ReadSessionDep, _viewer: Viewer
+) -> HTMLResponse:
     return render(
         request,
         "pricing.html",
@@ -137,7 +140,7 @@ async def testimonials(session: Any, kit: Any) -> list[dict[str, Any]]:
 
 
 @router.get("/legal/{page}", response_class=HTMLResponse)
-async def legal(request: Request, page: str, runtime: RuntimeDep) -> HTMLResponse:
+async def legal(request: Request, page: str, runtime: RuntimeDep, _viewer: Viewer) -> HTMLResponse:
     if page not in ("refunds", "privacy", "terms"):
         raise errors.NotFound("No such page.")
     return render(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from levqor import __version__
@@ -25,6 +25,21 @@ def render(
         "viewer": getattr(request.state, "viewer", None),
         "csrf_token": getattr(request.state, "csrf_token", ""),
     }
-    return templates.TemplateResponse(
+    response = templates.TemplateResponse(
         request, name, {**shared, **(context or {})}, status_code=status_code
     )
+    _set_cookies(request, response)
+    return response
+
+
+def redirect(request: Request, url: str) -> RedirectResponse:
+    """303 See Other (a form's answer), carrying the login cookies a handler changed."""
+    response = RedirectResponse(url, status_code=303)
+    _set_cookies(request, response)
+    return response
+
+
+def _set_cookies(request: Request, response: Response) -> None:
+    pending = getattr(request.state, "cookie_changes", None)
+    if pending is not None:
+        pending.apply(response, request.app.state.runtime)

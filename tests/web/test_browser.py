@@ -6,6 +6,7 @@ test's temporary directory for a reviewer."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,13 +87,7 @@ def test_no_console_error_or_csp_violation(
 @pytest.mark.parametrize("path", PUBLIC_PAGES)
 def test_no_serious_accessibility_finding(server: UpProcess, page: Page, path: str) -> None:
     page.goto(server.url + path, wait_until="networkidle")
-    results = Axe().run(page)
-    serious = [
-        f"{violation['id']}: {violation['help']}"
-        for violation in results.response["violations"]
-        if violation["impact"] in ("serious", "critical")
-    ]
-    assert serious == []
+    assert serious_findings(page) == []
 
 
 def test_the_landing_box_drafts_in_place(server: UpProcess, page: Page, tmp_path: Path) -> None:
@@ -108,4 +103,42 @@ def test_the_landing_box_drafts_in_place(server: UpProcess, page: Page, tmp_path
     assert "cron 0 9 * * 1-5" in text
     assert page.evaluate("window.notReloaded") is True  # htmx swapped it in, no reload
     shot(page, tmp_path / "screenshots", "landing-draft")
+    assert problems == []
+
+
+def serious_findings(page: Page) -> list[str]:
+    results = Axe().run(page)
+    return [
+        f"{violation['id']}: {violation['help']}"
+        for violation in results.response["violations"]
+        if violation["impact"] in ("serious", "critical")
+    ]
+
+
+def test_sign_up_then_log_out_and_in_as_the_printed_admin(
+    server: UpProcess, page: Page, tmp_path: Path
+) -> None:
+    problems = watch_console(page)
+    page.goto(server.url + "/signup", wait_until="networkidle")
+    assert serious_findings(page) == []
+    page.fill("#email", "browser@example.com")
+    page.fill("#password", "correct horse battery staple")
+    page.check("input[name=marketing_consent]")
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/app")
+    assert "browser@example.com" in page.inner_text("main")
+    assert serious_findings(page) == []
+    shot(page, tmp_path / "screenshots", "app")
+    page.click("text=Log out")
+    page.wait_for_url(server.url + "/")
+    match = re.search(r"e-mail\s+(\S+)\s+password\s+(\S+)", server.read_log())
+    assert match, "levqor up printed no admin login"
+    email, password = match.groups()
+    page.goto(server.url + "/login", wait_until="networkidle")
+    assert serious_findings(page) == []
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/app")
+    assert "admin" in page.inner_text("main")
     assert problems == []

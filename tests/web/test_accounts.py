@@ -1,0 +1,141 @@
+"""Sign-up, log-in and log-out through the pages: a cookie session, CSRF on every form,
+the same rules as the API."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from levqor.compliance.models import Consent
+from levqor.partners.models import Referral
+from levqor.runtime import Runtime
+from levqor.web.session import ACCESS_COOKIE, REFRESH_COOKIE
+from tests.conftest import PASSWORD
+
+
+async def form_token(client: httpx.AsyncClient, path: str) -> str:
+    page = await client.get(path)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match, page.text
+    return match.group(1)
+
+
+async def sign_up(client: httpx.AsyncClient, email: str, **extra: Any) -> httpx.Response:
+    token = await form_token(client, "/signup")
+    data = {"email": email, "password": PASSWORD, "csrf_token": token, **extra}
+    return await client.post("/signup", data=data)
+
+
+async def test_signing_up_opens_the_dashboard_with_a_cookie_session(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    answer = await sign_up(client, "page@example.com", name="Page", marketing_consent="true")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/app"
+    cookies = answer.headers.get_list("set-cookie")
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE):
+        [cookie] = [each for each in cookies if each.startswith(f"{name}=")]
+        assert "HttpOnly" in cookie
+        assert "samesite=lax" in cookie.lower()
+    dashboard = await client.get("/app")
+    assert dashboard.status_code == 200
+    assert "page@example.com" in dashboard.text
+    assert f"{runtime.settings.free_credits:,}" in dashboard.text
+    async with runtime.db.read() as session:
+        consent = await session.scalar(select(Consent))
+    assert consent is not None
+    assert (consent.granted, consent.source) == (True, "signup")
+
+
+async def test_the_dashboard_sends_a_visitor_to_log_in(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/app")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=/app"
+
+
+async def test_signup_errors_are_shown_at_their_field(client: httpx.AsyncClient) -> None:
+    short = await sign_up(client, "short@example.com", password="short")
+    assert short.status_code == 422
+    assert 'id="password-problem"' in short.text
+    assert 'value="short@example.com"' in short.text  # what was typed stays
+    assert (await sign_up(client, "twice@example.com")).status_code == 303
+    client.cookies.clear()
+    again = await sign_up(client, "twice@example.com")
+    assert again.status_code == 409
+    assert 'id="email-problem"' in again.text
+
+
+async def test_a_signup_form_without_its_token_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await client.get("/signup")
+    answer = await client.post("/signup", data={"email": "x@example.com", "password": PASSWORD})
+    assert answer.status_code == 403
+    async with runtime.db.read() as session:
+        assert (await session.execute(select(Consent))).first() is None  # no account made
+
+
+async def test_logging_in_and_out(client: httpx.AsyncClient, signup: Any) -> None:
+    account = await signup("login@example.com")
+    token = await form_token(client, "/login")
+    wrong = await client.post(
+        "/login", data={"email": account.email, "password": "nope-nope", "csrf_token": token}
+    )
+    assert wrong.status_code == 401
+    assert 'role="alert"' in wrong.text
+    right = await client.post(
+        "/login",
+        data={"email": account.email, "password": PASSWORD, "csrf_token": token, "next": "/app"},
+    )
+    assert (right.status_code, right.headers["location"]) == (303, "/app")
+    assert (await client.get("/app")).status_code == 200
+    refresh = client.cookies[REFRESH_COOKIE]
+    logout_token = await form_token(client, "/app")
+    out = await client.post("/logout", data={"csrf_token": logout_token})
+    assert (out.status_code, out.headers["location"]) == (303, "/")
+    assert (await client.get("/app")).status_code == 303
+    client.cookies.set(REFRESH_COOKIE, refresh)  # the old login is revoked, not just forgotten
+    assert (await client.get("/app")).status_code == 303
+
+
+async def test_next_never_leaves_the_site(client: httpx.AsyncClient, signup: Any) -> None:
+    account = await signup()
+    token = await form_token(client, "/login")
+    for target in ("//evil.example.com/", "https://evil.example.com/", "/\\evil.example.com"):
+        answer = await client.post(
+            "/login",
+            data={
+                "email": account.email,
+                "password": PASSWORD,
+                "csrf_token": token,
+                "next": target,
+            },
+        )
+        assert answer.headers["location"] == "/app"
+
+
+async def test_an_expired_access_token_is_refreshed_on_the_next_page(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_up(client, "refresh@example.com")
+    old_refresh = client.cookies[REFRESH_COOKIE]
+    client.cookies.set(ACCESS_COOKIE, "expired-or-garbage")
+    page = await client.get("/app")
+    assert page.status_code == 200
+    assert "refresh@example.com" in page.text
+    assert client.cookies[REFRESH_COOKIE] != old_refresh  # rotated, sent back with the page
+
+
+async def test_the_referral_cookie_is_honoured(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    partner = await signup()
+    code = (await client.post("/api/v1/partners", headers=partner.headers)).json()["code"]
+    client.cookies.set("levqor_ref", code)
+    assert (await sign_up(client, "referred@example.com")).status_code == 303
+    async with runtime.db.read() as session:
+        referrals = (await session.scalars(select(Referral))).all()
+    assert len(referrals) == 1
