@@ -115,6 +115,14 @@ class Settings(BaseSettings):
     export_inline_max_rows: int = Field(5000, ge=0)
     export_link_ttl_s: int = Field(24 * 3600, ge=60)
     postal_address: str | None = None
+    # The server's own mail (password resets; alerts later): unset, no mail is sent.
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(None, gt=0, lt=65536)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    mail_from: str | None = None
+    password_reset_ttl_s: int = Field(3600, ge=300, le=24 * 3600)
 
     jwt_secret: SecretStr | None = None
     # Keys the blind index of e-mail addresses (suppression list, later logins): an

@@ -53,3 +53,9 @@ class MissingScope(errors.Forbidden):
     """This API key lacks the scope this request needs."""
 
     code = "insufficient_scope"
+
+
+class ResetLinkInvalid(errors.InvalidRequest):
+    """This password reset link has expired or was already used; ask for a new one."""
+
+    code = "reset_link_invalid"

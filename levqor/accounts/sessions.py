@@ -107,6 +107,21 @@ async def revoke_family(
     await session.flush()
 
 
+async def revoke_all(session: AsyncSession, *, kit: AuthKit, user_id: str, reason: str) -> int:
+    """End every login of `user_id` (a password reset); how many there were."""
+    now = utcnow()
+    families = list(
+        await session.scalars(
+            select(TokenFamily).where(
+                TokenFamily.user_id == user_id, TokenFamily.revoked_at.is_(None)
+            )
+        )
+    )
+    for family in families:
+        await revoke_family(session, kit=kit, family=family, reason=reason, now=now)
+    return len(families)
+
+
 async def logout(
     session: AsyncSession, *, kit: AuthKit, refresh_token: str, principal: Principal | None
 ) -> None:

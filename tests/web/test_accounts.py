@@ -4,16 +4,20 @@ the same rules as the API."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy import select
 
+from levqor.accounts import resets
+from levqor.accounts.models import User
 from levqor.compliance.models import Consent
+from levqor.db.base import utcnow
 from levqor.partners.models import Referral
 from levqor.runtime import Runtime
 from levqor.web.session import ACCESS_COOKIE, REFRESH_COOKIE
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, serve_app
 
 
 async def form_token(client: httpx.AsyncClient, path: str) -> str:
@@ -139,3 +143,99 @@ async def test_the_referral_cookie_is_honoured(
     async with runtime.db.read() as session:
         referrals = (await session.scalars(select(Referral))).all()
     assert len(referrals) == 1
+
+
+def mail_settings(peer: Any) -> dict[str, Any]:
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": peer.port,
+        "smtp_security": "none",
+        "smtp_username": peer.username,
+        "smtp_password": peer.password,
+        "mail_from": "levqor@example.com",
+    }
+
+
+def reset_link(message: Any) -> str:
+    body = message.get_payload(decode=True).decode()
+    match = re.search(r"(http://\S+/reset\?token=\S+)", body)
+    assert match, body
+    return match.group(1)
+
+
+async def test_a_password_reset_link_works_once_and_ends_every_login(
+    make_settings: Any, fresh_database: None, smtp_peer: Any
+) -> None:
+    settings = make_settings(**mail_settings(smtp_peer))
+    async with serve_app(settings) as (client, _runtime):
+        await sign_up(client, "forgetful@example.com")
+        old_refresh = client.cookies[REFRESH_COOKIE]
+        client.cookies.clear()
+        token = await form_token(client, "/forgot")
+        asked = await client.post(
+            "/forgot", data={"email": "Forgetful@Example.com", "csrf_token": token}
+        )
+        assert asked.status_code == 200
+        [sent] = smtp_peer.messages
+        assert sent["to"] == ["forgetful@example.com"]
+        link = reset_link(sent["message"])
+        assert link.startswith(settings.public_url)
+        path = link.removeprefix(settings.public_url)
+        form = await client.get(path)
+        assert form.status_code == 200
+        reset_token = re.search(r'name="token" value="([^"]+)"', form.text)
+        assert reset_token
+        data = {"token": reset_token.group(1), "csrf_token": token}
+        done = await client.post("/reset", data={**data, "password": "a brand new secret"})
+        assert (done.status_code, done.headers["location"]) == (303, "/login?changed=1")
+        again = await client.post("/reset", data={**data, "password": "another new secret"})
+        assert again.status_code == 400  # used: the link died with the old password
+        assert (await client.get(path)).status_code == 400
+        login = {"email": "forgetful@example.com", "csrf_token": token}
+        old = await client.post("/login", data={**login, "password": PASSWORD})
+        assert old.status_code == 401
+        new = await client.post("/login", data={**login, "password": "a brand new secret"})
+        assert new.status_code == 303
+        client.cookies.clear()
+        client.cookies.set(REFRESH_COOKIE, old_refresh)  # the login from before the reset
+        assert (await client.get("/app")).status_code == 303
+
+
+async def test_asking_for_an_unknown_address_says_the_same_and_sends_nothing(
+    make_settings: Any, fresh_database: None, smtp_peer: Any
+) -> None:
+    async with serve_app(make_settings(**mail_settings(smtp_peer))) as (client, _runtime):
+        await sign_up(client, "known@example.com")
+        token = await form_token(client, "/forgot")
+        known = await client.post(
+            "/forgot", data={"email": "known@example.com", "csrf_token": token}
+        )
+        unknown = await client.post(
+            "/forgot", data={"email": "stranger@example.com", "csrf_token": token}
+        )
+    assert known.status_code == unknown.status_code == 200
+    assert known.text.replace("known@", "X@") == unknown.text.replace("stranger@", "X@")
+    assert len(smtp_peer.messages) == 1
+
+
+async def test_an_expired_or_forged_link_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await sign_up(client, "late@example.com")
+    async with runtime.db.read() as session:
+        user = await session.scalar(select(User))
+    assert user is not None
+    stale = resets.issue(runtime.auth, user, now=utcnow() - timedelta(hours=2))
+    assert (await client.get(f"/reset?token={stale}")).status_code == 400
+    assert (await client.get("/reset?token=not-a-token")).status_code == 400
+    fresh = resets.issue(runtime.auth, user, now=utcnow())
+    assert (await client.get(f"/reset?token={fresh}")).status_code == 200
+    access = client.cookies[ACCESS_COOKIE]  # a login token is no reset link
+    assert (await client.get(f"/reset?token={access}")).status_code == 400
+
+
+async def test_without_smtp_the_page_says_it_cannot_send(client: httpx.AsyncClient) -> None:
+    token = await form_token(client, "/forgot")
+    answer = await client.post("/forgot", data={"email": "x@example.com", "csrf_token": token})
+    assert answer.status_code == 503
+    assert "does not send e-mail" in answer.text

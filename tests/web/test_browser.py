@@ -21,6 +21,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 PUBLIC_PAGES = ["/", "/pricing", "/legal/refunds", "/legal/privacy", "/legal/terms"]
+ACCOUNT_PAGES = ["/signup", "/login", "/forgot"]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def shot(page: Page, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
-@pytest.mark.parametrize("path", [*PUBLIC_PAGES, "/docs"])
+@pytest.mark.parametrize("path", [*PUBLIC_PAGES, *ACCOUNT_PAGES, "/docs"])
 def test_no_console_error_or_csp_violation(
     server: UpProcess, page: Page, path: str, tmp_path: Path
 ) -> None:
@@ -84,7 +85,7 @@ def test_no_console_error_or_csp_violation(
     assert problems == []
 
 
-@pytest.mark.parametrize("path", PUBLIC_PAGES)
+@pytest.mark.parametrize("path", [*PUBLIC_PAGES, *ACCOUNT_PAGES])
 def test_no_serious_accessibility_finding(server: UpProcess, page: Page, path: str) -> None:
     page.goto(server.url + path, wait_until="networkidle")
     assert serious_findings(page) == []
