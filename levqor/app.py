@@ -30,9 +30,10 @@ from levqor.ops import api as ops_api
 from levqor.partners import api as partners_api
 from levqor.runtime import Runtime
 from levqor.web import accounts as web_accounts
-from levqor.web import pages, public
+from levqor.web import dashboard, pages, public
 from levqor.web.csrf import CsrfCookieMiddleware
 from levqor.web.security import SecurityHeadersMiddleware
+from levqor.web.session import LoginRequired
 from levqor.workflows import api as workflows_api
 
 
@@ -78,6 +79,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(public.router)
     app.include_router(web_accounts.router)
+    app.include_router(dashboard.router)
+    app.add_exception_handler(LoginRequired, dashboard.login_redirect)
     app.include_router(compliance_api.admin_router)
     app.include_router(compliance_api.me_router)
     app.mount("/static/docs", StaticFiles(directory=pages.DOCS_ASSETS), "docs-assets")

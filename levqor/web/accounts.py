@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -184,13 +183,6 @@ async def logout(
         await sessions.logout(session, kit=runtime.auth, refresh_token=refresh, principal=viewer)
     web_session.signed_out(request)
     return redirect(request, "/")
-
-
-@router.get("/app", response_class=HTMLResponse)
-async def dashboard(request: Request, viewer: Viewer) -> Response:
-    if viewer is None:
-        return redirect(request, f"/login?next={quote('/app')}")
-    return render(request, "app.html", {"user": viewer.user, "noindex": True})
 
 
 MIN_PASSWORD = SignupIn.model_fields["password"].metadata[0].min_length

@@ -19,6 +19,7 @@ from levqor.accounts import service as accounts
 from levqor.accounts import sessions
 from levqor.accounts.errors import InvalidToken
 from levqor.accounts.kit import Principal, TokenPair
+from levqor.accounts.models import User
 from levqor.deps import RuntimeDep
 from levqor.errors import LevqorError
 from levqor.runtime import Runtime
@@ -112,3 +113,22 @@ async def _refreshed(request: Request, runtime: Runtime, refresh: str) -> Princi
 
 
 Viewer = Annotated[Principal | None, Depends(viewer)]
+
+
+class LoginRequired(Exception):
+    """A page for signed-in users only, asked for by a visitor: they go to log in."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+async def owner(request: Request, viewer: Viewer) -> User:
+    """Whose objects a dashboard page shows and changes. The one place that decides it:
+    today the signed-in user; a workspace can take its place here."""
+    if viewer is None:
+        raise LoginRequired(request.url.path)
+    return viewer.user
+
+
+Owner = Annotated[User, Depends(owner)]

@@ -7,12 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from levqor.accounts.api_deps import CurrentUser, IdempotencyDep
-from levqor.billing import spend_guard
-from levqor.connectors import llm
 from levqor.deps import RuntimeDep, SessionDep
 from levqor.runtime import Runtime
 from levqor.types import Cursor, Limit, Page
-from levqor.workflows import planner, service
+from levqor.workflows import service
 from levqor.workflows.schemas import (
     PlanIn,
     PlanRead,
@@ -173,18 +171,9 @@ async def plan_workflow(
 ) -> PlanRead:
     """Plain words -> a validated workflow draft (not saved). While the spend guard
     pauses your LLM calls, the rules planner answers instead."""
-    server = llm.server_from_settings(runtime.settings)
-    if server is not None and await spend_guard.active_pause(session, user_id=principal.user.id):
-        server = None
-    drafted = await planner.plan(body.prompt, server)
-    if drafted.usage:
-        await spend_guard.record_usage(
-            session,
-            settings=runtime.settings,
-            user_id=principal.user.id,
-            purpose="plan",
-            usage=drafted.usage,
-        )
+    drafted = await service.plan(
+        session, settings=runtime.settings, user=principal.user, prompt=body.prompt
+    )
     return PlanRead(
         planner=drafted.planner,
         definition=drafted.definition,

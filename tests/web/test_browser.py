@@ -10,6 +10,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
@@ -143,3 +144,44 @@ def test_sign_up_then_log_out_and_in_as_the_printed_admin(
     page.wait_for_url(server.url + "/app")
     assert "admin" in page.inner_text("main")
     assert problems == []
+
+
+def test_words_to_a_workflow_run_watched_live(
+    browser: Browser, tmp_path: Path, http_peer: Any
+) -> None:
+    """Sign up, describe an automation in words, save it, run it, and watch the run
+    succeed on the page without reloading it, its step's output shown."""
+    http_peer.default = (200, {"report": "all good"}, {})
+    # The step calls a loopback peer, which the SSRF guard allows only when told to.
+    up = UpProcess(tmp_path / "levqor-data", allow_private_urls="127.0.0.1")
+    up.wait_ready()
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        problems = watch_console(page)
+        page.goto(up.url + "/signup", wait_until="networkidle")
+        page.fill("#email", "maker@example.com")
+        page.fill("#password", "correct horse battery staple")
+        page.click("button[type=submit]")
+        page.wait_for_url(up.url + "/app")
+        page.click("text=New workflow from words")
+        page.fill("#prompt", f"Fetch {http_peer.url}/report.json")
+        page.click("text=Draft it")
+        page.wait_for_selector("#definition")
+        assert "Http request" in page.inner_text("main")
+        assert serious_findings(page) == []
+        shot(page, tmp_path / "screenshots", "workflow-review")
+        page.click("text=Save the workflow")
+        page.wait_for_url(re.compile(r".*/app/workflows/wf_\w+$"))
+        page.click("text=Run now")
+        page.wait_for_url(re.compile(r".*/app/runs/job_\w+$"))
+        page.evaluate("window.notReloaded = true")
+        page.wait_for_selector('[data-status="succeeded"]', timeout=20_000)
+        assert page.evaluate("window.notReloaded") is True  # htmx polled; no reload
+        assert "all good" in page.inner_text("#run-status")
+        assert serious_findings(page) == []
+        shot(page, tmp_path / "screenshots", "run")
+        assert problems == []
+    finally:
+        context.close()
+        up.stop()

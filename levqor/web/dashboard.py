@@ -1,0 +1,206 @@
+"""The user's dashboard (`/app`): workflows from words, runs with live status.
+
+Every page takes "whose objects" from `session.Owner`, never from scattered user reads.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+
+from levqor import errors
+from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
+from levqor.jobs import service as jobs
+from levqor.jobs.models import FINAL_STATES
+from levqor.web import csrf
+from levqor.web.public import readable
+from levqor.web.rendering import redirect, render
+from levqor.web.session import LoginRequired, Owner
+from levqor.workflows import service as workflows
+from levqor.workflows.definition import WorkflowDefinition
+
+router = APIRouter(prefix="/app", include_in_schema=False)
+Csrf = Annotated[None, Depends(csrf.verify)]
+MAX_DEFINITION_CHARS = 64 * 1024
+
+
+def login_redirect(request: Request, exc: Exception) -> Response:
+    """The handler of `LoginRequired`: to the login page, back here afterwards."""
+    assert isinstance(exc, LoginRequired)
+    return redirect(request, f"/login?next={quote(exc.path)}")
+
+
+def not_found(request: Request, what: str) -> HTMLResponse:
+    return render(request, "not_found.html", {"what": what, "noindex": True}, status_code=404)
+
+
+@router.get("", response_class=HTMLResponse)
+async def home(request: Request, owner: Owner, session: ReadSessionDep) -> HTMLResponse:
+    states, _ = await workflows.list_for_user(session, user=owner, limit=50)
+    runs, _ = await jobs.list_for_user(session, user=owner, limit=10)
+    names = {state.workflow.id: state.workflow.name for state in states}
+    return render(
+        request,
+        "app.html",
+        {"user": owner, "workflows": states, "runs": runs, "names": names, "noindex": True},
+    )
+
+
+@router.get("/workflows/new", response_class=HTMLResponse)
+async def new_workflow(request: Request, _owner: Owner) -> HTMLResponse:
+    return render(request, "workflow_new.html", {"noindex": True})
+
+
+@router.post("/workflows/draft", response_class=HTMLResponse)
+async def draft(
+    request: Request,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    prompt: Annotated[str, Form(min_length=3, max_length=2000)],
+) -> HTMLResponse:
+    """Words -> a draft to review: readable steps, and the definition that will be saved."""
+    context: dict[str, Any] = {"prompt": prompt, "noindex": True}
+    try:
+        drafted = await workflows.plan(
+            session, settings=runtime.settings, user=owner, prompt=prompt
+        )
+    except errors.LevqorError as exc:
+        context["problem"] = exc.detail
+        return render(request, "workflow_new.html", context, status_code=exc.status)
+    context |= {
+        "draft": readable(drafted.definition),
+        "notes": [*drafted.notes, *drafted.not_understood],
+        "definition": json.dumps(drafted.definition, indent=2, ensure_ascii=False),
+    }
+    return render(request, "workflow_new.html", context)
+
+
+@router.post("/workflows", response_class=HTMLResponse)
+async def save(
+    request: Request,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    definition: Annotated[str, Form(max_length=MAX_DEFINITION_CHARS)],
+) -> Response:
+    """Save a reviewed (or hand-edited) definition as a new workflow."""
+    try:
+        parsed = WorkflowDefinition.model_validate_json(definition)
+        state = await workflows.create(
+            session, user=owner, definition=parsed, cipher=runtime.cipher
+        )
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(map(str, e['loc'])) or 'definition'}: {e['msg']}" for e in exc.errors()
+        ]
+        context = {"definition": definition, "problems": problems, "noindex": True}
+        return render(request, "workflow_new.html", context, status_code=422)
+    except errors.LevqorError as exc:
+        context = {"definition": definition, "problems": [exc.detail], "noindex": True}
+        return render(request, "workflow_new.html", context, status_code=exc.status)
+    return redirect(request, f"/app/workflows/{state.workflow.id}")
+
+
+@router.get("/workflows/{workflow_id}", response_class=HTMLResponse)
+async def workflow_page(
+    request: Request, workflow_id: str, owner: Owner, session: ReadSessionDep, runtime: RuntimeDep
+) -> HTMLResponse:
+    try:
+        state = await workflows.get_state(session, user=owner, workflow_id=workflow_id)
+    except errors.NotFound:
+        return not_found(request, "workflow")
+    runs, _ = await jobs.list_for_user(session, user=owner, workflow_id=workflow_id, limit=20)
+    webhook_url = None
+    if state.workflow.trigger_type == "webhook":
+        token = workflows.webhook_token(state.workflow, runtime.cipher)
+        webhook_url = f"{runtime.settings.public_url}/hooks/{state.workflow.id}/{token}"
+    return render(
+        request,
+        "workflow.html",
+        {
+            "workflow": state.workflow,
+            "version": state.current.version,
+            "draft": readable(state.current.definition),
+            "webhook_url": webhook_url,
+            "runs": runs,
+            "noindex": True,
+        },
+    )
+
+
+@router.post("/workflows/{workflow_id}/runs")
+async def run_now(
+    request: Request,
+    workflow_id: str,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    input: Annotated[str, Form(max_length=MAX_DEFINITION_CHARS)] = "{}",
+) -> Response:
+    try:
+        payload = json.loads(input or "{}")
+    except json.JSONDecodeError:
+        payload = {"text": input}
+    try:
+        job = await jobs.start_run(
+            session,
+            user=owner,
+            workflow_id=workflow_id,
+            input=payload,
+            cost=runtime.settings.run_cost_credits,
+        )
+    except errors.NotFound:
+        return not_found(request, "workflow")
+    response = redirect(request, f"/app/runs/{job.id}")
+    # After the commit (a background task runs once the response is sent).
+    response.background = BackgroundTask(runtime.job_wakeup.set)
+    return response
+
+
+@router.get("/runs/{job_id}", response_class=HTMLResponse)
+async def run_page(
+    request: Request, job_id: str, owner: Owner, session: ReadSessionDep
+) -> HTMLResponse:
+    return await _run(request, job_id, owner, session, "run.html")
+
+
+@router.get("/runs/{job_id}/status", response_class=HTMLResponse)
+async def run_status(
+    request: Request, job_id: str, owner: Owner, session: ReadSessionDep
+) -> HTMLResponse:
+    """The run's live part, polled by htmx until the run is final."""
+    return await _run(request, job_id, owner, session, "_run_status.html")
+
+
+async def _run(
+    request: Request, job_id: str, owner: Any, session: Any, template: str
+) -> HTMLResponse:
+    try:
+        detail = await jobs.get(session, user=owner, job_id=job_id)
+    except errors.NotFound:
+        return not_found(request, "run")
+    return render(
+        request,
+        template,
+        {
+            "job": detail.job,
+            "steps": detail.steps,
+            "final": detail.job.status in FINAL_STATES,
+            "noindex": True,
+        },
+    )
+
+
+def _at(location: tuple[int | str, ...]) -> str:
+    """Where in the definition an error is, as a person reads it: `steps.1.params: `."""
+    return ".".join(map(str, location)) + ": " if location else ""

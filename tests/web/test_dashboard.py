@@ -1,0 +1,117 @@
+"""The dashboard: a workflow from words, reviewed and saved; a run started and followed;
+nobody sees another user's objects."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+
+from levqor.jobs.worker import Worker
+from levqor.runtime import Runtime
+from tests.conftest import PASSWORD
+
+TRANSFORM = {
+    "name": "greet",
+    "steps": [{"id": "greet", "connector": "transform", "params": {"text": "Hi {{ input.name }}"}}],
+}
+
+
+async def signed_in(client: httpx.AsyncClient, email: str) -> str:
+    """Sign up through the page; the CSRF token the next forms carry."""
+    page = await client.get("/signup")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    data = {"email": email, "password": PASSWORD, "csrf_token": token.group(1)}
+    assert (await client.post("/signup", data=data)).status_code == 303
+    return token.group(1)
+
+
+async def save(client: httpx.AsyncClient, token: str, definition: Any) -> httpx.Response:
+    text = definition if isinstance(definition, str) else json.dumps(definition)
+    return await client.post("/app/workflows", data={"definition": text, "csrf_token": token})
+
+
+async def drain(runtime: Runtime) -> None:
+    worker = Worker(runtime, concurrency=1)
+    await worker.drain()
+    await worker.http.aclose()
+
+
+async def test_words_become_a_reviewed_draft_then_a_saved_workflow(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await signed_in(client, "words@example.com")
+    review = await client.post(
+        "/app/workflows/draft",
+        data={"prompt": "When a webhook arrives, post it to Slack #sales", "csrf_token": token},
+    )
+    assert review.status_code == 200
+    assert "<strong>Slack</strong>" in review.text
+    definition = re.search(r'<textarea id="definition"[^>]*>(.*?)</textarea>', review.text, re.S)
+    assert definition
+    saved = await save(client, token, definition.group(1).replace("&#34;", '"'))
+    assert saved.status_code == 303
+    page = await client.get(saved.headers["location"])
+    assert page.status_code == 200
+    assert "#sales" in page.text
+    assert "/hooks/" in page.text  # the webhook URL to call
+    assert "Slack" in (await client.get("/app")).text
+
+
+async def test_a_run_started_from_the_page_shows_each_step_and_its_output(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = await signed_in(client, "runner@example.com")
+    workflow = (await save(client, token, TRANSFORM)).headers["location"]
+    started = await client.post(
+        f"{workflow}/runs", data={"input": '{"name": "Ada"}', "csrf_token": token}
+    )
+    assert started.status_code == 303
+    run = started.headers["location"]
+    waiting = await client.get(f"{run}/status")
+    assert 'data-status="queued"' in waiting.text
+    assert 'hx-trigger="every 1s"' in waiting.text  # the page keeps asking while it runs
+    await drain(runtime)
+    done = await client.get(f"{run}/status")
+    assert 'data-status="succeeded"' in done.text
+    assert "hx-trigger" not in done.text  # final: no more polling
+    assert "Hi Ada" in done.text
+    assert "<td>greet</td>" in done.text
+
+
+async def test_an_invalid_definition_is_shown_with_its_errors_and_not_saved(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await signed_in(client, "typo@example.com")
+    broken = {"name": "x", "steps": [{"id": "a", "connector": "no_such_thing"}]}
+    answer = await save(client, token, broken)
+    assert answer.status_code in (400, 422)
+    assert 'id="definition-problems"' in answer.text
+    assert "no_such_thing" in answer.text
+    not_json = await save(client, token, "{not json")
+    assert not_json.status_code == 422
+    assert "No workflow yet" in (await client.get("/app")).text
+
+
+async def test_another_users_workflow_and_run_are_not_found(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = await signed_in(client, "owner@example.com")
+    workflow = (await save(client, token, TRANSFORM)).headers["location"]
+    run = (await client.post(f"{workflow}/runs", data={"csrf_token": token})).headers["location"]
+    client.cookies.clear()
+    other = await signed_in(client, "other@example.com")
+    assert (await client.get(workflow)).status_code == 404
+    assert (await client.get(run)).status_code == 404
+    assert (await client.get(f"{run}/status")).status_code == 404
+    stolen = await client.post(f"{workflow}/runs", data={"csrf_token": other})
+    assert stolen.status_code == 404
+
+
+async def test_a_visitor_is_sent_to_log_in_and_back(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/app/workflows/new")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=/app/workflows/new"
