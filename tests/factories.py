@@ -4,6 +4,8 @@ each other."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from levqor.jobs import queue
 from levqor.jobs.models import Job
 from levqor.runtime import Runtime
 from levqor.workflows.models import Workflow, WorkflowVersion
+from tests.conftest import PASSWORD
 
 FAST_RETRY = {"max_attempts": 3, "backoff_s": 0.01, "max_backoff_s": 0.05}
 LEASE = timedelta(seconds=30)
@@ -181,3 +184,27 @@ async def claim_as(runtime: Runtime, worker: str, limit: int, per_user: int = 10
             max_running_per_user=per_user,
         )
     return [job.id for job in claimed]
+
+
+# The web pages: an account signed in through /signup, a workflow saved through /app.
+TRANSFORM = {
+    "name": "greet",
+    "steps": [{"id": "greet", "connector": "transform", "params": {"text": "Hi {{ input.name }}"}}],
+}
+
+
+async def signed_in(client: httpx.AsyncClient, email: str) -> str:
+    """Sign up through the web page; the CSRF token its next forms carry."""
+    page = await client.get("/signup")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    data = {"email": email, "password": PASSWORD, "csrf_token": token.group(1)}
+    assert (await client.post("/signup", data=data)).status_code == 303
+    return token.group(1)
+
+
+async def save_page_workflow(
+    client: httpx.AsyncClient, token: str, definition: Any
+) -> httpx.Response:
+    text = definition if isinstance(definition, str) else json.dumps(definition)
+    return await client.post("/app/workflows", data={"definition": text, "csrf_token": token})

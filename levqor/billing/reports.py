@@ -14,7 +14,7 @@ from __future__ import annotations
 import calendar
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import CompoundSelect, Select, func, select
@@ -25,7 +25,7 @@ from levqor.billing import plans
 from levqor.billing.models import CreditEntry, LlmUsage, Payment, Subscription
 from levqor.billing.service import LIVE_STATUSES, RUN
 from levqor.config import Settings
-from levqor.db.base import utcnow
+from levqor.db.base import utc_day, utcnow
 
 
 @dataclass(frozen=True)
@@ -222,3 +222,65 @@ async def _count_users(query: Select[Any] | CompoundSelect[Any], session: AsyncS
 
 def _month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Day:
+    """One UTC day of money: revenue (net of refunds) and costs by source."""
+
+    day: date
+    revenue_cents: int
+    stripe_cents: int
+    llm_cents: int
+    infra_cents: int
+
+    @property
+    def costs_cents(self) -> int:
+        return self.stripe_cents + self.llm_cents + self.infra_cents
+
+
+async def daily(session: AsyncSession, *, settings: Settings, days: int = 30) -> list[Day]:
+    """The last `days` UTC days, oldest first, every day present (zero when quiet)."""
+    today = utcnow().date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, time.min, tzinfo=UTC)
+    dialect = session.get_bind().dialect.name
+    paid_day = utc_day(Payment.created_at, dialect)
+    payments = {
+        str(day): (int(count), int(amount), int(net))
+        for day, count, amount, net in await session.execute(
+            select(
+                paid_day,
+                func.count(),
+                func.sum(Payment.amount_cents),
+                func.sum(Payment.amount_cents - Payment.refunded_cents),
+            )
+            .where(Payment.created_at >= since)
+            .group_by(paid_day)
+        )
+    }
+    used_day = utc_day(LlmUsage.created_at, dialect)
+    llm = {
+        str(day): int(micro)
+        for day, micro in await session.execute(
+            select(used_day, func.sum(LlmUsage.cost_micro_usd))
+            .where(LlmUsage.created_at >= since)
+            .group_by(used_day)
+        )
+    }
+    series = []
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        count, amount, net = payments.get(day.isoformat(), (0, 0, 0))
+        month_days = calendar.monthrange(day.year, day.month)[1]
+        series.append(
+            Day(
+                day=day,
+                revenue_cents=net,
+                stripe_cents=math.ceil(amount * settings.stripe_fee_bp / 10_000)
+                + count * settings.stripe_fee_fixed_cents,
+                llm_cents=math.ceil(llm.get(day.isoformat(), 0) / 10_000),
+                infra_cents=math.ceil(settings.infra_monthly_cents / month_days),
+            )
+        )
+    return series

@@ -113,3 +113,13 @@ def rowcount(result: Result[Any]) -> int:
     """The rows an UPDATE, DELETE or INSERT matched. `session.execute` is typed as
     returning `Result`, but for these statements it is a `CursorResult`, which has it."""
     return int(cast("CursorResult[Any]", result).rowcount)
+
+
+def utc_day(column: Any, dialect: str) -> Any:
+    """A timestamp column's UTC calendar day as 'YYYY-MM-DD', for GROUP BY: SQLite keeps
+    UTC text (its date() reads it), PostgreSQL converts from timestamptz."""
+    from sqlalchemy import func
+
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.date(column)

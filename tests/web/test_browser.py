@@ -185,3 +185,21 @@ def test_words_to_a_workflow_run_watched_live(
     finally:
         context.close()
         up.stop()
+
+
+def test_the_admin_sees_the_charts_and_the_queue(
+    server: UpProcess, page: Page, tmp_path: Path
+) -> None:
+    problems = watch_console(page)
+    match = re.search(r"e-mail\s+(\S+)\s+password\s+(\S+)", server.read_log())
+    assert match, "levqor up printed no admin login"
+    page.goto(server.url + "/login?next=/admin", wait_until="networkidle")
+    page.fill("#email", match.group(1))
+    page.fill("#password", match.group(2))
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/admin")
+    assert page.locator("figure.chart svg").count() == 3  # revenue, costs, runs
+    assert page.locator("[data-queue=queued]").count() == 1
+    assert serious_findings(page) == []
+    shot(page, tmp_path / "screenshots", "admin")
+    assert problems == []

@@ -3,35 +3,14 @@ nobody sees another user's objects."""
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 import httpx
 
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
-from tests.conftest import PASSWORD
-
-TRANSFORM = {
-    "name": "greet",
-    "steps": [{"id": "greet", "connector": "transform", "params": {"text": "Hi {{ input.name }}"}}],
-}
-
-
-async def signed_in(client: httpx.AsyncClient, email: str) -> str:
-    """Sign up through the page; the CSRF token the next forms carry."""
-    page = await client.get("/signup")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert token
-    data = {"email": email, "password": PASSWORD, "csrf_token": token.group(1)}
-    assert (await client.post("/signup", data=data)).status_code == 303
-    return token.group(1)
-
-
-async def save(client: httpx.AsyncClient, token: str, definition: Any) -> httpx.Response:
-    text = definition if isinstance(definition, str) else json.dumps(definition)
-    return await client.post("/app/workflows", data={"definition": text, "csrf_token": token})
+from tests.factories import TRANSFORM, signed_in
+from tests.factories import save_page_workflow as save
 
 
 async def drain(runtime: Runtime) -> None:

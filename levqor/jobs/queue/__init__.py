@@ -16,7 +16,8 @@ worker that lost its job (lease taken over, or the job cancelled) changes nothin
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -274,3 +275,43 @@ async def load_steps(session: AsyncSession, *, job_id: str) -> dict[str, JobStep
 async def reset_failed_steps(session: Connection, *, job_id: str) -> None:
     """Before a replay: failed steps get a fresh set of attempts."""
     await session.execute(statements.reset_failed_steps(job_id))
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The queue as an operator watches it."""
+
+    by_status: dict[str, int]
+    oldest_waiting_s: float | None  # how long the longest-due waiting job has waited
+    workers_alive: int
+
+
+async def stats(session: Connection, *, now: datetime, alive_since: datetime) -> QueueStats:
+    by_status = {
+        str(status): int(count) for status, count in await session.execute(statements.by_status())
+    }
+    oldest = await session.scalar(statements.oldest_due(now))
+    alive = await session.scalar(statements.workers_alive(alive_since))
+    return QueueStats(
+        by_status=by_status,
+        oldest_waiting_s=(now - oldest).total_seconds() if oldest is not None else None,
+        workers_alive=int(alive or 0),
+    )
+
+
+async def runs_per_day(
+    session: Connection, *, days: int, now: datetime, user_id: str | None = None
+) -> list[tuple[date, int]]:
+    """Runs created on each of the last `days` UTC days, oldest first (zeros kept):
+    everyone's, or one user's."""
+    first = now.date() - timedelta(days=days - 1)
+    since = datetime.combine(first, time.min, tzinfo=UTC)
+    dialect = backend_for(session).dialect
+    counted = {
+        str(day): int(count)
+        for day, count in await session.execute(statements.runs_per_day(dialect, since, user_id))
+    }
+    return [
+        (day, counted.get(day.isoformat(), 0))
+        for day in (first + timedelta(days=offset) for offset in range(days))
+    ]

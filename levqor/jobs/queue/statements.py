@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 
 from levqor.billing import service as billing
-from levqor.db.base import UTCDateTime, upsert
+from levqor.db.base import UTCDateTime, upsert, utc_day
 from levqor.jobs.models import (
     CANCELLED,
     FAILED,
@@ -382,3 +382,25 @@ def steps_of(job_id: str) -> Select[Any]:
 def reset_failed_steps(job_id: str) -> Delete:
     steps = job_steps_table.c
     return delete(job_steps_table).where(steps.job_id == job_id, steps.status == FAILED)
+
+
+def by_status() -> Select[Any]:
+    return select(jobs_table.c.status, func.count()).group_by(jobs_table.c.status)
+
+
+def oldest_due(now: datetime) -> Select[Any]:
+    """The run_at of the waiting job due longest ago (walks ix_jobs_waiting)."""
+    jobs = jobs_table.c
+    return select(func.min(jobs.run_at)).where(text(WAITING_SQL), jobs.run_at <= now)
+
+
+def workers_alive(since: datetime) -> Select[Any]:
+    return select(func.count()).where(workers_table.c.heartbeat_at >= since)
+
+
+def runs_per_day(dialect: str, since: datetime, user_id: str | None) -> Select[Any]:
+    day = utc_day(jobs_table.c.created_at, dialect)
+    query = select(day, func.count()).where(jobs_table.c.created_at >= since)
+    if user_id is not None:
+        query = query.where(jobs_table.c.user_id == user_id)
+    return query.group_by(day)

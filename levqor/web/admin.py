@@ -1,0 +1,87 @@
+"""The operator's dashboard (`/admin`, admins only): revenue, costs, the queue, the spend
+guard and the audit log, with charts as SVG."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from levqor.accounts.models import ROLE_ADMIN
+from levqor.audit import service as audit
+from levqor.billing import reports, spend_guard
+from levqor.db.base import utcnow
+from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
+from levqor.jobs import queue
+from levqor.partners import service as partners
+from levqor.web import csrf
+from levqor.web.charts import bar_chart
+from levqor.web.rendering import redirect, render
+from levqor.web.session import Owner
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+Csrf = Annotated[None, Depends(csrf.verify)]
+DAYS = 30
+
+
+def forbidden(request: Request) -> HTMLResponse:
+    context = {"what": "page for you", "noindex": True}
+    return render(request, "not_found.html", context, status_code=403)
+
+
+@router.get("", response_class=HTMLResponse)
+async def dashboard(
+    request: Request, owner: Owner, session: ReadSessionDep, runtime: RuntimeDep
+) -> HTMLResponse:
+    if owner.role != ROLE_ADMIN:
+        return forbidden(request)
+    settings, now = runtime.settings, utcnow()
+    days = await reports.daily(session, settings=settings, days=DAYS)
+    runs = await queue.runs_per_day(session, days=DAYS, now=now)
+    beat = timedelta(seconds=settings.worker_heartbeat_s * 3)
+    spent, spenders = await spend_guard.today(session)
+    entries, _ = await audit.page(session, limit=20)
+    per_unit = 100.0  # cents in a currency unit
+    return render(
+        request,
+        "admin.html",
+        {
+            "revenue": await reports.revenue(
+                session,
+                settings=settings,
+                partner_commission_cents=await partners.commission_totals(session),
+            ),
+            "costs": await reports.costs(session, settings=settings),
+            "days": days,
+            "revenue_chart": bar_chart(
+                "Revenue a day",
+                settings.billing_currency.upper(),
+                [(day.day.isoformat(), day.revenue_cents / per_unit) for day in days],
+            ),
+            "costs_chart": bar_chart(
+                "Costs a day",
+                settings.billing_currency.upper(),
+                [(day.day.isoformat(), day.costs_cents / per_unit) for day in days],
+            ),
+            "runs_chart": bar_chart("Runs a day", "runs", [(d.isoformat(), n) for d, n in runs]),
+            "queue": await queue.stats(session, now=now, alive_since=now - beat),
+            "spent_micro_usd": spent,
+            "spenders": spenders,
+            "server_paused": await spend_guard.paused(session, user_id=None),
+            "audit": entries,
+            "noindex": True,
+        },
+    )
+
+
+@router.post("/spend-guard/resume")
+async def resume_spending(
+    request: Request, _csrf: Csrf, owner: Owner, session: SessionDep
+) -> Response:
+    """Lift the server-wide LLM pause before midnight (one more day's limit)."""
+    if owner.role != ROLE_ADMIN:
+        return forbidden(request)
+    await spend_guard.resume(session, user_id=None, actor=owner.id)
+    return redirect(request, "/admin#spend-guard")

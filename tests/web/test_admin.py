@@ -1,0 +1,97 @@
+"""The operator's dashboard: admins only; revenue, costs and runs as SVG charts with their
+numbers; the queue; lifting the spend guard's pause."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select
+
+from levqor.accounts.models import User
+from levqor.billing.models import Payment, SpendPause
+from levqor.db.base import utcnow
+from levqor.runtime import Runtime
+from tests.factories import TRANSFORM, make_admin, signed_in
+from tests.factories import save_page_workflow as save
+
+
+class Account:
+    def __init__(self, user_id: str) -> None:
+        self.id = user_id
+
+
+async def admin_session(client: httpx.AsyncClient, runtime: Runtime, email: str) -> str:
+    token = await signed_in(client, email)
+    me = (await client.get("/app")).text
+    assert email in me
+    async with runtime.db.read() as session:
+        users = (await session.scalars(select(User))).all()
+    [user] = [each for each in users if each.email == email]
+    await make_admin(runtime, Account(user.id))
+    return token
+
+
+def chart_values(page: str, chart_id: str) -> list[float]:
+    figure = page.split(f'id="{chart_id}-title"')[1].split("</figure>")[0]
+    rows = re.findall(r"<tr><td>[\d-]+</td><td>([\d.]+)</td></tr>", figure)
+    return [float(value) for value in rows]
+
+
+async def test_only_admins_see_operations(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/admin")).status_code == 303  # a visitor: log in first
+    await signed_in(client, "plain@example.com")
+    assert (await client.get("/admin")).status_code == 403
+    assert "Operations" not in (await client.get("/app")).text
+
+
+async def test_the_charts_carry_todays_money_and_runs(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = await admin_session(client, runtime, "boss@example.com")
+    workflow = (await save(client, token, TRANSFORM)).headers["location"]
+    for _ in range(3):
+        await client.post(f"{workflow}/runs", data={"csrf_token": token})
+    async with runtime.db.write() as session, session.begin():
+        [payer] = (await session.scalars(select(User))).all()
+        session.add(
+            Payment(
+                user_id=payer.id,
+                kind="pack",
+                product="small",
+                amount_cents=1250,
+                currency="usd",
+                credits=100,
+            )
+        )
+    page = await client.get("/admin")
+    assert page.status_code == 200
+    revenue = chart_values(page.text, "revenue-chart")
+    runs = chart_values(page.text, "runs-chart")
+    costs = chart_values(page.text, "costs-chart")
+    assert len(revenue) == len(runs) == len(costs) == 30
+    assert revenue[-1] == 12.5
+    assert sum(revenue[:-1]) == 0
+    assert runs[-1] == 3
+    assert costs[-1] > costs[0]  # today's Stripe fee on top of the infra share
+    assert '<p class="price" data-queue="queued">3</p>' in page.text
+    assert page.text.count("<rect ") == 90
+
+
+async def test_lifting_the_servers_llm_pause(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    token = await admin_session(client, runtime, "ops@example.com")
+    start = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    async with runtime.db.write() as session, session.begin():
+        session.add(
+            SpendPause(
+                user_id=None, spent_micro_usd=10, limit_micro_usd=5, until=start + timedelta(days=1)
+            )
+        )
+    page = await client.get("/admin")
+    assert "paused for everyone" in page.text
+    lifted = await client.post("/admin/spend-guard/resume", data={"csrf_token": token})
+    assert lifted.status_code == 303
+    assert "paused for everyone" not in (await client.get("/admin")).text
+    refused = await client.post("/admin/spend-guard/resume", data={})
+    assert refused.status_code == 403
