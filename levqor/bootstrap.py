@@ -18,6 +18,7 @@ from levqor.events import Events
 from levqor.jobs.hooks import JobHooks
 from levqor.partners import reactions as partners_reactions
 from levqor.runtime import Runtime
+from levqor.web import seo
 
 if TYPE_CHECKING:  # imported only when configured: `levqor up` has no Redis
     from redis.asyncio import Redis
@@ -78,6 +79,9 @@ def job_hooks(db: Database, settings: Settings) -> JobHooks:
     return JobHooks(
         mail_rules=compliance_hooks.SuppressionRules(db, settings),
         step_hooks={"llm": spend_guard.LlmStepGuard(db, settings)},
-        on_tick=compliance_hooks.tick_tasks(db, settings),
+        on_tick=(
+            *compliance_hooks.tick_tasks(db, settings),
+            *((seo.tick_task(db, settings),) if settings.indexnow_key else ()),
+        ),
         on_upkeep=compliance_hooks.UPKEEP_TASKS,
     )

@@ -26,6 +26,7 @@ from levqor.jobs import cli as jobs_cli
 from levqor.logging import configure_logging
 from levqor.partners import cli as partners_cli
 from levqor.runtime import return_freed_memory
+from levqor.web import cli as web_cli
 
 app = typer.Typer(help="Levqor: self-hosted workflow automation.", no_args_is_help=True)
 app.command("migrate")(db_cli.migrate)
@@ -42,6 +43,7 @@ app.add_typer(jobs_cli.health_app, name="health")
 app.add_typer(partners_cli.payouts_app, name="payouts")
 app.add_typer(billing_cli.spend_guard_app, name="spend-guard")
 app.command("costs")(billing_cli.costs)
+app.add_typer(web_cli.seo_app, name="seo")
 console = Console()
 
 

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
     mail_from: str | None = None
     password_reset_ttl_s: int = Field(3600, ge=300, le=24 * 3600)
+    # IndexNow: unset, changed public pages are not announced to search engines.
+    indexnow_key: str | None = Field(None, pattern=r"^[a-zA-Z0-9-]{8,128}$")
+    indexnow_url: str = "https://api.indexnow.org/indexnow"
 
     jwt_secret: SecretStr | None = None
     # Keys the blind index of e-mail addresses (suppression list, later logins): an

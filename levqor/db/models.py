@@ -11,6 +11,7 @@ from levqor.db.base import Base
 from levqor.idempotency import models as idempotency_models
 from levqor.jobs import models as jobs_models
 from levqor.partners import models as partners_models
+from levqor.web import models as web_models
 from levqor.workflows import models as workflows_models
 
 metadata = Base.metadata
@@ -25,5 +26,6 @@ __all__ = [
     "jobs_models",
     "metadata",
     "partners_models",
+    "web_models",
     "workflows_models",
 ]
