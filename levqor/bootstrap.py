@@ -18,7 +18,7 @@ from levqor.events import Events
 from levqor.jobs.hooks import JobHooks
 from levqor.partners import reactions as partners_reactions
 from levqor.runtime import Runtime
-from levqor.web import seo
+from levqor.web import seo, social
 
 if TYPE_CHECKING:  # imported only when configured: `levqor up` has no Redis
     from redis.asyncio import Redis
@@ -82,6 +82,7 @@ def job_hooks(db: Database, settings: Settings) -> JobHooks:
         on_tick=(
             *compliance_hooks.tick_tasks(db, settings),
             *((seo.tick_task(db, settings),) if settings.indexnow_key else ()),
+            social.tick_task(db, settings, db.key_ring),
         ),
         on_upkeep=compliance_hooks.UPKEEP_TASKS,
     )

@@ -44,6 +44,7 @@ app.add_typer(partners_cli.payouts_app, name="payouts")
 app.add_typer(billing_cli.spend_guard_app, name="spend-guard")
 app.command("costs")(billing_cli.costs)
 app.add_typer(web_cli.seo_app, name="seo")
+app.add_typer(web_cli.social_app, name="social")
 console = Console()
 
 

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # IndexNow: unset, changed public pages are not announced to search engines.
     indexnow_key: str | None = Field(None, pattern=r"^[a-zA-Z0-9-]{8,128}$")
     indexnow_url: str = "https://api.indexnow.org/indexnow"
+    # Buffer's GraphQL API, for `levqor social post` (its token is stored encrypted by
+    # `levqor social connect`).
+    buffer_url: str = "https://api.buffer.com"
 
     jwt_secret: SecretStr | None = None
     # Keys the blind index of e-mail addresses (suppression list, later logins): an
