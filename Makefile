@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python bench/runs.py
 	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/billing.py
+	$(BIN)/python bench/web.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

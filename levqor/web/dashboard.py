@@ -18,6 +18,7 @@ from levqor import errors
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.jobs import service as jobs
 from levqor.jobs.models import FINAL_STATES
+from levqor.types import Cursor
 from levqor.web import csrf
 from levqor.web.public import readable
 from levqor.web.rendering import redirect, render
@@ -28,6 +29,7 @@ from levqor.workflows.definition import WorkflowDefinition
 router = APIRouter(prefix="/app", include_in_schema=False)
 Csrf = Annotated[None, Depends(csrf.verify)]
 MAX_DEFINITION_CHARS = 64 * 1024
+RUNS_PAGE = 50
 
 
 def login_redirect(request: Request, exc: Exception) -> Response:
@@ -161,10 +163,49 @@ async def run_now(
         )
     except errors.NotFound:
         return not_found(request, "workflow")
+    except errors.PaymentRequired as exc:
+        context = {"problem": exc.detail, "noindex": True}
+        return render(request, "no_credits.html", context, status_code=exc.status)
     response = redirect(request, f"/app/runs/{job.id}")
     # After the commit (a background task runs once the response is sent).
     response.background = BackgroundTask(runtime.job_wakeup.set)
     return response
+
+
+@router.get("/runs", response_class=HTMLResponse)
+async def runs_page(
+    request: Request, owner: Owner, session: ReadSessionDep, cursor: Cursor = None
+) -> HTMLResponse:
+    """Every run, newest first, a page at a time; the table follows live runs."""
+    return await _runs(request, owner, session, cursor, "runs.html")
+
+
+@router.get("/runs/table", response_class=HTMLResponse)
+async def runs_table(
+    request: Request, owner: Owner, session: ReadSessionDep, cursor: Cursor = None
+) -> HTMLResponse:
+    return await _runs(request, owner, session, cursor, "_runs_table.html")
+
+
+async def _runs(
+    request: Request, owner: Any, session: Any, cursor: str | None, template: str
+) -> HTMLResponse:
+    runs, next_cursor = await jobs.list_for_user(
+        session, user=owner, limit=RUNS_PAGE, cursor=cursor
+    )
+    states, _ = await workflows.list_for_user(session, user=owner, limit=200)
+    return render(
+        request,
+        template,
+        {
+            "runs": runs,
+            "names": {state.workflow.id: state.workflow.name for state in states},
+            "cursor": cursor,
+            "next_cursor": next_cursor,
+            "live": any(job.status not in FINAL_STATES for job in runs),
+            "noindex": True,
+        },
+    )
 
 
 @router.get("/runs/{job_id}", response_class=HTMLResponse)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
+from levqor.web import dashboard
 from tests.factories import TRANSFORM, signed_in
 from tests.factories import save_page_workflow as save
 
@@ -94,3 +96,38 @@ async def test_a_visitor_is_sent_to_log_in_and_back(client: httpx.AsyncClient) -
     answer = await client.get("/app/workflows/new")
     assert answer.status_code == 303
     assert answer.headers["location"] == "/login?next=/app/workflows/new"
+
+
+async def test_the_runs_list_pages_and_follows_live_runs(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard, "RUNS_PAGE", 10)
+    token = await signed_in(client, "many@example.com")
+    workflow = (await save(client, token, TRANSFORM)).headers["location"]
+    for _ in range(12):
+        await client.post(f"{workflow}/runs", data={"input": '{"name": "A"}', "csrf_token": token})
+    first = await client.get("/app/runs")
+    assert first.status_code == 200
+    assert first.text.count('href="/app/runs/job_') == 10
+    assert 'hx-trigger="every 2s"' in first.text  # queued runs: the table keeps asking
+    older = re.search(r'href="(/app/runs\?cursor=[^"]+)"', first.text)
+    assert older
+    second = await client.get(older.group(1).replace("&amp;", "&"))
+    assert second.text.count('href="/app/runs/job_') == 2
+    await drain(runtime)
+    settled = await client.get("/app/runs/table")
+    assert "hx-trigger" not in settled.text  # all final: no more polling
+    assert settled.text.count("<td>succeeded</td>") == 10
+
+
+async def test_out_of_credits_the_page_says_so(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    token = await signed_in(client, "spent@example.com")
+    workflow = (await save(client, token, TRANSFORM)).headers["location"]
+    for _ in range(runtime.settings.free_credits):
+        assert (
+            await client.post(f"{workflow}/runs", data={"csrf_token": token})
+        ).status_code == 303
+    refused = await client.post(f"{workflow}/runs", data={"csrf_token": token})
+    assert refused.status_code == 402
+    assert "credits" in refused.text
+    assert 'href="/pricing"' in refused.text
