@@ -117,26 +117,112 @@ async def workflow_page(
     request: Request, workflow_id: str, owner: Owner, session: ReadSessionDep, runtime: RuntimeDep
 ) -> HTMLResponse:
     try:
-        state = await workflows.get_state(session, user=owner, workflow_id=workflow_id)
+        context = await _workflow_context(session, owner, runtime, workflow_id)
     except errors.NotFound:
         return not_found(request, "workflow")
+    return render(request, "workflow.html", context)
+
+
+async def _workflow_context(
+    session: Any, owner: Any, runtime: Any, workflow_id: str
+) -> dict[str, Any]:
+    state = await workflows.get_state(session, user=owner, workflow_id=workflow_id)
     runs, _ = await jobs.list_for_user(session, user=owner, workflow_id=workflow_id, limit=20)
+    _workflow, versions, _ = await workflows.list_versions(
+        session, user=owner, workflow_id=workflow_id, limit=20
+    )
     webhook_url = None
     if state.workflow.trigger_type == "webhook":
         token = workflows.webhook_token(state.workflow, runtime.cipher)
         webhook_url = f"{runtime.settings.public_url}/hooks/{state.workflow.id}/{token}"
-    return render(
-        request,
-        "workflow.html",
-        {
-            "workflow": state.workflow,
-            "version": state.current.version,
-            "draft": readable(state.current.definition),
-            "webhook_url": webhook_url,
-            "runs": runs,
-            "noindex": True,
-        },
-    )
+    return {
+        "workflow": state.workflow,
+        "version": state.current.version,
+        "draft": readable(state.current.definition),
+        "webhook_url": webhook_url,
+        "runs": runs,
+        "versions": versions,
+        "definition": json.dumps(state.current.definition, indent=2, ensure_ascii=False),
+        "noindex": True,
+    }
+
+
+@router.post("/workflows/{workflow_id}/versions", response_class=HTMLResponse)
+async def new_version(
+    request: Request,
+    workflow_id: str,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    definition: Annotated[str, Form(max_length=MAX_DEFINITION_CHARS)],
+) -> Response:
+    """The definition edited as JSON becomes the next version; errors are shown at their
+    path, and nothing is saved."""
+    try:
+        parsed = WorkflowDefinition.model_validate_json(definition)
+        await workflows.update(session, user=owner, workflow_id=workflow_id, definition=parsed)
+    except errors.NotFound:
+        return not_found(request, "workflow")
+    except ValidationError as exc:
+        problems = [_at(error["loc"]) + error["msg"] for error in exc.errors()]
+        return await _edit_refused(request, session, owner, workflow_id, definition, problems, 422)
+    except errors.LevqorError as exc:
+        return await _edit_refused(
+            request, session, owner, workflow_id, definition, [exc.detail], exc.status
+        )
+    return redirect(request, f"/app/workflows/{workflow_id}")
+
+
+async def _edit_refused(
+    request: Request,
+    session: Any,
+    owner: Any,
+    workflow_id: str,
+    definition: str,
+    problems: list[str],
+    status: int,
+) -> HTMLResponse:
+    """The workflow's page again, the edit kept in its box and the errors beside it."""
+    await session.rollback()  # nothing of the refused version stays
+    runtime = request.app.state.runtime
+    context = await _workflow_context(session, owner, runtime, workflow_id)
+    context |= {"definition": definition, "problems": problems}
+    return render(request, "workflow.html", context, status_code=status)
+
+
+@router.post("/workflows/{workflow_id}/rollback")
+async def rollback(
+    request: Request,
+    workflow_id: str,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    version: Annotated[int, Form(ge=1)],
+) -> Response:
+    try:
+        await workflows.rollback(session, user=owner, workflow_id=workflow_id, version=version)
+    except errors.NotFound:
+        return not_found(request, "workflow or version")
+    return redirect(request, f"/app/workflows/{workflow_id}")
+
+
+@router.post("/workflows/{workflow_id}/webhook")
+async def rotate_webhook(
+    request: Request,
+    workflow_id: str,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    """A new webhook URL; the old one stops working at once."""
+    try:
+        await workflows.rotate_webhook_token(
+            session, user=owner, workflow_id=workflow_id, cipher=runtime.cipher
+        )
+    except errors.NotFound:
+        return not_found(request, "workflow")
+    return redirect(request, f"/app/workflows/{workflow_id}#webhook")
 
 
 @router.post("/workflows/{workflow_id}/runs")
@@ -213,6 +299,41 @@ async def run_page(
     request: Request, job_id: str, owner: Owner, session: ReadSessionDep
 ) -> HTMLResponse:
     return await _run(request, job_id, owner, session, "run.html")
+
+
+@router.post("/runs/{job_id}/cancel")
+async def cancel_run(
+    request: Request, job_id: str, _csrf: Csrf, owner: Owner, session: SessionDep
+) -> Response:
+    return await _act(request, job_id, owner, session, jobs.cancel)
+
+
+@router.post("/runs/{job_id}/retry")
+async def retry_run(
+    request: Request, job_id: str, _csrf: Csrf, owner: Owner, session: SessionDep
+) -> Response:
+    return await _act(request, job_id, owner, session, jobs.retry)
+
+
+async def _act(request: Request, job_id: str, owner: Any, session: Any, action: Any) -> Response:
+    """Cancel or retry a run, then back to its page (which says why, if it could not)."""
+    try:
+        await action(session, user=owner, job_id=job_id)
+    except errors.NotFound:
+        return not_found(request, "run")
+    except errors.LevqorError as exc:
+        detail = await jobs.get(session, user=owner, job_id=job_id)
+        context = {
+            "job": detail.job,
+            "steps": detail.steps,
+            "final": detail.job.status in FINAL_STATES,
+            "problem": exc.detail,
+            "noindex": True,
+        }
+        return render(request, "run.html", context, status_code=exc.status)
+    response = redirect(request, f"/app/runs/{job_id}")
+    response.background = BackgroundTask(request.app.state.runtime.job_wakeup.set)
+    return response
 
 
 @router.get("/runs/{job_id}/status", response_class=HTMLResponse)

@@ -3,6 +3,7 @@ nobody sees another user's objects."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -131,3 +132,69 @@ async def test_out_of_credits_the_page_says_so(client: httpx.AsyncClient, runtim
     assert refused.status_code == 402
     assert "credits" in refused.text
     assert 'href="/pricing"' in refused.text
+
+
+async def test_edit_as_json_makes_a_version_and_rollback_brings_one_back(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = await signed_in(client, "editor@example.com")
+    workflow = (await save(client, token, TRANSFORM)).headers["location"]
+    step = {"id": "greet", "connector": "transform", "params": {"text": "Bye"}}
+    edited = {"name": "greet", "steps": [step]}
+    saved = await client.post(
+        f"{workflow}/versions", data={"definition": json.dumps(edited), "csrf_token": token}
+    )
+    assert saved.status_code == 303
+    page = (await client.get(workflow)).text
+    assert "Version 2" in page
+    assert "Bye" in page
+    broken = await client.post(
+        f"{workflow}/versions",
+        data={"definition": '{"name": "x", "steps": "nope"}', "csrf_token": token},
+    )
+    assert broken.status_code == 422
+    assert 'id="definition-problems"' in broken.text
+    assert "steps" in broken.text
+    assert '"steps": "nope"' in broken.text.replace("&#34;", '"')  # the edit is kept
+    back = await client.post(f"{workflow}/rollback", data={"version": "1", "csrf_token": token})
+    assert back.status_code == 303
+    assert "Version 1" in (await client.get(workflow)).text
+
+
+async def test_a_runs_page_cancels_and_retries(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    token = await signed_in(client, "ops@example.com")
+    workflow = (await save(client, token, TRANSFORM)).headers["location"]
+    waiting = (await client.post(f"{workflow}/runs", data={"csrf_token": token})).headers[
+        "location"
+    ]
+    cancelled = await client.post(f"{waiting}/cancel", data={"csrf_token": token})
+    assert cancelled.status_code == 303
+    assert 'data-status="cancelled"' in (await client.get(waiting)).text
+    failing = (await client.post(f"{workflow}/runs", data={"csrf_token": token})).headers[
+        "location"
+    ]
+    await drain(runtime)  # no input.name: the template fails, the run fails
+    failed = await client.get(failing)
+    assert 'data-status="failed"' in failed.text
+    assert "Retry from the failed step" in failed.text
+    retried = await client.post(f"{failing}/retry", data={"csrf_token": token})
+    assert retried.status_code == 303
+    assert 'data-status="queued"' in (await client.get(failing)).text
+    again = await client.post(f"{waiting}/retry", data={"csrf_token": token})
+    assert again.status_code == 409  # a cancelled run is not retried
+    assert 'role="alert"' in again.text
+
+
+async def test_rotating_the_webhook_url_retires_the_old_one(client: httpx.AsyncClient) -> None:
+    token = await signed_in(client, "hooks@example.com")
+    hook = {**TRANSFORM, "trigger": {"type": "webhook"}}
+    workflow = (await save(client, token, hook)).headers["location"]
+    old = re.search(r"<code>http://[^/]+(/hooks/[^<]+)</code>", (await client.get(workflow)).text)
+    assert old
+    rotated = await client.post(f"{workflow}/webhook", data={"csrf_token": token})
+    assert rotated.status_code == 303
+    new = re.search(r"<code>http://[^/]+(/hooks/[^<]+)</code>", (await client.get(workflow)).text)
+    assert new
+    assert new.group(1) != old.group(1)
+    assert (await client.post(old.group(1), json={"name": "x"})).status_code == 404
+    assert (await client.post(new.group(1), json={"name": "x"})).status_code == 202
