@@ -131,6 +131,15 @@ def test_sign_up_then_log_out_and_in_as_the_printed_admin(
     assert "browser@example.com" in page.inner_text("main")
     assert serious_findings(page) == []
     shot(page, tmp_path / "screenshots", "app")
+    for path, name in (
+        ("/app/credentials/new?connector=email", "credentials"),
+        ("/app/keys", "keys"),
+        ("/app/runs", "runs"),
+        ("/app/workflows/new", "workflow-new"),
+    ):
+        page.goto(server.url + path, wait_until="networkidle")
+        assert serious_findings(page) == [], path
+        shot(page, tmp_path / "screenshots", name)
     page.click("text=Log out")
     page.wait_for_url(server.url + "/")
     match = re.search(r"e-mail\s+(\S+)\s+password\s+(\S+)", server.read_log())
