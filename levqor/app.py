@@ -30,7 +30,15 @@ from levqor.ops import api as ops_api
 from levqor.partners import api as partners_api
 from levqor.runtime import Runtime
 from levqor.web import accounts as web_accounts
-from levqor.web import admin, dashboard, pages, public, seo, settings_pages
+from levqor.web import (
+    admin,
+    dashboard,
+    pages,
+    privacy_pages,
+    public,
+    seo,
+    settings_pages,
+)
 from levqor.web.csrf import CsrfCookieMiddleware
 from levqor.web.security import SecurityHeadersMiddleware
 from levqor.web.session import LoginRequired
@@ -81,6 +89,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(web_accounts.router)
     app.include_router(dashboard.router)
     app.include_router(settings_pages.router)
+    app.include_router(privacy_pages.router)
     app.include_router(admin.router)
     app.include_router(seo.router)  # last: its /{key}.txt must not shadow robots.txt
     app.add_exception_handler(LoginRequired, dashboard.login_redirect)

@@ -106,6 +106,8 @@ ERASED = audit.ERASED
 
 
 class WrongPassword(errors.Forbidden):
+    """That is not the account's password."""
+
     code = "wrong_password"
 
 

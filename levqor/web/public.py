@@ -48,7 +48,8 @@ TESTIMONIALS_FILE = HERE / "testimonials.json"
 
 @router.get("/", response_class=HTMLResponse)
 async def landing(request: Request, _viewer: Viewer) -> HTMLResponse:
-    return render(request, "index.html", {"description": DESCRIPTION})
+    erased = request.query_params.get("erased") == "1"
+    return render(request, "index.html", {"description": DESCRIPTION, "erased": erased})
 
 
 @router.post("/draft", response_class=HTMLResponse, dependencies=[AnonymousLimit])

@@ -136,6 +136,8 @@ def test_sign_up_then_log_out_and_in_as_the_printed_admin(
         ("/app/keys", "keys"),
         ("/app/runs", "runs"),
         ("/app/workflows/new", "workflow-new"),
+        ("/app/privacy", "privacy"),
+        ("/app/usage", "usage"),
     ):
         page.goto(server.url + path, wait_until="networkidle")
         assert serious_findings(page) == [], path
