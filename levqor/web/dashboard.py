@@ -23,6 +23,7 @@ from levqor.web import csrf
 from levqor.web.public import readable
 from levqor.web.rendering import redirect, render
 from levqor.web.session import LoginRequired, Owner
+from levqor.workflows import preflight
 from levqor.workflows import service as workflows
 from levqor.workflows.definition import WorkflowDefinition
 
@@ -78,6 +79,9 @@ async def draft(
         context["problem"] = exc.detail
         return render(request, "workflow_new.html", context, status_code=exc.status)
     context |= {
+        "warnings": await preflight.warnings(
+            session, user=owner, definition=drafted.definition, settings=runtime.settings
+        ),
         "draft": readable(drafted.definition),
         "notes": [*drafted.notes, *drafted.not_understood],
         "definition": json.dumps(drafted.definition, indent=2, ensure_ascii=False),
@@ -139,6 +143,9 @@ async def _workflow_context(
         "workflow": state.workflow,
         "version": state.current.version,
         "draft": readable(state.current.definition),
+        "warnings": await preflight.warnings(
+            session, user=owner, definition=state.current.definition, settings=runtime.settings
+        ),
         "webhook_url": webhook_url,
         "runs": runs,
         "versions": versions,

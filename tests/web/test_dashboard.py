@@ -198,3 +198,35 @@ async def test_rotating_the_webhook_url_retires_the_old_one(client: httpx.AsyncC
     assert new.group(1) != old.group(1)
     assert (await client.post(old.group(1), json={"name": "x"})).status_code == 404
     assert (await client.post(new.group(1), json={"name": "x"})).status_code == 202
+
+
+async def test_saving_warns_of_what_will_fail_when_it_runs(client: httpx.AsyncClient) -> None:
+    token = await signed_in(client, "careful@example.com")
+    definition = {
+        "name": "risky",
+        "steps": [
+            {"id": "notify", "connector": "slack", "params": {"channel": "#a", "text": "hi"}},
+            {
+                "id": "internal",
+                "connector": "http_request",
+                "params": {"method": "GET", "url": "http://10.0.0.5/admin"},
+            },
+            {
+                "id": "public",
+                "connector": "http_request",
+                "params": {"method": "GET", "url": "https://93.184.216.34/"},
+            },
+        ],
+    }
+    saved = await save(client, token, definition)
+    assert saved.status_code == 303  # saved all the same: these are warnings
+    page = (await client.get(saved.headers["location"])).text
+    notify = page.split("<strong>Slack</strong>")[1].split("<strong>Http request</strong>")[0]
+    assert "needs a credential" in notify  # next to its step
+    assert "10.0.0.5 is a private or internal address" in page
+    assert page.count("private or internal address") == 1  # the public address passes
+    params = {"channel": "#a", "text": "hi"}
+    slack = {"id": "notify", "connector": "slack", "credential": "cred_nope", "params": params}
+    stranger = {"name": "stranger", "steps": [slack]}
+    other = await save(client, token, stranger)
+    assert "cred_nope does not exist" in (await client.get(other.headers["location"])).text
