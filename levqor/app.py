@@ -32,6 +32,7 @@ from levqor.runtime import Runtime
 from levqor.web import accounts as web_accounts
 from levqor.web import (
     admin,
+    billing_pages,
     dashboard,
     pages,
     privacy_pages,
@@ -90,6 +91,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(settings_pages.router)
     app.include_router(privacy_pages.router)
+    app.include_router(billing_pages.router)
     app.include_router(admin.router)
     app.include_router(seo.router)  # last: its /{key}.txt must not shadow robots.txt
     app.add_exception_handler(LoginRequired, dashboard.login_redirect)

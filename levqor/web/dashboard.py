@@ -301,6 +301,44 @@ async def _runs(
     )
 
 
+@router.get("/dead-letters", response_class=HTMLResponse)
+async def dead_letters(
+    request: Request, owner: Owner, session: ReadSessionDep, replayed: int | None = None
+) -> HTMLResponse:
+    """Failed runs (the dead-letter queue), to replay in bulk from their failed step."""
+    failed, _ = await jobs.list_for_user(session, user=owner, status="failed", limit=200)
+    states, _ = await workflows.list_for_user(session, user=owner, limit=200)
+    context = {
+        "runs": failed,
+        "names": {state.workflow.id: state.workflow.name for state in states},
+        "replayed": replayed,
+        "noindex": True,
+    }
+    return render(request, "dead_letters.html", context)
+
+
+@router.post("/dead-letters/replay")
+async def replay_dead_letters(
+    request: Request,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    job_ids: Annotated[list[str], Form(max_length=200)] = [],  # noqa: B006  copied per request
+) -> Response:
+    """Replay the chosen failed runs; any that are no longer failed are left alone."""
+    replayed = 0
+    for job_id in job_ids:
+        try:
+            await jobs.retry(session, user=owner, job_id=job_id)
+        except (errors.NotFound, errors.Conflict):
+            continue
+        replayed += 1
+    response = redirect(request, f"/app/dead-letters?replayed={replayed}")
+    response.background = BackgroundTask(runtime.job_wakeup.set)
+    return response
+
+
 @router.get("/runs/{job_id}", response_class=HTMLResponse)
 async def run_page(
     request: Request, job_id: str, owner: Owner, session: ReadSessionDep

@@ -138,6 +138,8 @@ def test_sign_up_then_log_out_and_in_as_the_printed_admin(
         ("/app/workflows/new", "workflow-new"),
         ("/app/privacy", "privacy"),
         ("/app/usage", "usage"),
+        ("/app/billing", "billing"),
+        ("/app/dead-letters", "dead-letters"),
     ):
         page.goto(server.url + path, wait_until="networkidle")
         assert serious_findings(page) == [], path

@@ -230,3 +230,25 @@ async def test_saving_warns_of_what_will_fail_when_it_runs(client: httpx.AsyncCl
     stranger = {"name": "stranger", "steps": [slack]}
     other = await save(client, token, stranger)
     assert "cred_nope does not exist" in (await client.get(other.headers["location"])).text
+
+
+async def test_failed_runs_are_replayed_in_bulk(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = await signed_in(client, "dead@example.com")
+    workflow = (await save(client, token, TRANSFORM)).headers["location"]
+    for _ in range(3):
+        await client.post(f"{workflow}/runs", data={"csrf_token": token})  # no input.name
+    await drain(runtime)
+    page = await client.get("/app/dead-letters")
+    chosen = re.findall(r'name="job_ids" value="(job_\w+)"', page.text)
+    assert len(chosen) == 3
+    replay = await client.post(
+        "/app/dead-letters/replay",
+        data={"csrf_token": token, "job_ids": [*chosen[:2], "job_notmine"]},
+    )
+    assert replay.headers["location"] == "/app/dead-letters?replayed=2"
+    left = re.findall(
+        r'name="job_ids" value="(job_\w+)"', (await client.get("/app/dead-letters")).text
+    )
+    assert left == [chosen[2]]
