@@ -35,6 +35,7 @@ from levqor.web import (
     billing_pages,
     dashboard,
     pages,
+    partner_pages,
     privacy_pages,
     public,
     seo,
@@ -92,6 +93,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(settings_pages.router)
     app.include_router(privacy_pages.router)
     app.include_router(billing_pages.router)
+    app.include_router(partner_pages.router)
     app.include_router(admin.router)
     app.include_router(seo.router)  # last: its /{key}.txt must not shadow robots.txt
     app.add_exception_handler(LoginRequired, dashboard.login_redirect)

@@ -140,6 +140,7 @@ def test_sign_up_then_log_out_and_in_as_the_printed_admin(
         ("/app/usage", "usage"),
         ("/app/billing", "billing"),
         ("/app/dead-letters", "dead-letters"),
+        ("/app/partner", "partner"),
     ):
         page.goto(server.url + path, wait_until="networkidle")
         assert serious_findings(page) == [], path
