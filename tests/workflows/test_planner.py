@@ -168,3 +168,35 @@ def test_ids_in_links_are_read_and_missing_ones_are_flagged() -> None:
     unlinked = plan_with_rules("When a form is submitted, add a row to my Google Sheet")
     assert unlinked.definition["steps"][0]["params"]["spreadsheet_id"] == "SPREADSHEET_ID"
     assert any("Replace SPREADSHEET_ID" in note for note in unlinked.notes)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "trigger", "cron"),
+    [
+        ("Every day 6pm post to Slack #team", "schedule", "0 18 * * *"),
+        ("daily at 17:00 post to Slack #team", "schedule", "0 17 * * *"),
+        ("every weekday noon post to Slack #lunch", "schedule", "0 12 * * 1-5"),
+        ("every evening post to Slack #ops", "schedule", "0 18 * * *"),
+        ("every day 3 reports to Slack #x", "schedule", "0 9 * * *"),  # 3 is no time
+        ("When I call the webhook, post it to Slack #a", "webhook", None),
+        ("when the webhook is called, post it to Slack #a", "webhook", None),
+        ("Whenever my form posts, email me at me@example.com", "webhook", None),
+        ("When a payment comes through Stripe, post it to Slack #sales", "webhook", None),
+    ],
+)
+def test_times_and_triggers_as_people_phrase_them(
+    prompt: str, trigger: str, cron: str | None
+) -> None:
+    drafted = plan_with_rules(prompt).definition
+    assert drafted["trigger"]["type"] == trigger
+    assert drafted["trigger"].get("cron") == cron
+
+
+def test_fetching_a_url_reads_it_and_sends_nothing() -> None:
+    [step] = plan_with_rules("Fetch https://example.com/data.json every hour").definition["steps"]
+    assert (step["connector"], step["params"]) == (
+        "http_request",
+        {"method": "GET", "url": "https://example.com/data.json"},
+    )
+    [post] = plan_with_rules("Post it to https://example.com/in").definition["steps"]
+    assert post["params"]["method"] == "POST"

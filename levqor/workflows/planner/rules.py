@@ -26,7 +26,12 @@ DAYS = {
     "saturday": 6,
     "sunday": 0,
 }
-TIME = r"(?:\s+at\s+(?P<time>noon|midnight|\d{1,2}(?::\d{2})?\s*(?:am|pm)?))?"
+# "at 9", "at 9:30", "at 6pm", "at noon"; without "at", only a time that says it is one
+# ("6pm", "17:00", "noon"), so "every day 3 reports" is not read as 3 o'clock.
+TIME = (
+    r"(?:\s+at\s+(?P<time>noon|midnight|\d{1,2}(?::\d{2})?\s*(?:am|pm)?)"
+    r"|\s+(?P<bare>noon|midnight|\d{1,2}:\d{2}\s*(?:am|pm)?|\d{1,2}\s*(?:am|pm)))?"
+)
 EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
 URL = r"https?://[^\s,;]+"
 
@@ -114,7 +119,8 @@ def read_trigger(text: str, draft: Draft) -> str:
 
 
 def _at(found: re.Match[str], default: tuple[int, int] = (9, 0)) -> tuple[int, int]:
-    raw = (found.groupdict().get("time") or "").strip().lower()
+    named = found.groupdict()
+    raw = (named.get("time") or named.get("bare") or "").strip().lower()
     if not raw:
         return default
     if raw == "noon":
@@ -145,7 +151,8 @@ def _weekly(found: re.Match[str]) -> str:
 
 
 def _daily(found: re.Match[str]) -> str:
-    hour, minute = _at(found)
+    evening = re.search(r"evening|night", found.group(0), re.I)
+    hour, minute = _at(found, (18, 0) if evening else (9, 0))
     return f"{minute} {hour} * * *"
 
 
@@ -183,7 +190,8 @@ TRIGGERS: list[tuple[str, Callable[[re.Match[str], Draft], None]]] = [
     (rf"\b(?:every|each|on)\s+{DAY}s?{TIME}", _schedule(_weekly)),
     (rf"\b(?:every|each|on)\s+weekdays?{TIME}", _schedule(_weekdays)),
     (
-        rf"\b(?:every\s+day|each\s+day|daily|every\s+morning|each\s+morning){TIME}",
+        rf"\b(?:every\s+day|each\s+day|daily|every\s+morning|each\s+morning"
+        rf"|every\s+evening|each\s+evening|every\s+night|nightly){TIME}",
         _schedule(_daily),
     ),
     (r"\b(?:every\s+week|weekly)\b", _schedule(lambda _: "0 9 * * 1")),
@@ -193,18 +201,24 @@ TRIGGERS: list[tuple[str, Callable[[re.Match[str], Draft], None]]] = [
         r"(?:\s+(?:on|with|via|through)\s+stripe)?"
         r"|\b(?:on|after|for)\s+(?:a|every|each)\s+(?:new\s+)?stripe\s+payment"
         r"|\bwhen(?:ever)?\s+(?:a|an)\s+(?:new\s+)?(?:stripe\s+)?(?:payment|charge|checkout)"
-        r"\s+(?:succeeds|is\s+made|comes\s+in|completes|arrives)(?:\s+on\s+stripe)?",
+        r"\s+(?:succeeds|is\s+made|comes\s+in|comes\s+through|goes\s+through|completes|arrives)"
+        r"(?:\s+(?:on|through|via|in)\s+stripe)?",
         _webhook(STRIPE),
     ),
     (
-        r"\bwhen(?:ever)?\s+(?:a|the|someone\s+submits\s+(?:a|the|my|our))?\s*"
-        r"(?:contact\s+|signup\s+|sign-up\s+)?form\s*(?:is\s+)?(?:submitted|filled(?:\s+in)?)?",
+        r"\bwhen(?:ever)?\s+(?:a|the|my|our|someone\s+submits\s+(?:a|the|my|our))?\s*"
+        r"(?:contact\s+|signup\s+|sign-up\s+)?form\s*(?:is\s+)?"
+        r"(?:submitted|filled(?:\s+in)?|posts|is\s+posted|sends)?",
         _webhook(FORM),
     ),
     (
         r"\bwhen(?:ever)?\s+(?:i|we)\s+(?:receive|get)\s+a\s+webhook"
         r"|\bwhen(?:ever)?\s+a\s+webhook\s+(?:arrives|comes\s+in|is\s+received|fires)"
-        r"|\b(?:on|for)\s+(?:every|each|a)\s+(?:incoming\s+)?webhook",
+        r"|\b(?:on|for)\s+(?:every|each|a)\s+(?:incoming\s+)?webhook"
+        r"|\bwhen(?:ever)?\s+(?:i|we|someone)\s+(?:call|calls|hit|hits|post\s+to|posts\s+to)"
+        r"\s+(?:the|my|our|its|this)\s+webhook"
+        r"|\bwhen(?:ever)?\s+(?:the|my|our|its|a)\s+webhook\s+(?:is\s+)?"
+        r"(?:called|hit|triggered|posted\s+to)",
         _webhook(WEBHOOK),
     ),
 ]
@@ -351,8 +365,11 @@ def _http(clause: str, draft: Draft) -> None:
     url = re.search(URL, clause)
     assert url is not None
     signed = re.search(r"\bsigned\b|\bwebhook\b", clause, re.I)
+    reads = re.search(r"\b(?:fetch|get|download|read|load|check|poll)\b", clause, re.I)
     if signed:
         draft.add("webhook", {"url": url.group(0).rstrip("."), "payload": "{{ input }}"})
+    elif reads:  # reading a URL sends nothing
+        draft.add("http_request", {"method": "GET", "url": url.group(0).rstrip(".")})
     else:
         draft.add(
             "http_request",
