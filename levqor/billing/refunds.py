@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors, events
@@ -137,3 +138,10 @@ async def take_back_share(
     lost = PaymentLost(payment.id, payment.amount_cents, before_cents, after_cents)
     answers = await events.publish(session, lost)
     return taken, sum(cents for cents in answers if isinstance(cents, int))
+
+
+async def recent(session: AsyncSession, *, limit: int = 20) -> list[Refund]:
+    """The latest refunds, newest first (made here or in Stripe's dashboard)."""
+    return list(
+        await session.scalars(select(Refund).order_by(Refund.created_at.desc()).limit(limit))
+    )

@@ -323,3 +323,9 @@ async def _settle(
         detail["failure"] = payout.failure
     await audit.record(session, actor=actor, action=action, object_id=payout.user_id, detail=detail)
     return payout
+
+
+async def recent_payouts(session: AsyncSession, *, limit: int = 20) -> list[Payout]:
+    """The latest payouts to any partner, newest first."""
+    query = select(Payout).order_by(Payout.created_at.desc()).limit(limit)
+    return list(await session.scalars(query))

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from levqor.accounts.models import ROLE_ADMIN
 from levqor.audit import service as audit
-from levqor.billing import reports, spend_guard
+from levqor.billing import refunds, reports, spend_guard
 from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.jobs import queue
@@ -33,7 +33,12 @@ def forbidden(request: Request) -> HTMLResponse:
 
 @router.get("", response_class=HTMLResponse)
 async def dashboard(
-    request: Request, owner: Owner, session: ReadSessionDep, runtime: RuntimeDep
+    request: Request,
+    owner: Owner,
+    session: ReadSessionDep,
+    runtime: RuntimeDep,
+    actor: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
 ) -> HTMLResponse:
     if owner.role != ROLE_ADMIN:
         return forbidden(request)
@@ -42,7 +47,7 @@ async def dashboard(
     runs = await queue.runs_per_day(session, days=DAYS, now=now)
     beat = timedelta(seconds=settings.worker_heartbeat_s * 3)
     spent, spenders = await spend_guard.today(session)
-    entries, _ = await audit.page(session, limit=20)
+    entries, _ = await audit.page(session, actor=actor or None, action=action or None, limit=50)
     per_unit = 100.0  # cents in a currency unit
     return render(
         request,
@@ -71,9 +76,21 @@ async def dashboard(
             "spenders": spenders,
             "server_paused": await spend_guard.paused(session, user_id=None),
             "audit": entries,
+            "audit_filter": {"actor": actor or "", "action": action or ""},
+            "refunds": await refunds.recent(session, limit=20),
+            "payouts": await partners.recent_payouts(session, limit=20),
             "noindex": True,
         },
     )
+
+
+@router.post("/payouts/run")
+async def run_payouts(request: Request, _csrf: Csrf, owner: Owner, runtime: RuntimeDep) -> Response:
+    """Pay every partner whose payable commission reaches the minimum (Stripe transfers)."""
+    if owner.role != ROLE_ADMIN:
+        return forbidden(request)
+    await partners.run_payouts(runtime, actor=owner.id)
+    return redirect(request, "/admin#payouts")
 
 
 @router.post("/spend-guard/resume")

@@ -95,3 +95,26 @@ async def test_lifting_the_servers_llm_pause(client: httpx.AsyncClient, runtime:
     assert "paused for everyone" not in (await client.get("/admin")).text
     refused = await client.post("/admin/spend-guard/resume", data={})
     assert refused.status_code == 403
+
+
+async def test_the_audit_log_filters_by_who_and_what(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await admin_session(client, runtime, "auditor@example.com")
+    everything = (await client.get("/admin")).text
+    assert "<td>signup</td>" in everything
+    only_roles = (await client.get("/admin?action=role_changed")).text
+    audit = only_roles.split('id="audit"')[1]
+    assert "<td>signup</td>" not in audit
+    assert 'value="role_changed"' in audit  # the filter stays in its box
+
+
+async def test_refunds_and_payouts_are_listed_and_payouts_can_be_run(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = await admin_session(client, runtime, "payer@example.com")
+    page = (await client.get("/admin")).text
+    assert "No refund." in page
+    assert "No payout yet." in page
+    ran = await client.post("/admin/payouts/run", data={"csrf_token": token})
+    assert (ran.status_code, ran.headers["location"]) == (303, "/admin#payouts")
