@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,24 @@ def base_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
+def each_backend(
+    args: argparse.Namespace,
+    bench: Callable[[str, dict[str, str], argparse.Namespace], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """`bench` on SQLite, then on a fresh PostgreSQL database with Redis (`--backend`)."""
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.backend in ("sqlite", "both"):
+            results.append(bench("sqlite", base_env(Path(scratch) / "sqlite"), args))
+        if args.backend in ("postgres", "both"):
+            with postgres_database(args.postgres) as database_url:
+                env = base_env(Path(scratch) / "postgres")
+                env["LEVQOR_DATABASE_URL"] = database_url
+                env["LEVQOR_REDIS_URL"] = args.redis
+                results.append(bench("postgres+redis", env, args))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
@@ -223,16 +241,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
 
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        if args.backend in ("sqlite", "both"):
-            results.append(bench_backend("sqlite", base_env(Path(scratch) / "sqlite"), args))
-        if args.backend in ("postgres", "both"):
-            with postgres_database(args.postgres) as database_url:
-                env = base_env(Path(scratch) / "postgres")
-                env["LEVQOR_DATABASE_URL"] = database_url
-                env["LEVQOR_REDIS_URL"] = args.redis
-                results.append(bench_backend("postgres+redis", env, args))
+    results = each_backend(args, bench_backend)
     report = {
         "benchmark": "api",
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},

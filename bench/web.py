@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from sqlalchemy import insert, select
 # Run as a script, bench/ comes first on the path, and bench/queue.py would shadow the
 # standard library's queue: the project's root instead.
 sys.path[0] = str(Path(__file__).parent.parent)
-from bench.api import base_env, levqor_serve, postgres_database, run_wrk
+from bench.api import each_backend, levqor_serve, run_wrk
 from levqor.accounts.models import User
 from levqor.config import load_settings
 from levqor.db.base import new_id, utcnow
@@ -62,8 +61,10 @@ def sign_in(url: str) -> str:
 
 async def seed_runs(env: dict[str, str], count: int) -> None:
     """`count` finished runs of one workflow for the only user, spread over 30 days."""
-    os.environ.update({k: v for k, v in env.items() if k.startswith("LEVQOR_")})
-    db = create_database(load_settings())
+    settings = load_settings(
+        data_dir=Path(env["LEVQOR_DATA_DIR"]), database_url=env.get("LEVQOR_DATABASE_URL")
+    )
+    db = create_database(settings)
     try:
         async with db.session(write=True) as session, session.begin():
             user_id = (await session.scalars(select(User.id))).one()
@@ -146,16 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        if args.backend in ("sqlite", "both"):
-            results.append(bench_backend("sqlite", base_env(Path(scratch) / "sqlite"), args))
-        if args.backend in ("postgres", "both"):
-            with postgres_database(args.postgres) as database_url:
-                env = base_env(Path(scratch) / "postgres")
-                env["LEVQOR_DATABASE_URL"] = database_url
-                env["LEVQOR_REDIS_URL"] = args.redis
-                results.append(bench_backend("postgres+redis", env, args))
+    results = each_backend(args, bench_backend)
     report = {
         "benchmark": "web",
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import DateTime, MetaData, Text
+from sqlalchemy import DateTime, MetaData, Text, func
 from sqlalchemy.engine import CursorResult, Dialect, Result
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -118,8 +118,6 @@ def rowcount(result: Result[Any]) -> int:
 def utc_day(column: Any, dialect: str) -> Any:
     """A timestamp column's UTC calendar day as 'YYYY-MM-DD', for GROUP BY: SQLite keeps
     UTC text (its date() reads it), PostgreSQL converts from timestamptz."""
-    from sqlalchemy import func
-
     if dialect == "postgresql":
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
     return func.date(column)

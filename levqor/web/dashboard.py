@@ -18,6 +18,7 @@ from levqor import errors
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.jobs import service as jobs
 from levqor.jobs.models import FINAL_STATES
+from levqor.jobs.schemas import RunIn
 from levqor.types import Cursor
 from levqor.web import csrf
 from levqor.web.public import readable
@@ -246,6 +247,12 @@ async def run_now(
         payload = json.loads(input or "{}")
     except json.JSONDecodeError:
         payload = {"text": input}
+    try:  # the same door as the API: no NaN, no integer past 64 bits
+        payload = RunIn(input=payload).input
+    except ValidationError as exc:
+        context = await _workflow_context(session, owner, runtime, workflow_id)
+        context["problem"] = f"The input cannot be stored: {exc.errors()[0]['msg']}"
+        return render(request, "workflow.html", context, status_code=422)
     try:
         job = await jobs.start_run(
             session,
@@ -367,15 +374,10 @@ async def _act(request: Request, job_id: str, owner: Any, session: Any, action: 
     except errors.NotFound:
         return not_found(request, "run")
     except errors.LevqorError as exc:
-        detail = await jobs.get(session, user=owner, job_id=job_id)
-        context = {
-            "job": detail.job,
-            "steps": detail.steps,
-            "final": detail.job.status in FINAL_STATES,
-            "problem": exc.detail,
-            "noindex": True,
-        }
-        return render(request, "run.html", context, status_code=exc.status)
+        context = await _run_context(session, owner, job_id)
+        return render(
+            request, "run.html", {**context, "problem": exc.detail}, status_code=exc.status
+        )
     response = redirect(request, f"/app/runs/{job_id}")
     response.background = BackgroundTask(request.app.state.runtime.job_wakeup.set)
     return response
@@ -393,19 +395,20 @@ async def _run(
     request: Request, job_id: str, owner: Any, session: Any, template: str
 ) -> HTMLResponse:
     try:
-        detail = await jobs.get(session, user=owner, job_id=job_id)
+        context = await _run_context(session, owner, job_id)
     except errors.NotFound:
         return not_found(request, "run")
-    return render(
-        request,
-        template,
-        {
-            "job": detail.job,
-            "steps": detail.steps,
-            "final": detail.job.status in FINAL_STATES,
-            "noindex": True,
-        },
-    )
+    return render(request, template, context)
+
+
+async def _run_context(session: Any, owner: Any, job_id: str) -> dict[str, Any]:
+    detail = await jobs.get(session, user=owner, job_id=job_id)
+    return {
+        "job": detail.job,
+        "steps": detail.steps,
+        "final": detail.job.status in FINAL_STATES,
+        "noindex": True,
+    }
 
 
 def _at(location: tuple[int | str, ...]) -> str:

@@ -20,7 +20,7 @@ from levqor.accounts import sessions
 from levqor.accounts.errors import InvalidToken
 from levqor.accounts.kit import Principal, TokenPair
 from levqor.accounts.models import User
-from levqor.deps import RuntimeDep
+from levqor.deps import ReadSessionDep, RuntimeDep
 from levqor.errors import LevqorError
 from levqor.runtime import Runtime
 
@@ -78,20 +78,20 @@ def signed_out(request: Request) -> None:
     request.state.viewer = None
 
 
-async def viewer(request: Request, runtime: RuntimeDep) -> Principal | None:
+async def viewer(
+    request: Request, runtime: RuntimeDep, session: ReadSessionDep
+) -> Principal | None:
     """The signed-in user of this page request, refreshing an expired access token; None
-    for a visitor (or a login that ended: revoked, expired, or its token reused)."""
+    for a visitor (or a login that ended: revoked, expired, or its token reused). Reads
+    through the request's read session, the one a page's own queries share."""
     access = request.cookies.get(ACCESS_COOKIE)
     refresh = request.cookies.get(REFRESH_COOKIE)
     principal = None
-    async with runtime.db.session(write=False) as session:
-        if access:
-            try:
-                principal = await accounts.authenticate(
-                    session, kit=runtime.auth, credential=access
-                )
-            except LevqorError:
-                principal = None
+    if access:
+        try:
+            principal = await accounts.authenticate(session, kit=runtime.auth, credential=access)
+        except LevqorError:
+            principal = None
     if principal is None and refresh:
         principal = await _refreshed(request, runtime, refresh)
     request.state.viewer = principal

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
@@ -16,6 +17,7 @@ from levqor.accounts.models import API_KEY_SCOPES
 from levqor.connectors import registry
 from levqor.connectors import service as connectors
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
+from levqor.jsonvalues import StorableJson
 from levqor.web import csrf
 from levqor.web.dashboard import not_found
 from levqor.web.rendering import redirect, render
@@ -23,6 +25,9 @@ from levqor.web.session import Owner
 
 router = APIRouter(prefix="/app", include_in_schema=False)
 Csrf = Annotated[None, Depends(csrf.verify)]
+# The field types of the API's CredentialIn, for the same checks on the form's values.
+SECRETS: TypeAdapter[dict[str, StorableJson]] = TypeAdapter(dict[str, StorableJson])
+BASE_URL: TypeAdapter[AnyHttpUrl | None] = TypeAdapter(AnyHttpUrl | None)
 FIELD_PREFIX = "secret_"  # form fields carrying the connector's declared secret fields
 
 
@@ -84,15 +89,23 @@ async def save_credential(
             raise errors.InvalidRequest("More fields must be a JSON object.")
         if connector not in registry.CONNECTORS or not name:
             raise errors.InvalidRequest("Choose a connector and give the credential a name.")
-        base_url = str(form.get("base_url") or "").strip().rstrip("/") or None
+        # The API's own field types: storable secret values (no NaN, no integer past 64
+        # bits) and an http(s) base URL.
+        stored = SECRETS.validate_python({**extra, **secret})
+        base_url = BASE_URL.validate_python(str(form.get("base_url") or "").strip() or None)
         await connectors.create(
             session,
             user_id=owner.id,
             connector=connector,
             name=name,
-            secret={**extra, **secret},
-            base_url=base_url,
+            secret=stored,
+            base_url=str(base_url).rstrip("/") if base_url else None,
             cipher=runtime.cipher,
+        )
+    except ValidationError as exc:
+        problem = f"{_at(exc)}{exc.errors()[0]['msg']}"
+        return await _credentials(
+            request, owner, session, chosen=connector, problem=problem, status_code=422
         )
     except json.JSONDecodeError:
         problem = 'More fields must be JSON, such as {"port": 587}.'
@@ -154,3 +167,8 @@ async def delete_key(
     except errors.NotFound:
         return not_found(request, "API key")
     return redirect(request, "/app/keys")
+
+
+def _at(exc: ValidationError) -> str:
+    location = ".".join(str(part) for part in exc.errors()[0]["loc"])
+    return f"{location}: " if location else ""

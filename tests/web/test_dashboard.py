@@ -252,3 +252,17 @@ async def test_failed_runs_are_replayed_in_bulk(
         r'name="job_ids" value="(job_\w+)"', (await client.get("/app/dead-letters")).text
     )
     assert left == [chosen[2]]
+
+
+async def test_a_run_input_the_api_would_refuse_is_refused_on_the_page(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await signed_in(client, "bounds@example.com")
+    workflow = (await save(client, token, TRANSFORM)).headers["location"]
+    huge = await client.post(
+        f"{workflow}/runs", data={"input": '{"n": ' + "9" * 40 + "}", "csrf_token": token}
+    )
+    assert huge.status_code == 422
+    assert 'role="alert"' in huge.text
+    runs = (await client.get("/app/runs")).text
+    assert "/app/runs/job_" not in runs  # nothing was queued

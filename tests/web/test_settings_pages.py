@@ -104,3 +104,21 @@ async def test_another_users_credential_and_key_cannot_be_deleted(
     assert (
         await client.post(f"/app/keys/{key.group(1)}/delete", data={"csrf_token": other})
     ).status_code == 404
+
+
+async def test_credential_values_the_api_would_refuse_are_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await signed_in(client, "nan@example.com")
+    answer = await client.post(
+        "/app/credentials",
+        data={
+            "csrf_token": token,
+            "connector": "slack",
+            "name": "x",
+            "secret_bot_token": "t",
+            "extra": '{"port": NaN}',
+        },
+    )
+    assert answer.status_code == 422
+    assert "<code>cred_" not in (await client.get("/app/credentials")).text
