@@ -24,9 +24,10 @@ from levqor.web import csrf
 from levqor.web.public import readable
 from levqor.web.rendering import redirect, render
 from levqor.web.session import LoginRequired, Owner
-from levqor.workflows import preflight
+from levqor.workflows import planner, preflight
 from levqor.workflows import service as workflows
-from levqor.workflows.definition import WorkflowDefinition
+from levqor.workflows.definition import InvalidDefinition, WorkflowDefinition
+from levqor.workflows.schemas import PlanIn
 
 router = APIRouter(prefix="/app", include_in_schema=False)
 Csrf = Annotated[None, Depends(csrf.verify)]
@@ -70,24 +71,58 @@ async def draft(
     runtime: RuntimeDep,
     prompt: Annotated[str, Form(min_length=3, max_length=2000)],
 ) -> HTMLResponse:
-    """Words -> a draft to review: readable steps, and the definition that will be saved."""
+    """Words -> a draft to review: readable steps, and the definition that will be saved.
+    Details the request left out are asked at their step (`answer.<name>` fields); the
+    draft can be saved once they are given."""
     context: dict[str, Any] = {"prompt": prompt, "noindex": True}
     try:
+        answers = PlanIn(prompt=prompt, answers=_answers(await request.form())).answers
         drafted = await workflows.plan(
             session, settings=runtime.settings, user=owner, prompt=prompt
         )
+    except ValidationError as exc:
+        context["problem"] = "; ".join(error["msg"] for error in exc.errors())
+        return render(request, "workflow_new.html", context, status_code=422)
     except errors.LevqorError as exc:
         context["problem"] = exc.detail
         return render(request, "workflow_new.html", context, status_code=exc.status)
+    status, answer_errors = 200, {}
+    try:
+        drafted = planner.answer(drafted, answers)
+    except InvalidDefinition as exc:  # the answers stay in their fields, the error beside
+        status, answer_errors = 422, _answer_errors(drafted, exc)
     context |= {
         "warnings": await preflight.warnings(
             session, user=owner, definition=drafted.definition, settings=runtime.settings
         ),
-        "draft": readable(drafted.definition),
+        "draft": readable(drafted.definition, drafted.inputs),
+        "asking": {needed.name for needed in drafted.inputs},
+        "answers": answers,
+        "answer_errors": answer_errors,
         "notes": [*drafted.notes, *drafted.not_understood],
         "definition": json.dumps(drafted.definition, indent=2, ensure_ascii=False),
     }
-    return render(request, "workflow_new.html", context)
+    return render(request, "workflow_new.html", context, status_code=status)
+
+
+def _answers(form: Any) -> dict[str, str]:
+    return {
+        key.removeprefix("answer."): str(value)
+        for key, value in form.multi_items()
+        if key.startswith("answer.")
+    }
+
+
+def _answer_errors(plan: planner.Plan, exc: InvalidDefinition) -> dict[str, str]:
+    """Each error of a refused answer, at the input it came from."""
+    index = {step["id"]: n for n, step in enumerate(plan.definition["steps"])}
+    found: dict[str, str] = {}
+    for needed in plan.inputs:
+        at = f"definition.steps[{index[needed.step]}].params.{needed.param}"
+        for error in exc.extra.get("errors", []):
+            if error["field"] == at or error["field"].startswith((at + ".", at + "[")):
+                found.setdefault(needed.name, error["message"])
+    return found or {plan.inputs[0].name: exc.detail}
 
 
 @router.post("/workflows", response_class=HTMLResponse)

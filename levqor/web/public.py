@@ -4,6 +4,7 @@ what search engines read (robots.txt, sitemap.xml)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
@@ -67,25 +68,33 @@ async def draft(
     except errors.LevqorError as exc:
         context["problem"] = exc.detail
     else:
-        context["draft"] = readable(drafted.definition)
+        context["draft"] = readable(drafted.definition, drafted.inputs)
         context["notes"] = [*drafted.notes, *drafted.not_understood]
     fragment = request.headers.get("hx-request") == "true"
     return render(request, "_draft.html" if fragment else "index.html", context)
 
 
-def readable(definition: dict[str, Any]) -> dict[str, Any]:
-    """A draft as a person reads it: when it runs, then each step in words."""
+def readable(definition: dict[str, Any], inputs: Sequence[planner.Needed] = ()) -> dict[str, Any]:
+    """A draft as a person reads it: when it runs, then each step in words, with the
+    details still to be given (`inputs`) asked at their step instead of shown."""
     trigger = definition.get("trigger") or {"type": "manual"}
     steps = []
     for step in definition.get("steps", []):
         connector = registry.get(step["connector"])
         action = registry.resolve(step["connector"], step.get("action"))
+        asking = [needed for needed in inputs if needed.step == step["id"]]
+        asked = {needed.param for needed in asking}
         steps.append(
             {
                 "id": step["id"],
                 "connector": connector.name.replace("_", " ").capitalize(),
                 "what": action.description or action.name.replace("_", " "),
-                "params": {name: _shown(value) for name, value in step.get("params", {}).items()},
+                "params": {
+                    name: _shown(value)
+                    for name, value in step.get("params", {}).items()
+                    if name not in asked
+                },
+                "asking": asking,
             }
         )
     return {"name": definition.get("name"), "when": _when(trigger), "steps": steps}
@@ -96,8 +105,48 @@ def _when(trigger: dict[str, Any]) -> str:
     if kind == "webhook":
         return "When its webhook URL is called (the request body is the run's input)"
     if kind == "schedule":
-        return f"On a schedule: cron {trigger.get('cron')} ({trigger.get('timezone', 'UTC')})"
+        cron, zone = trigger.get("cron", ""), trigger.get("timezone", "UTC")
+        return f"{schedule_in_words(cron)} ({zone}; cron {cron})"
     return "When you start it (a button, the API or the CLI)"
+
+
+WEEKDAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+
+
+def schedule_in_words(cron: str) -> str:
+    """The common cron shapes in words ("Every weekday at 09:00"); others as they are."""
+    fields = cron.split()
+    if len(fields) != 5 or fields[3] != "*":
+        return f"On the schedule {cron}"
+    minute, hour, day, _month, weekday = fields
+    if hour == "*" and day == weekday == "*":
+        if minute == "*":
+            return "Every minute"
+        if minute.startswith("*/"):
+            return f"Every {minute[2:]} minutes"
+        if minute.isdigit():
+            return "Every hour" if minute == "0" else f"Every hour at minute {minute}"
+    if hour.startswith("*/") and minute.isdigit() and day == weekday == "*":
+        return f"Every {hour[2:]} hours"
+    if not (minute.isdigit() and all(part.isdigit() for part in hour.split(","))):
+        return f"On the schedule {cron}"
+    times = " and ".join(f"{int(part):02d}:{int(minute):02d}" for part in hour.split(","))
+    days = _days_in_words(day, weekday)
+    return f"{days} at {times}" if days else f"On the schedule {cron}"
+
+
+def _days_in_words(day: str, weekday: str) -> str:
+    if day != "*":
+        return f"On day {day} of every month" if day.isdigit() and weekday == "*" else ""
+    if weekday == "*":
+        return "Every day"
+    if weekday == "1-5":
+        return "Every weekday"
+    if weekday == "0,6":
+        return "Every weekend day"
+    if all(part.isdigit() and int(part) < 7 for part in weekday.split(",")):
+        return "Every " + " and ".join(WEEKDAY_NAMES[int(part)] for part in weekday.split(","))
+    return ""
 
 
 def _shown(value: Any) -> str:

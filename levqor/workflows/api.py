@@ -13,6 +13,7 @@ from levqor.types import Cursor, Limit, Page
 from levqor.workflows import service
 from levqor.workflows.schemas import (
     PlanIn,
+    PlanInputRead,
     PlanRead,
     RollbackIn,
     ScheduleRead,
@@ -172,12 +173,17 @@ async def plan_workflow(
     """Plain words -> a validated workflow draft (not saved). While the spend guard
     pauses your LLM calls, the rules planner answers instead."""
     drafted = await service.plan(
-        session, settings=runtime.settings, user=principal.user, prompt=body.prompt
+        session,
+        settings=runtime.settings,
+        user=principal.user,
+        prompt=body.prompt,
+        answers=body.answers,
     )
     return PlanRead(
         planner=drafted.planner,
         definition=drafted.definition,
         notes=drafted.notes,
         not_understood=drafted.not_understood,
+        inputs=[PlanInputRead(**vars(needed)) for needed in drafted.inputs],
         usage=drafted.usage,
     )

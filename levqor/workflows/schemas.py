@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from levqor.workflows.definition import WorkflowDefinition
+
+INPUT_NAME = r"^[a-z_][a-z0-9_]{0,127}$"
+Answer = Annotated[str, StringConstraints(max_length=2000)]
 
 
 class WorkflowIn(BaseModel):
@@ -53,6 +56,24 @@ class PlanIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=3, max_length=2000, description="The automation, in words.")
+    answers: dict[Annotated[str, StringConstraints(pattern=INPUT_NAME)], Answer] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Details the draft asked for, by input name (from a previous answer's "
+        "`inputs`).",
+        examples=[{"telegram_chat_id": "@my_channel"}],
+    )
+
+
+class PlanInputRead(BaseModel):
+    """A detail the request did not give: ask for it, then plan again with `answers`."""
+
+    name: str = Field(description="The key to answer it by in `answers`.")
+    step: str = Field(description="The step that needs it.")
+    param: str = Field(description="The step's parameter it fills.")
+    question: str
+    reason: str = Field(description="Why it is asked.")
+    example: str
 
 
 class PlanRead(BaseModel):
@@ -62,4 +83,8 @@ class PlanRead(BaseModel):
     definition: dict[str, Any]
     notes: list[str] = Field(description="What is left to do, e.g. credentials to add.")
     not_understood: list[str] = Field(description="Parts of the request left out.")
+    inputs: list[PlanInputRead] = Field(
+        description="Details still missing. Until answered, each step reads its detail "
+        "from the run's input (`{{ input.<name> }}`), so a run without it fails naming it."
+    )
     usage: dict[str, Any] | None = Field(None, description="LLM tokens and cost, if used.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -291,10 +292,17 @@ async def schedule_fired(session: AsyncSession, *, workflow_id: str) -> None:
     )
 
 
-async def plan(session: AsyncSession, *, settings: Settings, user: User, prompt: str) -> Plan:
+async def plan(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    user: User,
+    prompt: str,
+    answers: Mapping[str, str] | None = None,
+) -> Plan:
     """Plain words -> a validated draft (not saved): the LLM planner when one is
     configured and the spend guard lets the user spend (its cost recorded), else the
-    rules."""
+    rules. `answers` fill in the details a draft asks for (its `inputs`, by name)."""
     server = llm.server_from_settings(settings)
     if server is not None and await spend_guard.active_pause(session, user_id=user.id):
         server = None
@@ -303,4 +311,4 @@ async def plan(session: AsyncSession, *, settings: Settings, user: User, prompt:
         await spend_guard.record_usage(
             session, settings=settings, user_id=user.id, purpose="plan", usage=drafted.usage
         )
-    return drafted
+    return planner.answer(drafted, answers or {})

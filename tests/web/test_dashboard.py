@@ -43,6 +43,49 @@ async def test_words_become_a_reviewed_draft_then_a_saved_workflow(
     assert "Slack" in (await client.get("/app")).text
 
 
+async def test_a_missing_detail_is_asked_at_its_step_before_saving(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await signed_in(client, "details@example.com")
+    prompt = "When someone pays on Stripe, send a Telegram message and email them a receipt"
+    review = await client.post("/app/workflows/draft", data={"prompt": prompt, "csrf_token": token})
+    assert review.status_code == 200
+    assert "Which Telegram chat should get the message?" in review.text
+    assert 'name="answer.telegram_chat_id"' in review.text
+    assert 'id="definition"' not in review.text  # nothing to save until it is answered
+    fields = {"prompt": prompt, "csrf_token": token}
+    wrong = await client.post(
+        "/app/workflows/draft", data={**fields, "answer.telegram_chat_id": "x" * 2001}
+    )
+    assert wrong.status_code == 422
+    answered = await client.post(
+        "/app/workflows/draft", data={**fields, "answer.telegram_chat_id": "-1001234567"}
+    )
+    assert answered.status_code == 200
+    definition = re.search(r'<textarea id="definition"[^>]*>(.*?)</textarea>', answered.text, re.S)
+    assert definition
+    saved = json.loads(definition.group(1).replace("&#34;", '"'))
+    assert saved["steps"][0]["params"]["chat_id"] == -1001234567
+
+
+async def test_a_wrong_answer_is_shown_at_its_field_and_kept(client: httpx.AsyncClient) -> None:
+    token = await signed_in(client, "wrong@example.com")
+    review = await client.post(
+        "/app/workflows/draft",
+        data={
+            "prompt": "Every day at 8am email the daily numbers",
+            "answer.email_to": "not-an-address",
+            "csrf_token": token,
+        },
+    )
+    assert review.status_code == 422
+    field = re.search(r'<input id="answer-email_to"[^>]*>', review.text)
+    assert field
+    assert 'value="not-an-address"' in field.group(0)
+    assert 'aria-invalid="true"' in field.group(0)
+    assert "valid email address" in review.text
+
+
 async def test_a_run_started_from_the_page_shows_each_step_and_its_output(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:

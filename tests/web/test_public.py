@@ -52,7 +52,19 @@ async def test_without_javascript_the_draft_comes_back_in_the_whole_page(
     )
     assert answer.status_code == 200
     assert "<html" in answer.text
-    assert "cron 0 9 * * *" in answer.text
+    assert "Every day at 09:00 (UTC; cron 0 9 * * *)" in answer.text
+
+
+async def test_the_landing_box_says_which_details_are_missing(client: httpx.AsyncClient) -> None:
+    page = await client.get("/")
+    answer = await client.post(
+        "/draft",
+        data={"prompt": "every monday open a github issue", "csrf_token": csrf_of(page)},
+    )
+    assert answer.status_code == 200
+    assert "Every Monday at 09:00" in answer.text
+    assert "Still to say:</strong> Which repository?" in answer.text
+    assert "{{ input." not in answer.text  # the placeholder is not shown as a value
 
 
 async def test_a_form_posted_without_its_csrf_token_is_refused(client: httpx.AsyncClient) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +14,23 @@ from sqlalchemy import select
 
 from levqor.billing.models import LlmUsage
 from levqor.runtime import Runtime
-from levqor.workflows.planner import plan_with_rules
+from levqor.workflows.planner import NotUnderstood, answer, plan_with_rules
 from tests.conftest import assert_problem, serve_app
 from tests.factories import completion
 
-CORPUS = json.loads((Path(__file__).parent / "planner_corpus.json").read_text())
+# The corpus the rules were first written against; a second of 88 requests in varied
+# wording, written before the rules were widened; a third written after, read once blind.
+# bench/planner.py reports the accuracy on each.
+CORPORA = ("planner_corpus.json", "planner_corpus_fresh.json", "planner_corpus_blind.json")
+CASES = [
+    pytest.param(case, id=f"{name.removesuffix('.json')}: {case['prompt'][:50]}")
+    for name in CORPORA
+    for case in json.loads((Path(__file__).parent / name).read_text())
+]
 
 
-@pytest.mark.parametrize("case", CORPUS, ids=[case["prompt"][:50] for case in CORPUS])
-def test_the_rules_planner_reads_the_corpus(case: dict[str, Any]) -> None:
+@pytest.mark.parametrize("case", CASES)
+def test_the_rules_planner_reads_the_corpora(case: dict[str, Any]) -> None:
     drafted = plan_with_rules(case["prompt"])
     trigger = drafted.definition["trigger"]
     assert trigger["type"] == case["trigger"]
@@ -28,6 +38,7 @@ def test_the_rules_planner_reads_the_corpus(case: dict[str, Any]) -> None:
     if case["trigger"] == "schedule":
         assert trigger["timezone"] == case.get("timezone", "UTC")
     assert [step["connector"] for step in drafted.definition["steps"]] == case["connectors"]
+    assert sorted(needed.name for needed in drafted.inputs) == sorted(case.get("inputs", []))
     assert drafted.not_understood == []
 
 
@@ -47,8 +58,66 @@ def test_what_it_cannot_read_is_said_not_guessed() -> None:
     drafted = plan_with_rules("Every day at 9 post to Slack #news and water the plants")
     assert [step["connector"] for step in drafted.definition["steps"]] == ["slack"]
     assert drafted.not_understood == ["water the plants"]
-    who = plan_with_rules("When I receive a webhook post to Discord and email someone")
-    assert who.not_understood == ["email someone (which address? write it out)"]
+
+
+def test_a_missing_detail_is_asked_for_and_the_step_stays() -> None:
+    drafted = plan_with_rules("When I receive a webhook post to Discord and email someone")
+    assert [step["connector"] for step in drafted.definition["steps"]] == ["discord", "email"]
+    [needed] = drafted.inputs
+    assert (needed.name, needed.step, needed.param) == ("email_to", "email", "to")
+    assert needed.reason == "The request names no address."
+    mail = drafted.definition["steps"][1]
+    assert mail["params"]["to"] == "{{ input.email_to }}"  # a run without it fails, named
+    assert drafted.not_understood == []
+
+
+def test_a_schedule_has_no_one_to_email_back() -> None:
+    [needed] = plan_with_rules("Every Friday at 5pm email them a reminder").inputs
+    assert needed.reason == "The trigger names no one to e-mail."
+
+
+async def test_answers_fill_in_the_draft(client: httpx.AsyncClient, signup: Any) -> None:
+    account = await signup()
+    prompt = "When someone pays on Stripe, send a Telegram message and open a GitHub issue"
+    first = await client.post("/api/v1/plan", headers=account.headers, json={"prompt": prompt})
+    assert first.status_code == 201, first.text
+    asked = {item["name"]: item for item in first.json()["inputs"]}
+    assert set(asked) == {"telegram_chat_id", "github_owner", "github_repo"}
+    assert asked["telegram_chat_id"]["question"] == "Which Telegram chat should get the message?"
+    answered = await client.post(
+        "/api/v1/plan",
+        headers=account.headers,
+        json={
+            "prompt": prompt,
+            "answers": {"telegram_chat_id": "-1001234567", "github_owner": "acme", "zzz": "x"},
+        },
+    )
+    body = answered.json()
+    assert answered.status_code == 201, answered.text
+    telegram, github = body["definition"]["steps"]
+    assert telegram["params"]["chat_id"] == -1001234567
+    assert github["params"]["owner"] == "acme"
+    assert [item["name"] for item in body["inputs"]] == ["github_repo"]
+    assert "The answer 'zzz' matches no detail this draft asks for." in body["notes"]
+
+
+async def test_a_wrong_answer_is_422_at_the_field(client: httpx.AsyncClient, signup: Any) -> None:
+    account = await signup()
+    answer = await client.post(
+        "/api/v1/plan",
+        headers=account.headers,
+        json={"prompt": "Every day at 8am email the numbers", "answers": {"email_to": "nope"}},
+    )
+    assert_problem(answer, 422, "invalid_definition")
+    assert answer.json()["errors"][0]["field"].startswith("definition.steps[0].params.to")
+
+
+def test_pasted_links_become_ids() -> None:
+    drafted = plan_with_rules("When a form is submitted, add a row to Google Sheets")
+    link = "https://docs.google.com/spreadsheets/d/1AbC-xyz/edit#gid=0"
+    answered = answer(drafted, {"google_sheets_spreadsheet_id": link})
+    assert answered.definition["steps"][0]["params"]["spreadsheet_id"] == "1AbC-xyz"
+    assert answered.inputs == []
 
 
 async def test_the_api_answers_a_draft_that_saves_as_is(
@@ -166,8 +235,10 @@ def test_ids_in_links_are_read_and_missing_ones_are_flagged() -> None:
     )
     assert linked.definition["steps"][0]["params"]["spreadsheet_id"] == "1xYz_AbC"
     unlinked = plan_with_rules("When a form is submitted, add a row to my Google Sheet")
-    assert unlinked.definition["steps"][0]["params"]["spreadsheet_id"] == "SPREADSHEET_ID"
-    assert any("Replace SPREADSHEET_ID" in note for note in unlinked.notes)
+    assert unlinked.definition["steps"][0]["params"]["spreadsheet_id"] == (
+        "{{ input.google_sheets_spreadsheet_id }}"
+    )
+    assert [needed.name for needed in unlinked.inputs] == ["google_sheets_spreadsheet_id"]
 
 
 @pytest.mark.parametrize(
@@ -200,3 +271,17 @@ def test_fetching_a_url_reads_it_and_sends_nothing() -> None:
     )
     [post] = plan_with_rules("Post it to https://example.com/in").definition["steps"]
     assert post["params"]["method"] == "POST"
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["when post " * 200, "when " * 400, "on each " * 250, "at 9 and " * 222, '"a' * 1000],
+    ids=["opener-verb", "openers", "on-each", "times", "quotes"],
+)
+def test_a_hostile_prompt_costs_milliseconds_not_seconds(prompt: str) -> None:
+    """The planner is bounded in the prompt: 2,000 characters of repeated openers took
+    5 s of CPU before the event clause was capped (now about 10 ms)."""
+    started = time.thread_time()
+    with contextlib.suppress(NotUnderstood):
+        plan_with_rules(prompt[:2000])
+    assert time.thread_time() - started < 0.5

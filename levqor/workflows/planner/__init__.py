@@ -18,9 +18,16 @@ import httpx
 
 from levqor.connectors.errors import ConnectorError
 from levqor.workflows.planner.llm import ModelFailed, plan_with_llm
-from levqor.workflows.planner.plans import NotUnderstood, Plan, plan_with_rules, validated
+from levqor.workflows.planner.plans import (
+    NotUnderstood,
+    Plan,
+    answer,
+    plan_with_rules,
+    validated,
+)
+from levqor.workflows.planner.rules import Needed
 
-__all__ = ["NotUnderstood", "Plan", "plan", "plan_with_rules", "validated"]
+__all__ = ["Needed", "NotUnderstood", "Plan", "answer", "plan", "plan_with_rules", "validated"]
 
 
 async def plan(prompt: str, server: Any) -> Plan:

@@ -18,7 +18,7 @@ from levqor import errors
 from levqor.connectors import registry
 from levqor.connectors.llm import Completion, LlmServer, complete
 from levqor.workflows.definition import WorkflowDefinition
-from levqor.workflows.planner.plans import Plan, validated
+from levqor.workflows.planner.plans import Plan, asked_for, validated
 
 REPAIRS = 2
 SYSTEM = """You turn a plain-words automation request into a Levqor workflow.
@@ -32,7 +32,9 @@ Parameter strings may be Jinja templates over the run's data: `{{{{ input.x }}}}
 trigger's payload (a webhook body; Stripe events put the object in input.data.object),
 `{{{{ steps.<id>.output.y }}}}` an earlier step's output. Use a `schedule` trigger with a
 5-field `cron` for "every ...", `webhook` for events from outside, else `manual`.
-Leave `credential` out. Do not invent connectors, actions or params."""
+Leave `credential` out. Do not invent connectors, actions or params. When the request
+does not give a detail a step needs (which chat, which repository, which address), do not
+guess it: write the param as `{{{{ input.<step id>_<param> }}}}` and it is asked for."""
 
 
 class ModelFailed(errors.LevqorError):
@@ -75,7 +77,13 @@ async def plan_with_llm(prompt: str, server: LlmServer, *, client: httpx.AsyncCl
             answer = orjson.loads(completion.content)
             if isinstance(answer, dict) and isinstance(answer.get("definition"), dict):
                 answer = answer["definition"]  # a model that wrapped its answer
-            return Plan(definition=validated(answer), planner="llm", usage=usage)
+            definition = validated(answer)
+            return Plan(
+                definition=definition,
+                planner="llm",
+                usage=usage,
+                inputs=asked_for(definition),
+            )
         except orjson.JSONDecodeError:
             problem = "the answer is not JSON"
         except ValidationError as exc:
