@@ -26,6 +26,7 @@ from levqor.jobs.models import (
     JobStep,
 )
 from levqor.workflows import service as workflows_service
+from levqor.workflows import templates
 from levqor.workflows.models import Workflow
 
 
@@ -130,6 +131,43 @@ async def get(session: AsyncSession, *, user: User, job_id: str) -> JobDetail:
         select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.position)
     )
     return JobDetail(job, list(steps))
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """The params a step ran with, rendered again from what the run stored."""
+
+    value: Any
+    rendered: bool  # False: shown as written (a template rendered only by workers)
+    error: str | None = None
+
+
+async def step_inputs(session: AsyncSession, detail: JobDetail) -> dict[str, StepInput]:
+    """Each reached step's input: its params rendered over the run's input and the
+    outputs of the steps before it, as stored (the same data the worker rendered them
+    over, so the same values). Templates that render only in the workers' sandbox
+    (loops, calls) are shown as written: a page view never runs them."""
+    definition = await workflows_service.definition_of(
+        session, workflow_id=detail.job.workflow_id, version=detail.job.workflow_version
+    )
+    stored = {step.step_id: step for step in detail.steps}
+    data: dict[str, Any] = {"input": detail.job.input, "steps": {}}
+    found: dict[str, StepInput] = {}
+    for step in definition.steps:
+        checkpoint = stored.get(step.id)
+        if checkpoint is None:
+            break
+        if not templates.all_plain(step.params):
+            found[step.id] = StepInput(step.params, rendered=False)
+        else:
+            try:
+                found[step.id] = StepInput(templates.render(step.params, data), rendered=True)
+            except templates.TemplateFailed as exc:
+                found[step.id] = StepInput(step.params, rendered=False, error=exc.detail)
+        data["steps"][step.id] = {"output": checkpoint.output}
+        if checkpoint.error is not None and checkpoint.status == "continued":
+            data["steps"][step.id]["error"] = checkpoint.error
+    return found
 
 
 async def list_for_user(

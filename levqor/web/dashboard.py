@@ -175,9 +175,17 @@ async def _workflow_context(
     if state.workflow.trigger_type == "webhook":
         token = workflows.webhook_token(state.workflow, runtime.cipher)
         webhook_url = f"{runtime.settings.public_url}/hooks/{state.workflow.id}/{token}"
+    schedule = None
+    if state.workflow.trigger_type == "schedule":
+        schedule = {
+            "enabled": state.workflow.schedule_enabled,
+            "paused": state.workflow.schedule_paused_reason is not None,
+            "paused_reason": state.workflow.schedule_paused_reason,
+        }
     return {
         "workflow": state.workflow,
         "version": state.current.version,
+        "schedule": schedule,
         "draft": readable(state.current.definition),
         "warnings": await preflight.warnings(
             session, user=owner, definition=state.current.definition, settings=runtime.settings
@@ -188,6 +196,31 @@ async def _workflow_context(
         "definition": json.dumps(state.current.definition, indent=2, ensure_ascii=False),
         "noindex": True,
     }
+
+
+@router.post("/workflows/{workflow_id}/schedule")
+async def switch_schedule(
+    request: Request,
+    workflow_id: str,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    enabled: Annotated[bool, Form()],
+) -> Response:
+    """Turn the schedule off, or on again (which also resumes an automatic pause)."""
+    try:
+        await workflows.switch_schedule(
+            session, user=owner, workflow_id=workflow_id, enabled=enabled
+        )
+    except errors.NotFound:
+        return not_found(request, "workflow")
+    except errors.Conflict as exc:
+        await session.rollback()
+        runtime = request.app.state.runtime
+        context = await _workflow_context(session, owner, runtime, workflow_id)
+        context["problem"] = exc.detail
+        return render(request, "workflow.html", context, status_code=exc.status)
+    return redirect(request, f"/app/workflows/{workflow_id}#schedule")
 
 
 @router.post("/workflows/{workflow_id}/versions", response_class=HTMLResponse)
@@ -441,6 +474,7 @@ async def _run_context(session: Any, owner: Any, job_id: str) -> dict[str, Any]:
     return {
         "job": detail.job,
         "steps": detail.steps,
+        "inputs": await jobs.step_inputs(session, detail),
         "final": detail.job.status in FINAL_STATES,
         "noindex": True,
     }

@@ -16,6 +16,7 @@ from levqor.workflows.schemas import (
     PlanInputRead,
     PlanRead,
     RollbackIn,
+    ScheduleIn,
     ScheduleRead,
     VersionRead,
     WorkflowIn,
@@ -35,6 +36,7 @@ def _read(state: WorkflowState, runtime: Runtime) -> WorkflowRead:
     schedule = None
     if workflow.trigger_type == "schedule":
         schedule = ScheduleRead(
+            enabled=workflow.schedule_enabled,
             paused=workflow.schedule_paused_reason is not None,
             paused_reason=workflow.schedule_paused_reason,
             failures_in_a_row=workflow.schedule_failures,
@@ -151,6 +153,22 @@ async def rotate_webhook(
 ) -> WorkflowRead:
     state = await service.rotate_webhook_token(
         session, user=principal.user, workflow_id=workflow_id, cipher=runtime.cipher
+    )
+    return _read(state, runtime)
+
+
+@router.put("/{workflow_id}/schedule")
+async def switch_schedule(
+    workflow_id: str,
+    body: ScheduleIn,
+    principal: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> WorkflowRead:
+    """Turn the schedule off (`enabled: false`) or on again; on also resumes a schedule
+    paused after failing fires. 409 when the workflow has no schedule."""
+    state = await service.switch_schedule(
+        session, user=principal.user, workflow_id=workflow_id, enabled=body.enabled
     )
     return _read(state, runtime)
 

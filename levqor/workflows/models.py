@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import ENCRYPTED, Base, UTCDateTime, new_id, utcnow
@@ -27,6 +37,8 @@ class Workflow(Base):
     # version is saved; the count is of failures in a row.
     schedule_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     schedule_paused_reason: Mapped[str | None] = mapped_column(Text)
+    # The owner's switch: off, the schedule does not fire whatever the version.
+    schedule_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

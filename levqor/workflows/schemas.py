@@ -20,10 +20,13 @@ class WorkflowIn(BaseModel):
 
 
 class ScheduleRead(BaseModel):
-    """A schedule's health: it pauses after failing several fires in a row."""
+    """A schedule's switch and health: it pauses after failing several fires in a row."""
 
+    enabled: bool = Field(description="The owner's switch (`PUT .../schedule`).")
     paused: bool
-    paused_reason: str | None = Field(None, description="Why; saving a new version resumes.")
+    paused_reason: str | None = Field(
+        None, description="Why; saving a new version or enabling the schedule resumes it."
+    )
     failures_in_a_row: int
 
 
@@ -37,6 +40,12 @@ class WorkflowRead(BaseModel):
     schedule: ScheduleRead | None = Field(None, description="Set when the trigger is a schedule.")
     created_at: datetime
     updated_at: datetime
+
+
+class ScheduleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(description="false: the schedule stops firing; true: it fires again.")
 
 
 class VersionRead(BaseModel):

@@ -251,6 +251,7 @@ async def list_scheduled(session: AsyncSession) -> list[ScheduledWorkflow]:
             Workflow.trigger_type == "schedule",
             Workflow.deleted_at.is_(None),
             Workflow.schedule_paused_reason.is_(None),
+            Workflow.schedule_enabled.is_(True),
         )
     )
     return [
@@ -264,6 +265,25 @@ async def list_scheduled(session: AsyncSession) -> list[ScheduledWorkflow]:
         )
         for workflow_id, user_id, definition, since, failures in rows
     ]
+
+
+async def switch_schedule(
+    session: AsyncSession, *, user: User, workflow_id: str, enabled: bool
+) -> WorkflowState:
+    """The owner turns the workflow's schedule on or off. Turning it on also resumes a
+    schedule paused after failing fires (the owner has looked at it)."""
+    state = await get_state(session, user=user, workflow_id=workflow_id)
+    workflow = state.workflow
+    if workflow.trigger_type != "schedule":
+        raise errors.Conflict(
+            f"workflow {workflow.id} is triggered by {workflow.trigger_type}, not a schedule"
+        )
+    workflow.schedule_enabled = enabled
+    if enabled:
+        workflow.schedule_failures = 0
+        workflow.schedule_paused_reason = None
+    await session.flush()
+    return state
 
 
 async def schedule_failed(

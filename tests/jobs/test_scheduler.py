@@ -194,7 +194,7 @@ async def test_a_broken_schedule_stops_only_itself_and_pauses(
     assert "CroniterBadDateError" in read["schedule"]["paused_reason"]
     assert (await client.get(f"/api/v1/workflows/{healthy}", headers=neighbour.headers)).json()[
         "schedule"
-    ] == {"paused": False, "paused_reason": None, "failures_in_a_row": 0}
+    ] == {"enabled": True, "paused": False, "paused_reason": None, "failures_in_a_row": 0}
 
     # Saving a version that fires resumes the schedule.
     fixed = {**read["definition"], "trigger": {"type": "schedule", "cron": "* * * * *"}}
@@ -204,6 +204,49 @@ async def test_a_broken_schedule_stops_only_itself_and_pauses(
     assert resumed.json()["schedule"]["paused"] is False
     later = minute + timedelta(minutes=pause_after + 2)
     assert len(await Scheduler(runtime).tick(later)) == 2
+
+
+async def test_the_owner_turns_a_schedule_off_and_on(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    account, other = await signup(), await signup()
+    workflow = await scheduled(client, account, "* * * * *")
+    minute = (utcnow() + timedelta(minutes=1)).replace(second=1, microsecond=0)
+    switch = f"/api/v1/workflows/{workflow}/schedule"
+    off = await client.put(switch, json={"enabled": False}, headers=account.headers)
+    assert off.status_code == 200
+    assert off.json()["schedule"]["enabled"] is False
+    assert await Scheduler(runtime).tick(minute) == []
+    # A new version keeps the owner's switch as it is (unlike the automatic pause).
+    definition = off.json()["definition"]
+    saved = await client.put(
+        f"/api/v1/workflows/{workflow}", json={"definition": definition}, headers=account.headers
+    )
+    assert saved.json()["schedule"]["enabled"] is False
+    assert await Scheduler(runtime).tick(minute + timedelta(minutes=1)) == []
+    stranger = await client.put(switch, json={"enabled": True}, headers=other.headers)
+    assert stranger.status_code == 404
+    on = await client.put(switch, json={"enabled": True}, headers=account.headers)
+    assert on.json()["schedule"]["enabled"] is True
+    assert len(await Scheduler(runtime).tick(minute + timedelta(minutes=2))) == 1
+    assert await count(runtime) == 1
+
+
+async def test_only_a_scheduled_workflow_has_a_switch(
+    client: httpx.AsyncClient, signup: Any
+) -> None:
+    account = await signup()
+    definition = {"name": "m", "steps": [{"id": "a", "connector": "transform", "params": {}}]}
+    created = await client.post(
+        "/api/v1/workflows", json={"definition": definition}, headers=account.headers
+    )
+    answer = await client.put(
+        f"/api/v1/workflows/{created.json()['id']}/schedule",
+        json={"enabled": False},
+        headers=account.headers,
+    )
+    assert answer.status_code == 409
+    assert answer.json()["code"] == "conflict"
 
 
 async def test_a_cron_that_never_fires_is_refused_at_save(

@@ -67,6 +67,14 @@ def watch_console(page: Page) -> list[str]:
     return problems
 
 
+def sign_up(page: Page, url: str, email: str) -> None:
+    page.goto(url + "/signup", wait_until="networkidle")
+    page.fill("#email", email)
+    page.fill("#password", "correct horse battery staple")
+    page.click("button[type=submit]")
+    page.wait_for_url(url + "/app")
+
+
 def shot(page: Page, folder: Path, name: str) -> None:
     folder.mkdir(exist_ok=True)
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
@@ -173,11 +181,7 @@ def test_words_to_a_workflow_run_watched_live(
     page = context.new_page()
     try:
         problems = watch_console(page)
-        page.goto(up.url + "/signup", wait_until="networkidle")
-        page.fill("#email", "maker@example.com")
-        page.fill("#password", "correct horse battery staple")
-        page.click("button[type=submit]")
-        page.wait_for_url(up.url + "/app")
+        sign_up(page, up.url, "maker@example.com")
         page.click("text=New workflow from words")
         page.fill("#prompt", f"Fetch {http_peer.url}/report.json")
         page.click("text=Draft it")
@@ -199,6 +203,39 @@ def test_words_to_a_workflow_run_watched_live(
     finally:
         context.close()
         up.stop()
+
+
+def test_a_missing_detail_is_answered_in_place_and_the_webhook_url_copied(
+    server: UpProcess, browser: Browser, tmp_path: Path
+) -> None:
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    try:
+        problems = watch_console(page)
+        sign_up(page, server.url, "asked@example.com")
+        page.goto(server.url + "/app/workflows/new")
+        page.fill("#prompt", "When a webhook arrives, send a Telegram message")
+        page.click("text=Draft it")
+        field = page.get_by_label("Which Telegram chat should get the message?")
+        assert page.locator("#definition").count() == 0  # nothing to save yet
+        assert serious_findings(page) == []
+        shot(page, tmp_path / "screenshots", "draft-asks")
+        field.fill("@news_room")
+        page.click("text=Fill in the draft")
+        page.wait_for_selector("#definition")
+        assert "@news_room" in page.input_value("#definition")
+        page.click("text=Save the workflow")
+        page.wait_for_url(re.compile(r".*/app/workflows/wf_\w+$"))
+        url = page.input_value("#webhook-url")
+        assert "/hooks/" in url
+        page.click("button[data-copy]")
+        page.wait_for_selector("#copy-status:has-text('Copied.')")
+        assert page.evaluate("navigator.clipboard.readText()") == url
+        assert serious_findings(page) == []
+        shot(page, tmp_path / "screenshots", "workflow")
+        assert problems == []
+    finally:
+        context.close()
 
 
 def test_the_admin_sees_the_charts_and_the_queue(

@@ -12,8 +12,11 @@ import pytest
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
 from levqor.web import dashboard
+from levqor.workflows import service as workflows
 from tests.factories import TRANSFORM, signed_in
 from tests.factories import save_page_workflow as save
+
+WEBHOOK_URL = r'id="webhook-url" readonly value="http://[^/]+(/hooks/[^"]+)"'
 
 
 async def drain(runtime: Runtime) -> None:
@@ -105,6 +108,40 @@ async def test_a_run_started_from_the_page_shows_each_step_and_its_output(
     assert "hx-trigger" not in done.text  # final: no more polling
     assert "Hi Ada" in done.text
     assert "<td>greet</td>" in done.text
+
+
+async def test_a_run_page_shows_the_input_each_step_was_given(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = await signed_in(client, "inputs@example.com")
+    definition = {
+        "name": "inputs",
+        "steps": [
+            {"id": "add", "connector": "transform", "params": {"n": "{{ input.n + 1 }}"}},
+            {
+                "id": "gate",
+                "connector": "filter",
+                "params": {"condition": "{{ steps.add.output.n > 1 }}"},
+            },
+            {
+                "id": "loop",
+                "connector": "transform",
+                "params": {"s": "{% for i in range(2) %}{{ i }}{% endfor %}"},
+            },
+        ],
+    }
+    workflow = (await save(client, token, definition)).headers["location"]
+    started = await client.post(
+        f"{workflow}/runs", data={"input": '{"n": 41}', "csrf_token": token}
+    )
+    await drain(runtime)
+    page = (await client.get(started.headers["location"])).text
+    cells = re.findall(r'<td class="step-input">(.*?)</td>', page, re.S)
+    assert len(cells) == 3
+    assert '"n": 42' in cells[0]  # rendered over the run's input
+    assert '"condition": true' in cells[1]  # over the first step's output
+    assert "{% for i in range(2) %}" in cells[2]  # a worker-only template, as written
+    assert "render only in the worker" in cells[2]
 
 
 async def test_an_invalid_definition_is_shown_with_its_errors_and_not_saved(
@@ -232,15 +269,42 @@ async def test_rotating_the_webhook_url_retires_the_old_one(client: httpx.AsyncC
     token = await signed_in(client, "hooks@example.com")
     hook = {**TRANSFORM, "trigger": {"type": "webhook"}}
     workflow = (await save(client, token, hook)).headers["location"]
-    old = re.search(r"<code>http://[^/]+(/hooks/[^<]+)</code>", (await client.get(workflow)).text)
+    old = re.search(WEBHOOK_URL, (await client.get(workflow)).text)
     assert old
     rotated = await client.post(f"{workflow}/webhook", data={"csrf_token": token})
     assert rotated.status_code == 303
-    new = re.search(r"<code>http://[^/]+(/hooks/[^<]+)</code>", (await client.get(workflow)).text)
+    new = re.search(WEBHOOK_URL, (await client.get(workflow)).text)
     assert new
     assert new.group(1) != old.group(1)
     assert (await client.post(old.group(1), json={"name": "x"})).status_code == 404
     assert (await client.post(new.group(1), json={"name": "x"})).status_code == 202
+
+
+async def test_a_schedule_is_turned_off_and_on_from_its_page(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = await signed_in(client, "switch@example.com")
+    scheduled = {**TRANSFORM, "trigger": {"type": "schedule", "cron": "0 9 * * 1-5"}}
+    workflow = (await save(client, token, scheduled)).headers["location"]
+    page = (await client.get(workflow)).text
+    assert "On: it fires every weekday at 09:00" in page
+    off = await client.post(f"{workflow}/schedule", data={"enabled": "false", "csrf_token": token})
+    assert off.status_code == 303
+    page = (await client.get(workflow)).text
+    assert "Off: it does not fire until you turn it on." in page
+    assert "Turn the schedule on" in page
+    async with runtime.db.read() as session:
+        assert await workflows.list_scheduled(session) == []
+    on = await client.post(f"{workflow}/schedule", data={"enabled": "true", "csrf_token": token})
+    assert on.status_code == 303
+    async with runtime.db.read() as session:
+        assert len(await workflows.list_scheduled(session)) == 1
+    manual = (await save(client, token, TRANSFORM)).headers["location"]
+    refused = await client.post(
+        f"{manual}/schedule", data={"enabled": "false", "csrf_token": token}
+    )
+    assert refused.status_code == 409
+    assert "not a schedule" in refused.text
 
 
 async def test_saving_warns_of_what_will_fail_when_it_runs(client: httpx.AsyncClient) -> None:
