@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
 from levqor.billing import reactions as billing_reactions
-from levqor.billing import spend_guard
+from levqor.billing import reports, spend_guard
 from levqor.billing.gateway import StripeGateway
 from levqor.compliance import hooks as compliance_hooks
 from levqor.compliance import reactions as compliance_reactions
@@ -83,6 +83,7 @@ def job_hooks(db: Database, settings: Settings) -> JobHooks:
             *compliance_hooks.tick_tasks(db, settings),
             *((seo.tick_task(db, settings),) if settings.indexnow_key else ()),
             social.tick_task(db, settings, db.key_ring),
+            reports.snapshot_task(db),
         ),
         on_upkeep=compliance_hooks.UPKEEP_TASKS,
     )

@@ -3,9 +3,9 @@ payments, invoices, refunds and the events already applied."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import ENCRYPTED, Base, Sealed, UTCDateTime, new_id, utcnow
@@ -191,3 +191,16 @@ class LlmUsage(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer)
     cost_micro_usd: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RevenueSnapshot(Base):
+    """The recurring revenue at the end of one UTC day, recorded by the scheduler: a
+    subscription row holds only its latest state, so MRR over time is kept as it goes."""
+
+    __tablename__ = "revenue_snapshots"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    mrr_cents: Mapped[int] = mapped_column(BigInteger)
+    subscriptions: Mapped[int] = mapped_column(Integer)
+    paying_users: Mapped[int] = mapped_column(Integer)  # paid in the 30 days before
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

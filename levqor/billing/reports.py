@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import calendar
 import math
+import time as time_module
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -22,10 +24,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts.models import User
 from levqor.billing import plans
-from levqor.billing.models import CreditEntry, LlmUsage, Payment, Subscription
+from levqor.billing.models import (
+    CreditEntry,
+    LlmUsage,
+    Payment,
+    RevenueSnapshot,
+    Subscription,
+)
 from levqor.billing.service import LIVE_STATUSES, RUN
 from levqor.config import Settings
-from levqor.db.base import utc_day, utcnow
+from levqor.db.base import upsert, utc_day, utcnow
+from levqor.db.engine import Database
 
 
 @dataclass(frozen=True)
@@ -57,17 +66,8 @@ async def revenue(
     report is assembled above both packages, in `ops`)."""
     now = utcnow()
     month_start = _month_start(now)
-    live = list(
-        await session.execute(
-            select(Subscription.plan, func.count())
-            .where(Subscription.status.in_(LIVE_STATUSES))
-            .group_by(Subscription.plan)
-        )
-    )
-    by_plan = {plan: int(count) for plan, count in live}
-    mrr = sum(
-        plans.PLANS[plan].price_cents * n for plan, n in by_plan.items() if plan in plans.PLANS
-    )
+    by_plan = await _live_by_plan(session)
+    mrr = _mrr(by_plan)
     recent = now - timedelta(days=30)
     subscribed = await _count_users(
         select(Subscription.user_id).where(Subscription.status.in_(LIVE_STATUSES)), session
@@ -100,6 +100,68 @@ async def revenue(
         funnel=funnel,
         partner_commission_cents=partner_commission_cents,
     )
+
+
+async def _live_by_plan(session: AsyncSession) -> dict[str, int]:
+    live = await session.execute(
+        select(Subscription.plan, func.count())
+        .where(Subscription.status.in_(LIVE_STATUSES))
+        .group_by(Subscription.plan)
+    )
+    return {plan: int(count) for plan, count in live}
+
+
+def _mrr(by_plan: dict[str, int]) -> int:
+    return sum(
+        plans.PLANS[plan].price_cents * n for plan, n in by_plan.items() if plan in plans.PLANS
+    )
+
+
+async def record_snapshot(session: AsyncSession) -> RevenueSnapshot:
+    """Today's MRR, subscriptions and paying users, written over today's earlier record:
+    the last one of a UTC day is that day's closing figure."""
+    now = utcnow()
+    by_plan = await _live_by_plan(session)
+    values = {
+        "day": now.date(),
+        "mrr_cents": _mrr(by_plan),
+        "subscriptions": sum(by_plan.values()),
+        "paying_users": await _paying_users(session, since=now - timedelta(days=30)),
+        "recorded_at": now,
+    }
+    dialect = session.get_bind().dialect.name
+    statement = upsert(dialect, RevenueSnapshot.__table__).values(**values)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["day"], set_={k: v for k, v in values.items() if k != "day"}
+        )
+    )
+    return RevenueSnapshot(**values)
+
+
+async def mrr_history(session: AsyncSession, *, days: int = 90) -> list[RevenueSnapshot]:
+    """The recorded days among the last `days`, oldest first (none before the first
+    record: the chart says since when)."""
+    since = utcnow().date() - timedelta(days=days - 1)
+    rows = await session.scalars(
+        select(RevenueSnapshot).where(RevenueSnapshot.day >= since).order_by(RevenueSnapshot.day)
+    )
+    return list(rows)
+
+
+def snapshot_task(db: Database, *, every_s: float = 3600) -> Callable[[], Awaitable[object]]:
+    """For the scheduler: record today's revenue snapshot at most every `every_s`."""
+    due = 0.0
+
+    async def record() -> object:
+        nonlocal due
+        if time_module.monotonic() < due:
+            return None
+        due = time_module.monotonic() + every_s
+        async with db.session(write=True) as session, session.begin():
+            return await record_snapshot(session)
+
+    return record
 
 
 @dataclass(frozen=True)

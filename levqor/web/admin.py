@@ -24,6 +24,7 @@ from levqor.web.session import Owner
 router = APIRouter(prefix="/admin", include_in_schema=False)
 Csrf = Annotated[None, Depends(csrf.verify)]
 DAYS = 30
+MRR_DAYS = 90
 
 
 def forbidden(request: Request) -> HTMLResponse:
@@ -49,6 +50,7 @@ async def dashboard(
     spent, spenders = await spend_guard.today(session)
     entries, _ = await audit.page(session, actor=actor or None, action=action or None, limit=50)
     per_unit = 100.0  # cents in a currency unit
+    history = await reports.mrr_history(session, days=MRR_DAYS)
     return render(
         request,
         "admin.html",
@@ -71,6 +73,14 @@ async def dashboard(
                 [(day.day.isoformat(), day.costs_cents / per_unit) for day in days],
             ),
             "runs_chart": bar_chart("Runs a day", "runs", [(d.isoformat(), n) for d, n in runs]),
+            "mrr_history": history,
+            "mrr_chart": bar_chart(
+                "MRR at the end of each day",
+                settings.billing_currency.upper(),
+                [(each.day.isoformat(), each.mrr_cents / per_unit) for each in history],
+            )
+            if history
+            else None,
             "queue": await queue.stats(session, now=now, alive_since=now - beat),
             "spent_micro_usd": spent,
             "spenders": spenders,

@@ -6,15 +6,18 @@ import asyncio
 import calendar
 import json
 import math
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from levqor.billing.models import LlmUsage, Payment
+from levqor.billing import plans, reports
+from levqor.billing.models import LlmUsage, Payment, RevenueSnapshot
 from levqor.cli import app as cli_app
 from levqor.db.base import utcnow
+from levqor.jobs.scheduler import Scheduler
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
 from tests.factories import make_admin, make_workflow, refund, start
@@ -105,3 +108,30 @@ async def test_reports_are_for_admins_and_costs_print_on_the_cli(
     assert report["break_even_users"] == 0
     table = await asyncio.to_thread(runner.invoke, cli_app, ["costs"])
     assert "Break-even: 0 paying users" in table.output
+
+
+async def test_mrr_is_recorded_each_day_by_the_scheduler(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    """A subscription row keeps only its latest state, so MRR over time is what the
+    scheduler recorded day by day: earlier days stay as they were, today's is rewritten."""
+    subscriber = await signup()
+    yesterday = utcnow().date() - timedelta(days=1)
+    async with runtime.db.session(write=True) as session, session.begin():
+        session.add(RevenueSnapshot(day=yesterday, mrr_cents=500, subscriptions=1, paying_users=1))
+    await Scheduler(runtime).tick(utcnow())  # no subscription yet: today's MRR is 0
+    async with runtime.db.session(write=False) as session:
+        ticked = await reports.mrr_history(session, days=1)
+    assert [(each.day, each.mrr_cents) for each in ticked] == [(utcnow().date(), 0)]
+    await deliver(client, subscription_started(subscriber.id, "sub_1"))
+    record = reports.snapshot_task(runtime.db, every_s=0)
+    await record()
+    await record()  # the same day again: one row, the later figure
+    async with runtime.db.session(write=False) as session:
+        history = await reports.mrr_history(session, days=7)
+    assert [(each.day, each.subscriptions) for each in history] == [
+        (yesterday, 1),
+        (utcnow().date(), 1),
+    ]
+    assert history[0].mrr_cents == 500
+    assert history[1].mrr_cents == plans.PLANS["pro"].price_cents

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from levqor.accounts.models import User
 from levqor.billing.models import Payment, SpendPause
 from levqor.db.base import utcnow
+from levqor.jobs.scheduler import Scheduler
 from levqor.runtime import Runtime
 from tests.factories import TRANSFORM, make_admin, signed_in
 from tests.factories import save_page_workflow as save
@@ -77,6 +78,11 @@ async def test_the_charts_carry_todays_money_and_runs(
     assert costs[-1] > costs[0]  # today's Stripe fee on top of the infra share
     assert '<p class="price" data-queue="queued">3</p>' in page.text
     assert page.text.count("<rect ") == 90
+    assert "no day is recorded yet" in page.text  # MRR over time starts with the scheduler
+    await Scheduler(runtime).tick(utcnow())
+    page = await client.get("/admin")
+    assert chart_values(page.text, "mrr-chart") == [0.0]
+    assert f"MRR recorded each day since {utcnow().date().isoformat()}" in page.text
 
 
 async def test_lifting_the_servers_llm_pause(client: httpx.AsyncClient, runtime: Runtime) -> None:
