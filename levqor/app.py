@@ -33,6 +33,7 @@ from levqor.web import accounts as web_accounts
 from levqor.web import (
     admin,
     billing_pages,
+    csrf,
     dashboard,
     pages,
     partner_pages,
@@ -97,6 +98,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(seo.router)  # last: its /{key}.txt must not shadow robots.txt
     app.add_exception_handler(LoginRequired, dashboard.login_redirect)
+    app.add_exception_handler(csrf.FormRefused, csrf.refused_page)
     app.include_router(compliance_api.admin_router)
     app.include_router(compliance_api.me_router)
     app.mount("/static/docs", StaticFiles(directory=pages.DOCS_ASSETS), "docs-assets")

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from html import escape
 from http.cookies import CookieError, SimpleCookie
 
 from fastapi import Form, Request
+from fastapi.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from levqor.errors import Forbidden
+from levqor.web.rendering import render
 
 COOKIE = "levqor_csrf"
 FIELD = "csrf_token"
@@ -63,8 +66,30 @@ def _cookie(scope: Scope) -> str | None:
     return None
 
 
+class FormRefused(Forbidden):
+    """A form without the token its page gave it: shown to the person as a page."""
+
+    code = "csrf_failed"
+
+
 async def verify(request: Request, csrf_token: str = Form("", max_length=200)) -> None:
     """A form dependency: the request's token must match its cookie."""
     cookie = request.cookies.get(COOKIE, "")
     if not cookie or not hmac.compare_digest(cookie.encode(), csrf_token.encode()):
-        raise Forbidden("This form has expired or did not come from this site; reload the page.")
+        raise FormRefused(
+            "This form has expired or did not come from this site; go back, reload the page "
+            "and send it again."
+        )
+
+
+def refused_page(request: Request, exc: Exception) -> Response:
+    """The handler of `FormRefused`: a page that says what to do (a fragment for htmx),
+    not the API's problem+json."""
+    assert isinstance(exc, FormRefused)
+    if request.headers.get("hx-request") == "true":
+        return HTMLResponse(
+            f'<p class="error" role="alert">{escape(exc.detail)}</p>', status_code=exc.status
+        )
+    return render(
+        request, "form_refused.html", {"detail": exc.detail, "noindex": True}, status_code=403
+    )

@@ -74,8 +74,16 @@ async def test_a_form_posted_without_its_csrf_token_is_refused(client: httpx.Asy
         "/draft", data={"prompt": "post to slack #a", "csrf_token": "x" * 43}
     )
     assert (missing.status_code, forged.status_code) == (403, 403)
+    assert missing.headers["content-type"].startswith("text/html")  # a page, not JSON
+    assert "That form could not be sent" in missing.text
+    assert "Nothing was changed." in missing.text
     client.cookies.clear()  # a request from another site: no cookie at all
     assert (await client.post("/draft", data={"prompt": "post to slack #a"})).status_code == 403
+    fragment = await client.post(
+        "/draft", data={"prompt": "post to slack #a"}, headers={"HX-Request": "true"}
+    )
+    assert fragment.status_code == 403
+    assert fragment.text.startswith('<p class="error" role="alert">This form has expired')
 
 
 async def test_the_csrf_cookie_is_httponly_and_lax(client: httpx.AsyncClient) -> None:
