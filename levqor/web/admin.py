@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from levqor.accounts.models import ROLE_ADMIN
@@ -105,10 +105,15 @@ async def run_payouts(request: Request, _csrf: Csrf, owner: Owner, runtime: Runt
 
 @router.post("/spend-guard/resume")
 async def resume_spending(
-    request: Request, _csrf: Csrf, owner: Owner, session: SessionDep
+    request: Request,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    user_id: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    """Lift the server-wide LLM pause before midnight (one more day's limit)."""
+    """Lift the LLM pause of one user (`user_id`) or, without one, the server's, before
+    midnight (one more day's limit)."""
     if owner.role != ROLE_ADMIN:
         return forbidden(request)
-    await spend_guard.resume(session, user_id=None, actor=owner.id)
+    await spend_guard.resume(session, user_id=user_id or None, actor=owner.id)
     return redirect(request, "/admin#spend-guard")

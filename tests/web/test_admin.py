@@ -10,7 +10,8 @@ import httpx
 from sqlalchemy import select
 
 from levqor.accounts.models import User
-from levqor.billing.models import Payment, SpendPause
+from levqor.billing import spend_guard
+from levqor.billing.models import LlmUsage, Payment, SpendPause
 from levqor.db.base import utcnow
 from levqor.jobs.scheduler import Scheduler
 from levqor.runtime import Runtime
@@ -101,6 +102,33 @@ async def test_lifting_the_servers_llm_pause(client: httpx.AsyncClient, runtime:
     assert "paused for everyone" not in (await client.get("/admin")).text
     refused = await client.post("/admin/spend-guard/resume", data={})
     assert refused.status_code == 403
+
+
+async def test_lifting_one_users_llm_pause(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    token = await admin_session(client, runtime, "lift@example.com")
+    until = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    async with runtime.db.write() as session, session.begin():
+        [user] = (await session.scalars(select(User))).all()
+        session.add(
+            LlmUsage(
+                user_id=user.id,
+                purpose="step",
+                model="m",
+                prompt_tokens=1,
+                completion_tokens=1,
+                cost_micro_usd=9,
+            )
+        )
+        session.add(SpendPause(user_id=user.id, spent_micro_usd=9, limit_micro_usd=5, until=until))
+    page = (await client.get("/admin")).text
+    assert f'name="user_id" value="{user.id}"' in page
+    lifted = await client.post(
+        "/admin/spend-guard/resume", data={"csrf_token": token, "user_id": user.id}
+    )
+    assert lifted.status_code == 303
+    async with runtime.db.read() as session:
+        assert not await spend_guard.paused(session, user_id=user.id)
+    assert f'name="user_id" value="{user.id}"' not in (await client.get("/admin")).text
 
 
 async def test_the_audit_log_filters_by_who_and_what(
