@@ -133,6 +133,27 @@ async def test_an_expired_access_token_is_refreshed_on_the_next_page(
     assert client.cookies[REFRESH_COOKIE] != old_refresh  # rotated, sent back with the page
 
 
+async def test_two_pages_refreshing_at_once_keep_the_login(client: httpx.AsyncClient) -> None:
+    """A run page polling while another tab opens, both after the access token expired:
+    both present the same refresh token. The second is within the reuse grace window, so
+    neither page is logged out and the login is not revoked as stolen."""
+    await sign_up(client, "tabs@example.com")
+    refresh = client.cookies[REFRESH_COOKIE]
+
+    async def page_with(refresh_token: str) -> httpx.Response:
+        client.cookies.clear()  # each tab sends what the browser held before either answer
+        cookie = f"{ACCESS_COOKIE}=expired-or-garbage; {REFRESH_COOKIE}={refresh_token}"
+        return await client.get("/app", headers={"cookie": cookie})
+
+    first, second = await page_with(refresh), await page_with(refresh)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert "tabs@example.com" in first.text
+    assert "tabs@example.com" in second.text
+    later = await page_with(second.cookies[REFRESH_COOKIE])
+    assert later.status_code == 200  # the login was not revoked
+    assert "tabs@example.com" in later.text
+
+
 async def test_the_referral_cookie_is_honoured(
     client: httpx.AsyncClient, signup: Any, runtime: Runtime
 ) -> None:
