@@ -130,6 +130,23 @@ class Settings(BaseSettings):
     # `levqor social connect`).
     buffer_url: str = "https://api.buffer.com"
 
+    # Alerts (`levqor.ops.alerts`): each channel is on when its settings are.
+    alert_telegram_bot_token: SecretStr | None = None
+    alert_telegram_chat_id: str | None = None
+    alert_telegram_api_base: str = "https://api.telegram.org"
+    alert_slack_webhook_url: SecretStr | None = None
+    alert_email_to: str | None = None  # through LEVQOR_SMTP_* and LEVQOR_MAIL_FROM
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None  # whsec_…: Standard Webhooks signature
+    # The same alert (severity, title, body) again within this window is counted, not sent.
+    alert_dedupe_s: int = Field(3600, ge=0)
+    alert_max_attempts: int = Field(8, ge=1, le=50)
+    alert_timeout_s: float = Field(10, gt=0, le=60)
+    # What the watchdog alerts on: a job waiting longer than this; dead letters summed
+    # over windows of this length.
+    alert_queue_age_s: int = Field(600, ge=10)
+    alert_dead_letter_window_s: int = Field(300, ge=60)
+
     jwt_secret: SecretStr | None = None
     # Keys the blind index of e-mail addresses (suppression list, later logins): an
     # HMAC, so the stored hashes cannot be reversed by hashing a list of addresses.

@@ -64,6 +64,7 @@ TABLES: dict[str, Rule] = {
     "seo_submissions": NotPersonal("public page URLs announced to search engines"),
     "social_accounts": NotPersonal("the operator's own social channel and its token"),
     "social_posts": NotPersonal("the operator's own social posts"),
+    "revenue_snapshots": NotPersonal("daily totals of the whole business"),
     "callback_secrets": Owned("user_id"),
     "callback_deliveries": Owned("user_id"),
     "callback_attempts": Via("callback_deliveries", "delivery_id"),
