@@ -23,7 +23,8 @@ from levqor.config import Settings, load_settings
 from levqor.db import cli as db_cli
 from levqor.db import migrate as migrations
 from levqor.jobs import cli as jobs_cli
-from levqor.logging import configure_logging
+from levqor.logging import configure_cli_logging, configure_logging
+from levqor.ops import cli as ops_cli
 from levqor.partners import cli as partners_cli
 from levqor.runtime import return_freed_memory
 from levqor.web import cli as web_cli
@@ -44,6 +45,7 @@ app.add_typer(partners_cli.payouts_app, name="payouts")
 app.add_typer(billing_cli.spend_guard_app, name="spend-guard")
 app.command("costs")(billing_cli.costs)
 app.add_typer(web_cli.seo_app, name="seo")
+app.add_typer(ops_cli.alerts_app, name="alerts")
 app.add_typer(web_cli.social_app, name="social")
 console = Console()
 
@@ -54,6 +56,7 @@ def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     clikit.install(context, build_runtime)
+    configure_cli_logging()
     if version:
         typer.echo(__version__)
         raise typer.Exit()

@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -37,6 +37,23 @@ def _redact_processor(
 ) -> MutableMapping[str, Any]:
     redacted: MutableMapping[str, Any] = redact(event_dict)
     return redacted
+
+
+class StderrNow:
+    """`sys.stderr` as it is at each write: a test runner (or Click's) swaps it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_cli_logging() -> None:
+    """Operator commands: warnings and errors to stderr, readable, so that stdout carries
+    only what the command prints (its table, its `--json`). Long-running commands (`up`,
+    `serve`, `worker`, `scheduler`) configure their own from the settings."""
+    configure_logging("WARNING", json=False, stream=cast(TextIO, StderrNow()))
 
 
 def configure_logging(

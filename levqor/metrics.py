@@ -12,3 +12,8 @@ RATELIMIT_REDIS_UP = Gauge(
     "levqor_ratelimit_redis_up", "1 while the rate limiter reaches Redis, 0 while it falls back."
 )
 RATELIMITED = Counter("levqor_ratelimited_total", "Requests refused with 429.", ["policy"])
+ALERTS_SENT = Counter(
+    "levqor_alerts_sent_total",
+    "Alert deliveries tried, by channel and outcome (sent, retrying, failed).",
+    ["channel", "outcome"],
+)

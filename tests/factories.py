@@ -208,3 +208,15 @@ async def save_page_workflow(
 ) -> httpx.Response:
     text = definition if isinstance(definition, str) else json.dumps(definition)
     return await client.post("/app/workflows", data={"definition": text, "csrf_token": token})
+
+
+def mail_settings(peer: Any) -> dict[str, Any]:
+    """The server's own SMTP settings, pointed at an `smtp_peer`."""
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": peer.port,
+        "smtp_security": "none",
+        "smtp_username": peer.username,
+        "smtp_password": peer.password,
+        "mail_from": "levqor@example.com",
+    }

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import calendar
 import math
-import time as time_module
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -35,6 +33,7 @@ from levqor.billing.service import LIVE_STATUSES, RUN
 from levqor.config import Settings
 from levqor.db.base import upsert, utc_day, utcnow
 from levqor.db.engine import Database
+from levqor.periodic import TickTask, at_most_every
 
 
 @dataclass(frozen=True)
@@ -149,19 +148,14 @@ async def mrr_history(session: AsyncSession, *, days: int = 90) -> list[RevenueS
     return list(rows)
 
 
-def snapshot_task(db: Database, *, every_s: float = 3600) -> Callable[[], Awaitable[object]]:
+def snapshot_task(db: Database, *, every_s: float = 3600) -> TickTask:
     """For the scheduler: record today's revenue snapshot at most every `every_s`."""
-    due = 0.0
 
     async def record() -> object:
-        nonlocal due
-        if time_module.monotonic() < due:
-            return None
-        due = time_module.monotonic() + every_s
         async with db.session(write=True) as session, session.begin():
             return await record_snapshot(session)
 
-    return record
+    return at_most_every(every_s, record)
 
 
 @dataclass(frozen=True)

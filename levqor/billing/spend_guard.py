@@ -145,6 +145,14 @@ async def resume(session: AsyncSession, *, user_id: str | None, actor: str) -> i
     return count
 
 
+async def pauses_since(session: AsyncSession, *, since: datetime) -> list[SpendPause]:
+    """Pauses the guard put in place since `since` (the server's has no user), oldest first."""
+    rows = await session.scalars(
+        select(SpendPause).where(SpendPause.paused_at >= since).order_by(SpendPause.paused_at)
+    )
+    return list(rows)
+
+
 @dataclass(frozen=True)
 class Spender:
     user_id: str

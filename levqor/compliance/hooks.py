@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor.compliance import exports, service
 from levqor.config import Settings
 from levqor.db.engine import Database
-from levqor.jobs.hooks import TickTask, UpkeepTask
+from levqor.jobs.hooks import UpkeepTask
+from levqor.periodic import TickTask
 
 
 class SuppressionRules:

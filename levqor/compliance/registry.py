@@ -65,6 +65,8 @@ TABLES: dict[str, Rule] = {
     "social_accounts": NotPersonal("the operator's own social channel and its token"),
     "social_posts": NotPersonal("the operator's own social posts"),
     "revenue_snapshots": NotPersonal("daily totals of the whole business"),
+    "alerts": NotPersonal("the operator's alerts about the service"),
+    "alert_deliveries": NotPersonal("where each alert went"),
     "callback_secrets": Owned("user_id"),
     "callback_deliveries": Owned("user_id"),
     "callback_attempts": Via("callback_deliveries", "delivery_id"),

@@ -10,6 +10,7 @@ from levqor.connectors import models as connectors_models
 from levqor.db.base import Base
 from levqor.idempotency import models as idempotency_models
 from levqor.jobs import models as jobs_models
+from levqor.ops import models as ops_models
 from levqor.partners import models as partners_models
 from levqor.web import models as web_models
 from levqor.workflows import models as workflows_models
@@ -25,6 +26,7 @@ __all__ = [
     "idempotency_models",
     "jobs_models",
     "metadata",
+    "ops_models",
     "partners_models",
     "web_models",
     "workflows_models",

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor.periodic import TickTask
+
 
 class MailRules(Protocol):
     """Who may not be mailed, and the one-click unsubscribe link of marketing mail."""
@@ -45,7 +47,6 @@ class NoMailRules:
 
 
 # Runs each scheduler tick (after the cron fires); its failure is logged, never the tick's.
-TickTask = Callable[[], Awaitable[object]]
 # Runs in the upkeep's transaction at `now`; returns named counts of what it deleted.
 UpkeepTask = Callable[[AsyncSession, datetime], Awaitable[dict[str, int]]]
 

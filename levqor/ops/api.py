@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from levqor import __version__
 from levqor.accounts.api_deps import AdminUser, client_ip
 from levqor.billing import reports
 from levqor.deps import ReadSessionDep, RuntimeDep
 from levqor.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem
-from levqor.ops import service
+from levqor.ops import alerts, service
 from levqor.partners import service as partners
+from levqor.types import Cursor, Limit, Page
 
 router = APIRouter(tags=["health"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -70,4 +73,46 @@ async def revenue(
         session,
         settings=runtime.settings,
         partner_commission_cents=await partners.commission_totals(session),
+    )
+
+
+class DeliveryRead(BaseModel):
+    channel: str
+    status: str = Field(description="pending (being tried), sent or failed (gave up)")
+    attempts: int
+    error: str | None
+    sent_at: datetime | None
+
+
+class AlertRead(BaseModel):
+    id: str
+    severity: str = Field(description="critical, warning, info or resolved")
+    title: str
+    body: str
+    key: str | None = Field(description="The condition or event it is about, if any.")
+    repeats: int = Field(description="Times it was raised again and not re-sent.")
+    created_at: datetime
+    resolved_at: datetime | None
+    channels: list[DeliveryRead]
+
+
+@admin_router.get("/alerts")
+async def alert_history(
+    _admin: AdminUser, session: ReadSessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> Page[AlertRead]:
+    """Alerts, newest first, each with the channels tried and their outcome."""
+    found, next_cursor = await alerts.page(session, limit=limit, cursor=cursor)
+    return Page(
+        data=[
+            AlertRead(
+                **{
+                    name: getattr(alert, name)
+                    for name in AlertRead.model_fields
+                    if name != "channels"
+                },
+                channels=[DeliveryRead.model_validate(d, from_attributes=True) for d in deliveries],
+            )
+            for alert, deliveries in found
+        ],
+        next_cursor=next_cursor,
     )

@@ -11,7 +11,6 @@ next run.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -26,8 +25,8 @@ from levqor.config import Settings
 from levqor.db.base import upsert, utcnow
 from levqor.db.engine import Database
 from levqor.deps import RuntimeDep
-from levqor.jobs.hooks import TickTask
 from levqor.logging import get_logger
+from levqor.periodic import TickTask, at_most_every
 from levqor.web.models import SeoSubmission
 from levqor.web.public import PAGES, PublicPage
 
@@ -70,20 +69,15 @@ async def key_file(key: str, runtime: RuntimeDep) -> str:
 def tick_task(db: Database, settings: Settings, *, every_s: float = 3600) -> TickTask:
     """For the scheduler: at most every `every_s`, announce what changed (usually
     nothing: a page's words change with a release)."""
-    due = 0.0
 
     async def announce_changes() -> object:
-        nonlocal due
-        if time.monotonic() < due:
-            return None
-        due = time.monotonic() + every_s
         try:
             return await submit(db, settings)
         except IndexNowRefused as exc:
             log.warning("indexnow_failed", error=exc.detail)
             return None
 
-    return announce_changes
+    return at_most_every(every_s, announce_changes)
 
 
 async def changed(session: AsyncSession, settings: Settings) -> list[PublicPage]:

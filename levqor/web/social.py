@@ -10,7 +10,6 @@ read too. The token is stored encrypted with the key ring.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,8 +21,8 @@ from levqor import errors
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
-from levqor.jobs.hooks import TickTask
 from levqor.logging import get_logger
+from levqor.periodic import TickTask, at_most_every
 from levqor.web.models import SocialAccount, SocialPost
 
 log = get_logger("levqor.social")
@@ -109,19 +108,14 @@ def tick_task(
     db: Database, settings: Settings, cipher: MultiFernet, *, every_s: float = 60
 ) -> TickTask:
     """For the scheduler: at most every `every_s`, retry what Buffer could not take."""
-    due = 0.0
 
     async def retry_queued_posts() -> object:
-        nonlocal due
-        if time.monotonic() < due:
-            return None
-        due = time.monotonic() + every_s
         try:
             return await send_queued(db, settings, cipher)
         except NotConnected:
             return None
 
-    return retry_queued_posts
+    return at_most_every(every_s, retry_queued_posts)
 
 
 async def _channel(db: Database, cipher: MultiFernet) -> Channel:

@@ -18,6 +18,7 @@ from levqor.partners.models import Referral
 from levqor.runtime import Runtime
 from levqor.web.session import ACCESS_COOKIE, REFRESH_COOKIE
 from tests.conftest import PASSWORD, serve_app
+from tests.factories import mail_settings
 
 
 async def form_token(client: httpx.AsyncClient, path: str) -> str:
@@ -164,17 +165,6 @@ async def test_the_referral_cookie_is_honoured(
     async with runtime.db.read() as session:
         referrals = (await session.scalars(select(Referral))).all()
     assert len(referrals) == 1
-
-
-def mail_settings(peer: Any) -> dict[str, Any]:
-    return {
-        "smtp_host": "127.0.0.1",
-        "smtp_port": peer.port,
-        "smtp_security": "none",
-        "smtp_username": peer.username,
-        "smtp_password": peer.password,
-        "mail_from": "levqor@example.com",
-    }
 
 
 def reset_link(message: Any) -> str:

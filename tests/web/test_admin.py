@@ -14,6 +14,7 @@ from levqor.billing import spend_guard
 from levqor.billing.models import LlmUsage, Payment, SpendPause
 from levqor.db.base import utcnow
 from levqor.jobs.scheduler import Scheduler
+from levqor.ops import alerts
 from levqor.runtime import Runtime
 from tests.factories import TRANSFORM, make_admin, signed_in
 from tests.factories import save_page_workflow as save
@@ -129,6 +130,20 @@ async def test_lifting_one_users_llm_pause(client: httpx.AsyncClient, runtime: R
     async with runtime.db.read() as session:
         assert not await spend_guard.paused(session, user_id=user.id)
     assert f'name="user_id" value="{user.id}"' not in (await client.get("/admin")).text
+
+
+async def test_alerts_are_listed_with_each_channels_outcome(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await admin_session(client, runtime, "alerts@example.com")
+    page = (await client.get("/admin")).text
+    assert "No alert channel is configured" in page
+    await alerts.alert(
+        runtime.db, runtime.settings, "critical", "Runs are waiting too long", "9 min"
+    )
+    page = (await client.get("/admin")).text
+    assert "<strong>Runs are waiting too long</strong>" in page
+    assert "<td>critical</td>" in page
 
 
 async def test_the_audit_log_filters_by_who_and_what(

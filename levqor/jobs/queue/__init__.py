@@ -299,6 +299,28 @@ async def stats(session: Connection, *, now: datetime, alive_since: datetime) ->
     )
 
 
+@dataclass(frozen=True)
+class SilentWorker:
+    id: str
+    host: str
+    pid: int
+    heartbeat_at: datetime
+
+
+async def silent_workers(session: Connection, *, silent_since: datetime) -> list[SilentWorker]:
+    """Workers that stopped beating without stopping cleanly (crashed, hung, cut off)."""
+    rows = await session.execute(statements.silent_workers(silent_since))
+    return [SilentWorker(*row) for row in rows]
+
+
+async def failed_between(
+    session: Connection, *, since: datetime, until: datetime
+) -> list[tuple[str, int]]:
+    """(workflow id, runs) that failed into the dead letters in [since, until), most first."""
+    rows = await session.execute(statements.failed_between(since, until))
+    return [(str(workflow_id), int(count)) for workflow_id, count in rows]
+
+
 async def runs_per_day(
     session: Connection, *, days: int, now: datetime, user_id: str | None = None
 ) -> list[tuple[date, int]]:

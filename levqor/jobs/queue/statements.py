@@ -404,3 +404,24 @@ def runs_per_day(dialect: str, since: datetime, user_id: str | None) -> Select[A
     if user_id is not None:
         query = query.where(jobs_table.c.user_id == user_id)
     return query.group_by(day)
+
+
+def silent_workers(silent_since: datetime) -> Select[Any]:
+    """Workers whose rows remain (a clean stop deletes its row) but beat no more."""
+    workers = workers_table.c
+    return (
+        select(workers.id, workers.host, workers.pid, workers.heartbeat_at)
+        .where(workers.heartbeat_at < silent_since)
+        .order_by(workers.heartbeat_at)
+    )
+
+
+def failed_between(since: datetime, until: datetime) -> Select[Any]:
+    """Runs that ended `failed` (into the dead letters) in [since, until), by workflow."""
+    jobs = jobs_table.c
+    return (
+        select(jobs.workflow_id, func.count())
+        .where(jobs.status == FAILED, jobs.finished_at >= since, jobs.finished_at < until)
+        .group_by(jobs.workflow_id)
+        .order_by(func.count().desc())
+    )
