@@ -27,6 +27,7 @@ from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
 from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestContextMiddleware
 from levqor.ops import api as ops_api
+from levqor.ops import slo
 from levqor.partners import api as partners_api
 from levqor.runtime import Runtime
 from levqor.web import accounts as web_accounts
@@ -52,12 +53,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """Build the ASGI app. A given `runtime` is shared and closed by its owner."""
     owned = runtime is None
     active = runtime or build_runtime(settings)
+    latencies = slo.Recorder()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.check_schema_on_start:
             await _refuse_outdated_schema(settings)
-        async with _embedded_jobs(active):
+        async with _embedded_jobs(active), slo.flushing(active.db, latencies):
             yield
         if owned:
             await active.close()
@@ -66,11 +68,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         title="Levqor",
         version=__version__,
         lifespan=lifespan,
-        middleware=_middleware(settings),
+        middleware=_middleware(settings, latencies),
         docs_url=None,  # served by web.pages from local assets, under the strict CSP
         redoc_url=None,
     )
     app.state.runtime = active
+    app.state.latencies = latencies
     register_error_handlers(app)
     openapi.install(app)
     app.include_router(ops_api.router)
@@ -84,6 +87,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(billing_api.router)
     app.include_router(billing_api.admin_router)
     app.include_router(ops_api.admin_router)
+    app.include_router(ops_api.public_router)
     app.include_router(partners_api.router)
     app.include_router(partners_api.admin_router)
     app.include_router(partners_api.link_router)
@@ -106,9 +110,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     return app
 
 
-def _middleware(settings: Settings) -> list[Middleware]:
+def _middleware(settings: Settings, latencies: slo.Recorder) -> list[Middleware]:
     stack = [
         Middleware(RequestContextMiddleware, access_log=settings.access_log),
+        Middleware(slo.LatencyMiddleware, recorder=latencies),
         Middleware(
             SecurityHeadersMiddleware,
             hsts_preload=settings.hsts_preload,

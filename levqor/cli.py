@@ -46,6 +46,7 @@ app.add_typer(billing_cli.spend_guard_app, name="spend-guard")
 app.command("costs")(billing_cli.costs)
 app.add_typer(web_cli.seo_app, name="seo")
 app.add_typer(ops_cli.alerts_app, name="alerts")
+app.command("slo")(ops_cli.slo_command)
 app.add_typer(web_cli.social_app, name="social")
 console = Console()
 

@@ -147,6 +147,14 @@ class Settings(BaseSettings):
     alert_queue_age_s: int = Field(600, ge=10)
     alert_dead_letter_window_s: int = Field(300, ge=60)
 
+    # The API's SLO (`levqor.ops.slo`): p95 latency and share of 5xx over a sliding window;
+    # this many breaching checks in a row (one a minute) raise an alert.
+    slo_p95_ms: float = Field(200, gt=0)
+    slo_error_rate: float = Field(0.01, ge=0, le=1)
+    slo_window_s: int = Field(300, ge=30, le=24 * 3600)
+    slo_breach_checks: int = Field(3, ge=1, le=60)
+    slo_min_requests: int = Field(20, ge=1)  # fewer in the window: too few to judge
+
     jwt_secret: SecretStr | None = None
     # Keys the blind index of e-mail addresses (suppression list, later logins): an
     # HMAC, so the stored hashes cannot be reversed by hashing a list of addresses.

@@ -67,6 +67,8 @@ TABLES: dict[str, Rule] = {
     "revenue_snapshots": NotPersonal("daily totals of the whole business"),
     "alerts": NotPersonal("the operator's alerts about the service"),
     "alert_deliveries": NotPersonal("where each alert went"),
+    "request_stats": NotPersonal("counts and latencies of API requests, no request data"),
+    "slo_checks": NotPersonal("the SLO verdict each minute"),
     "callback_secrets": Owned("user_id"),
     "callback_deliveries": Owned("user_id"),
     "callback_attempts": Via("callback_deliveries", "delivery_id"),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -15,9 +16,11 @@ from pydantic import BaseModel, Field
 from levqor import __version__
 from levqor.accounts.api_deps import AdminUser, client_ip
 from levqor.billing import reports
+from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep
 from levqor.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem
-from levqor.ops import alerts, service
+from levqor.jobs import queue
+from levqor.ops import alerts, service, slo
 from levqor.partners import service as partners
 from levqor.types import Cursor, Limit, Page
 
@@ -116,3 +119,49 @@ async def alert_history(
         ],
         next_cursor=next_cursor,
     )
+
+
+class SloRead(BaseModel):
+    status: str = Field(description="ok, breaching (this window) or breached (alert open)")
+    requests: int = Field(description="API requests in the window, every process")
+    p95_ms: float | None = Field(description="null with no request in the window")
+    error_rate: float = Field(description="the share of 5xx answers")
+    target_p95_ms: float
+    target_error_rate: float
+    window_s: int
+    breaches_in_a_row: int = Field(description="breaching checks in a row (one a minute)")
+
+
+@admin_router.get("/slo")
+async def slo_state(_admin: AdminUser, session: ReadSessionDep, runtime: RuntimeDep) -> SloRead:
+    """The API's p95 latency and 5xx share over the SLO window, against the SLO."""
+    now = await slo.state(session, runtime.settings)
+    return SloRead(
+        status=now.status, **{k: v for k, v in vars(now).items() if k in SloRead.model_fields}
+    )
+
+
+public_router = APIRouter(prefix="/public", tags=["health"])
+PUBLIC_CACHE_S = 60
+
+
+@public_router.get("/metrics")
+async def public_metrics(
+    request: Request, session: ReadSessionDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """For a status page: the share of the last 7 days' SLO checks that met the SLO,
+    runs started today (UTC), and the API's current p95. No secrets; cached a minute
+    (per process: a status page polling it costs one query a minute)."""
+    cached: tuple[float, dict[str, Any]] | None = getattr(request.app.state, "public_metrics", None)
+    if cached is not None and time.monotonic() - cached[0] < PUBLIC_CACHE_S:
+        return cached[1]
+    now = utcnow()
+    window = await slo.state(session, runtime.settings, now)
+    [(_day, jobs_today)] = await queue.runs_per_day(session, days=1, now=now)
+    body = {
+        "uptime_7d": await slo.uptime(session, since=now - timedelta(days=7)),
+        "jobs_today": jobs_today,
+        "p95_ms": window.p95_ms,
+    }
+    request.app.state.public_metrics = (time.monotonic(), body)
+    return body

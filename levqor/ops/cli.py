@@ -1,4 +1,4 @@
-"""`levqor alerts test|list`: the operator's alert channels and their history."""
+"""`levqor alerts test|list` (the alert channels and their history) and `levqor slo`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from levqor import clikit
-from levqor.ops import alerts, channels
+from levqor.ops import alerts, channels, slo
 from levqor.ops.models import Alert, AlertDelivery
 
 alerts_app = typer.Typer(help="Alerts: test the channels, read the history.", no_args_is_help=True)
@@ -102,3 +102,28 @@ async def _history(context: typer.Context, limit: int) -> list[tuple[Alert, list
     async with clikit.open_runtime(context) as runtime, runtime.db.read() as session:
         found, _ = await alerts.page(session, limit=limit)
         return found
+
+
+def slo_command(
+    context: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
+    """The API's p95 latency and 5xx share over the SLO window, against the SLO."""
+    now = asyncio.run(_slo(context))
+    if as_json:
+        typer.echo(json.dumps({"status": now.status, **vars(now)}))
+        return
+    p95 = f"{now.p95_ms:.0f} ms" if now.p95_ms is not None else "no requests"
+    table = Table("", "now", "SLO")
+    table.add_row("p95 latency", p95, f"{now.target_p95_ms:.0f} ms")
+    table.add_row("5xx share", f"{now.error_rate:.2%}", f"{now.target_error_rate:.2%}")
+    table.add_row("requests", str(now.requests), f"in {now.window_s} s")
+    console.print(table)
+    colour = {"ok": "green", "breaching": "yellow", "breached": "red"}[now.status]
+    console.print(
+        f"[{colour}]{now.status}[/{colour}] ({now.breaches_in_a_row} breaching checks in a row)"
+    )
+
+
+async def _slo(context: typer.Context) -> slo.State:
+    async with clikit.open_runtime(context) as runtime, runtime.db.read() as session:
+        return await slo.state(session, runtime.settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import Base, UTCDateTime, new_id, utcnow
@@ -49,3 +49,35 @@ class AlertDelivery(Base):
     error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RequestStats(Base):
+    """One serving process's API requests in one 10-second slot: how many, how many 5xx,
+    and their latencies as histogram bucket counts (`ops.slo.BOUNDS_MS`). The SLO window
+    adds up the slots of every process, so it needs no Prometheus server."""
+
+    __tablename__ = "request_stats"
+    __table_args__ = (Index("ix_request_stats_slot", "slot_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    slot_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    process: Mapped[str] = mapped_column(String(64))
+    requests: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)  # answered 5xx
+    buckets: Mapped[list[int]] = mapped_column(JSON)
+    max_ms: Mapped[float] = mapped_column(Float)
+
+
+class SloCheck(Base):
+    """One watchdog check of the API against its SLO: the history behind consecutive
+    breaches and the status page's uptime."""
+
+    __tablename__ = "slo_checks"
+    __table_args__ = (Index("ix_slo_checks_checked", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    requests: Mapped[int] = mapped_column(Integer)
+    p95_ms: Mapped[float | None] = mapped_column(Float)
+    error_rate: Mapped[float] = mapped_column(Float)
+    breached: Mapped[bool] = mapped_column(Boolean)
