@@ -165,3 +165,38 @@ async def public_metrics(
     }
     request.app.state.public_metrics = (time.monotonic(), body)
     return body
+
+
+class WorkerRead(BaseModel):
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool = Field(description="beat within the last three heartbeats")
+
+
+class QueueRead(BaseModel):
+    by_status: dict[str, int] = Field(description="jobs by status")
+    oldest_waiting_s: float | None = Field(description="how long the longest-due job has waited")
+    dead_letters: int = Field(description="failed jobs, waiting to be replayed")
+    workers: list[WorkerRead]
+
+
+@admin_router.get("/queue")
+async def queue_state(_admin: AdminUser, session: ReadSessionDep, runtime: RuntimeDep) -> QueueRead:
+    """Depth by status, the age of the oldest waiting job, the dead letters, and every
+    worker seen with its last heartbeat."""
+    now = utcnow()
+    alive_since = now - timedelta(seconds=runtime.settings.worker_heartbeat_s * 3)
+    stats = await queue.stats(session, now=now, alive_since=alive_since)
+    return QueueRead(
+        by_status=stats.by_status,
+        oldest_waiting_s=stats.oldest_waiting_s,
+        dead_letters=stats.by_status.get("failed", 0),
+        workers=[
+            WorkerRead(**vars(worker), alive=worker.heartbeat_at >= alive_since)
+            for worker in await queue.workers_seen(session)
+        ],
+    )

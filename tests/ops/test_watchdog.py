@@ -17,7 +17,7 @@ from levqor.ops import watchdog
 from levqor.ops.models import Alert
 from levqor.partners.models import Payout
 from levqor.runtime import Runtime
-from tests.factories import make_workflow, start
+from tests.factories import make_admin, make_workflow, start
 
 TRANSFORM = {"id": "a", "connector": "transform", "params": {}}
 
@@ -150,3 +150,28 @@ async def test_the_scheduler_runs_the_watchdog(
         await session.execute(update(Job).values(run_at=utcnow() - timedelta(hours=1)))
     await Scheduler(runtime).tick(utcnow())
     assert [alert.key for alert in await stored(runtime)] == ["queue_stuck"]
+
+
+async def test_admins_see_the_queue_and_every_worker(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    admin = await signup()
+    await queued_runs(client, admin, runtime, 2)
+    async with runtime.db.write() as session, session.begin():
+        session.add(WorkerBeat(id="wrk_a", host="h1", pid=1, concurrency=4, heartbeat_at=utcnow()))
+        session.add(
+            WorkerBeat(
+                id="wrk_b",
+                host="h2",
+                pid=2,
+                concurrency=4,
+                heartbeat_at=utcnow() - timedelta(hours=1),
+            )
+        )
+    assert (await client.get("/api/v1/admin/queue", headers=admin.headers)).status_code == 403
+    await make_admin(runtime, admin)
+    body = (await client.get("/api/v1/admin/queue", headers=admin.headers)).json()
+    assert body["by_status"] == {"queued": 2}
+    assert body["dead_letters"] == 0
+    assert body["oldest_waiting_s"] >= 0
+    assert [(w["id"], w["alive"]) for w in body["workers"]] == [("wrk_a", True), ("wrk_b", False)]

@@ -300,6 +300,21 @@ async def stats(session: Connection, *, now: datetime, alive_since: datetime) ->
 
 
 @dataclass(frozen=True)
+class WorkerSeen:
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+async def workers_seen(session: Connection) -> list[WorkerSeen]:
+    """Every worker with a row (alive, or silent and not yet forgotten), latest beat first."""
+    return [WorkerSeen(*row) for row in await session.execute(statements.workers_seen())]
+
+
+@dataclass(frozen=True)
 class SilentWorker:
     id: str
     host: str

@@ -425,3 +425,15 @@ def failed_between(since: datetime, until: datetime) -> Select[Any]:
         .group_by(jobs.workflow_id)
         .order_by(func.count().desc())
     )
+
+
+def workers_seen() -> Select[Any]:
+    workers = workers_table.c
+    return select(
+        workers.id,
+        workers.host,
+        workers.pid,
+        workers.concurrency,
+        workers.started_at,
+        workers.heartbeat_at,
+    ).order_by(workers.heartbeat_at.desc())
