@@ -19,7 +19,7 @@ from levqor.app import create_app
 from levqor.billing import cli as billing_cli
 from levqor.bootstrap import build_runtime
 from levqor.compliance import cli as compliance_cli
-from levqor.config import Settings, load_settings
+from levqor.config import Settings, load_settings, share_metrics_between_processes
 from levqor.db import cli as db_cli
 from levqor.db import migrate as migrations
 from levqor.jobs import cli as jobs_cli
@@ -139,7 +139,10 @@ def serve(
         console.print("  /metrics answers this machine only: set LEVQOR_METRICS_TOKEN for others.")
     if workers == 1:
         server.run_worker(host, port, settings.forwarded_allow_ips)
-    elif server.serve(host, port, workers, settings.forwarded_allow_ips) != 0:
+        return
+    metrics_dir = settings.data_dir / f"metrics-{port}"
+    share_metrics_between_processes(metrics_dir)
+    if server.serve(host, port, workers, settings.forwarded_allow_ips, metrics_dir) != 0:
         console.print("[red]The API could not start; see the log above.[/red]")
         raise typer.Exit(1)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -155,6 +156,10 @@ class Settings(BaseSettings):
     slo_breach_checks: int = Field(3, ge=1, le=60)
     slo_min_requests: int = Field(20, ge=1)  # fewer in the window: too few to judge
 
+    # Set by `levqor serve` for its processes (prometheus-client's multi-process mode):
+    # each process writes its counters there and /metrics adds them up.
+    prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+
     jwt_secret: SecretStr | None = None
     # Keys the blind index of e-mail addresses (suppression list, later logins): an
     # HMAC, so the stored hashes cannot be reversed by hashing a list of addresses.
@@ -248,6 +253,15 @@ class Settings(BaseSettings):
 def _refuse_weak_secret(name: str, value: str) -> None:
     if value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LENGTH:
         raise ValueError(f"{name} must be a random value of at least {MIN_SECRET_LENGTH} chars")
+
+
+def share_metrics_between_processes(directory: Path) -> None:
+    """For `levqor serve`, before it starts its processes: prometheus-client's
+    multi-process mode, which each process picks up when it imports the library. The
+    directory starts empty (counters from an earlier run would add up)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def load_settings(**overrides: Any) -> Settings:

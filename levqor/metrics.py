@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 RATELIMIT_FALLBACK = Counter(
     "levqor_ratelimit_redis_fallback_total",
     "Rate-limit decisions taken in memory because Redis did not answer.",
 )
 RATELIMIT_REDIS_UP = Gauge(
-    "levqor_ratelimit_redis_up", "1 while the rate limiter reaches Redis, 0 while it falls back."
+    "levqor_ratelimit_redis_up",
+    "1 while the rate limiter reaches Redis, 0 while it falls back.",
+    multiprocess_mode="livemin",  # under `serve`: 0 if any live process falls back
 )
 RATELIMITED = Counter("levqor_ratelimited_total", "Requests refused with 429.", ["policy"])
 ALERTS_SENT = Counter(
@@ -17,3 +19,39 @@ ALERTS_SENT = Counter(
     "Alert deliveries tried, by channel and outcome (sent, retrying, failed).",
     ["channel", "outcome"],
 )
+
+# Label values are bounded: route templates (never raw paths), status classes, connector
+# names from the registry, fixed outcome words. No user, workflow or job id.
+HTTP_REQUESTS = Counter(
+    "levqor_http_requests_total",
+    "HTTP requests answered, by route template, method and status class.",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "levqor_http_request_duration_seconds",
+    "Time to the last byte of each answer, by route template and method.",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5, 10),
+)
+JOBS = Counter(
+    "levqor_jobs_total",
+    "Jobs by outcome: enqueued, started, succeeded, retrying, failed, cancelled.",
+    ["outcome"],
+)
+LEASES_RECOVERED = Counter(
+    "levqor_job_leases_recovered_total",
+    "Jobs taken back from a worker whose lease expired or that stopped beating.",
+)
+STEP_LATENCY = Histogram(
+    "levqor_step_duration_seconds",
+    "Time one step took (its connector call, retries apart), by connector.",
+    ["connector"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+WEBHOOKS = Counter(
+    "levqor_webhook_intake_total",
+    "Calls to workflows' webhook URLs, by outcome (accepted, refused).",
+    ["outcome"],
+)
+LLM_TOKENS = Counter("levqor_llm_tokens_total", "LLM tokens used, by kind.", ["kind"])
+LLM_COST = Counter("levqor_llm_cost_micro_usd_total", "LLM cost, in micro-dollars.")

@@ -14,9 +14,11 @@ import signal
 import socket
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from prometheus_client import multiprocess
 
 from levqor.logging import get_logger
 
@@ -51,7 +53,9 @@ def run_worker(host: str, port: int, forwarded_allow_ips: str) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> int:
+def serve(
+    host: str, port: int, workers: int, forwarded_allow_ips: str, metrics_dir: Path | None = None
+) -> int:
     """Run `workers` API processes until SIGINT or SIGTERM; the exit code to return.
 
     A process that dies is restarted; one that cannot start (startup failure) would fail
@@ -86,6 +90,8 @@ def serve(host: str, port: int, workers: int, forwarded_allow_ips: str) -> int:
                 stopping, exit_code = True, 1
                 break
             log.warning("api_process_died", pid=process.pid, exitcode=process.exitcode)
+            if process.pid is not None and metrics_dir is not None:
+                multiprocess.mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
             time.sleep(RESTART_BACKOFF_S)
             processes[index] = start()
     for process in processes:

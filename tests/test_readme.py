@@ -11,11 +11,11 @@ README = Path(__file__).parent.parent / "README.md"
 
 def test_every_setting_is_documented() -> None:
     text = README.read_text()
-    missing = [
-        f"LEVQOR_{name.upper()}"
-        for name in Settings.model_fields
-        if f"`LEVQOR_{name.upper()}`" not in text
+    names = [
+        str(field.validation_alias or f"LEVQOR_{name.upper()}")
+        for name, field in Settings.model_fields.items()
     ]
+    missing = [name for name in names if f"`{name}`" not in text]
     assert missing == []
 
 

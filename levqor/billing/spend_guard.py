@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor import metrics
 from levqor.audit import service as audit
 from levqor.billing.models import LlmUsage, SpendPause
 from levqor.config import Settings
@@ -73,6 +74,9 @@ async def record_usage(
 ) -> None:
     """Record an LLM call's cost, then pause whoever it took past a daily limit."""
     await _record(session, user_id=user_id, purpose=purpose, usage=usage)
+    metrics.LLM_TOKENS.labels("prompt").inc(int(usage.get("prompt_tokens") or 0))
+    metrics.LLM_TOKENS.labels("completion").inc(int(usage.get("completion_tokens") or 0))
+    metrics.LLM_COST.inc(int(usage.get("cost_micro_usd") or 0))
     start, end = _today()
     for subject, limit in (
         (user_id, settings.spend_guard_user_daily_micro_usd),

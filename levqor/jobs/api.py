@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, BackgroundTasks, Query, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import errors
+from levqor import errors, metrics
 from levqor.accounts.api_deps import CurrentUser, IdempotencyDep, enforce
 from levqor.accounts.kit import Principal
 from levqor.accounts.ratelimit import Policy
@@ -179,15 +179,20 @@ async def webhook(
         f"hook:{workflow_id}",
         Policy("webhook", runtime.settings.rate_limit_webhook_per_minute),
     )
-    payload = await _json_body(request)
-    job_id = await service.start_from_webhook(
-        runtime.db,
-        session,
-        workflow_id=workflow_id,
-        token=token,
-        payload=payload,
-        cost=runtime.settings.run_cost_credits,
-    )
+    try:
+        payload = await _json_body(request)
+        job_id = await service.start_from_webhook(
+            runtime.db,
+            session,
+            workflow_id=workflow_id,
+            token=token,
+            payload=payload,
+            cost=runtime.settings.run_cost_credits,
+        )
+    except errors.LevqorError:
+        metrics.WEBHOOKS.labels("refused").inc()
+        raise
+    metrics.WEBHOOKS.labels("accepted").inc()
     runtime.job_wakeup.set()
     return {"job_id": job_id, "status": "queued"}
 

@@ -10,6 +10,7 @@ run out, the rest fail the job at once (the dead-letter queue), unless the step 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import httpx
 import orjson
 from cryptography.fernet import MultiFernet
 
-from levqor import jsonvalues
+from levqor import jsonvalues, metrics
 from levqor.config import Settings
 from levqor.connectors import registry
 from levqor.connectors.errors import ConnectorError, Reschedule, StopRun
@@ -194,8 +195,12 @@ class Executor:
         context = self.steps.context(job, step, data)
         credential = await self.steps.credential(job, step)
         await self.steps.before(job, step)
-        async with asyncio.timeout(step.timeout_s):  # in this task: no task per step
-            return await connector.run(action.name, params, credential, context)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(step.timeout_s):  # in this task: no task per step
+                return await connector.run(action.name, params, credential, context)
+        finally:
+            metrics.STEP_LATENCY.labels(connector.name).observe(time.perf_counter() - started)
 
     async def _failed(
         self,

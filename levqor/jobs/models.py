@@ -18,6 +18,7 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 WAITING_STATES = (QUEUED, RETRYING)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+STATUSES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
 PRIORITIES = {"low": 0, "normal": 5, "high": 10}
 WAITING_SQL = "status IN ('queued', 'retrying')"
 RUNNING_SQL = "status = 'running'"

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.config import Settings
@@ -119,6 +119,14 @@ async def is_open(session: AsyncSession, key: str) -> bool:
         select(Alert.id).where(Alert.key == key, Alert.resolved_at.is_(None)).limit(1)
     )
     return found is not None
+
+
+async def open_count(session: AsyncSession) -> int:
+    """Alerted conditions not yet resolved."""
+    found = await session.scalar(
+        select(func.count()).where(Alert.key.is_not(None), Alert.resolved_at.is_(None))
+    )
+    return int(found or 0)
 
 
 async def alert(

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from levqor import __version__
@@ -44,7 +44,7 @@ async def ready(runtime: RuntimeDep) -> Response:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+async def metrics(request: Request, runtime: RuntimeDep, session: ReadSessionDep) -> Response:
     """Prometheus text. With `LEVQOR_METRICS_TOKEN` set, the token is required; without
     it, only this machine may read (the counts tell the world how busy we are)."""
     token = runtime.settings.metrics_token
@@ -55,7 +55,11 @@ async def metrics(request: Request, runtime: RuntimeDep) -> Response:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
             raise Unauthorized("A valid metrics token is required.")
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        service.process_metrics(runtime.settings)
+        + await service.database_metrics(session, runtime.settings),
+        media_type=CONTENT_TYPE_LATEST,
+    )
 
 
 def _from_this_machine(host: str) -> bool:

@@ -28,6 +28,7 @@ from sqlalchemy import case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from levqor import metrics
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
@@ -63,7 +64,8 @@ FLUSH_EVERY_S = 5
 KEEP_STATS = timedelta(days=1)
 KEEP_CHECKS = timedelta(days=8)
 SLO_KEY = "slo"
-MEASURED = ("/api/", "/hooks/")
+MEASURED = ("/api/", "/hooks/")  # what the SLO judges
+UNMEASURED = ("/metrics", "/static/")
 
 
 @dataclass
@@ -130,14 +132,17 @@ class Recorder:
 
 
 class LatencyMiddleware:
-    """Times every API request to its last byte and records it with its status."""
+    """Times every request to its last byte: into Prometheus by route template, method
+    and status class (every request but `/metrics` and static files), and into the SLO
+    recorder (API requests)."""
 
     def __init__(self, app: ASGIApp, *, recorder: Recorder) -> None:
         self.app = app
         self.recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(MEASURED):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith(UNMEASURED):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -152,7 +157,14 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.recorder.record((time.perf_counter() - started) * 1000, status)
+            took = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"  # never the raw path
+            method = scope.get("method", "GET")
+            metrics.HTTP_REQUESTS.labels(template, method, f"{status // 100}xx").inc()
+            metrics.HTTP_LATENCY.labels(template, method).observe(took)
+            if path.startswith(MEASURED):
+                self.recorder.record(took * 1000, status)
 
 
 @contextlib.asynccontextmanager

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from levqor import metrics
 from levqor.db.base import rowcount, utcnow
 from levqor.db.engine import Database
 from levqor.jobs import callbacks
@@ -93,7 +94,10 @@ async def claim(
             "per_user": max_running_per_user,
         },
     )
-    return [Claimed(*row) for row in rows]
+    claimed = [Claimed(*row) for row in rows]
+    if claimed:
+        metrics.JOBS.labels("started").inc(len(claimed))
+    return claimed
 
 
 async def enqueue(db: Database, job: dict[str, Any], *, cost: int) -> bool:
@@ -104,7 +108,10 @@ async def enqueue(db: Database, job: dict[str, Any], *, cost: int) -> bool:
     ledger AS (INSERT …) INSERT INTO jobs SELECT … FROM debit`, notifying workers), built
     from billing's debit and ledger statements; on SQLite, a short transaction.
     """
-    return await backend_for(db).enqueue(db, job, cost=cost)
+    queued = await backend_for(db).enqueue(db, job, cost=cost)
+    if queued:
+        metrics.JOBS.labels("enqueued").inc()
+    return queued
 
 
 async def add(session: AsyncSession, job: Job) -> None:
@@ -112,6 +119,7 @@ async def add(session: AsyncSession, job: Job) -> None:
     session.add(job)
     await session.flush()
     await notify(session)
+    metrics.JOBS.labels("enqueued").inc()  # counted before commit: a rollback is rare
 
 
 async def requeue(session: AsyncSession, job: Job) -> None:
@@ -196,6 +204,8 @@ async def recover_lost(
     counts against the job: one lost `max_crashes` times fails."""
     result = await session.execute(statements.recover_lost(silent_since, max_crashes), {"now": now})
     rows = result.all()
+    if rows:
+        metrics.LEASES_RECOVERED.inc(len(rows))
     await _queue_callbacks(session, rows)
     return len(rows)
 
@@ -254,7 +264,10 @@ async def release(
 
 async def cancel(session: Connection, *, job_id: str, now: datetime) -> bool:
     """Cancel a waiting or running job; False when it had finished meanwhile."""
-    return rowcount(await session.execute(statements.cancel(job_id, now))) > 0
+    cancelled = rowcount(await session.execute(statements.cancel(job_id, now))) > 0
+    if cancelled:
+        metrics.JOBS.labels("cancelled").inc()
+    return cancelled
 
 
 async def anything_due_soon(session: Connection, *, horizon: datetime) -> bool:

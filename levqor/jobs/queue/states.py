@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from levqor import metrics
 from levqor.jobs.models import FAILED, QUEUED, RETRYING, SUCCEEDED
 
 
@@ -47,16 +48,22 @@ class JobState:
         return self.finished_at is not None
 
 
+# Each state is built once, by the worker that decides it: counted here.
+
+
 def succeeded(result: Any, now: datetime) -> JobState:
+    metrics.JOBS.labels("succeeded").inc()
     return JobState(SUCCEEDED, result=result, finished_at=now)
 
 
 def failed(error: str, now: datetime) -> JobState:
     """Final failure: the job goes to the dead-letter queue."""
+    metrics.JOBS.labels("failed").inc()
     return JobState(FAILED, error=error, finished_at=now)
 
 
 def retrying(run_at: datetime, error: str) -> JobState:
+    metrics.JOBS.labels("retrying").inc()
     return JobState(RETRYING, error=error, run_at=run_at)
 
 
