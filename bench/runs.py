@@ -1,12 +1,15 @@
 """End-to-end runs: webhook -> one `http_request` step -> a local HTTP server.
 
     python bench/runs.py [--backend sqlite|postgres|both] [--duration 10] [--connections 50]
+                         [--metrics on|off|compare] [--reps 3]
 
 sqlite: `levqor up` (API, worker and scheduler in one process), started from nothing:
 time to first answer and resident memory are measured too. postgres: `levqor serve`
 plus `levqor worker` processes. wrk posts to the workflow's webhook URL; the report gives
 the webhook's answer latency, and runs/s counted from the first accepted call until every
-accepted run has succeeded. Prints JSON.
+accepted run has succeeded. `--metrics compare` runs each backend with Prometheus
+metrics on and off (`LEVQOR_METRICS_ENABLED`), alternating, `--reps` times each, and
+reports the medians and the cost of the metrics in percent. Prints JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -182,8 +186,9 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def bench_up(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
-    env = environment(scratch / "up", None)
+def bench_up(scratch: Path, args: argparse.Namespace, metrics_on: bool = True) -> dict[str, Any]:
+    env = environment(scratch / f"up-{time.time_ns()}", None)
+    env["LEVQOR_METRICS_ENABLED"] = "true" if metrics_on else "false"
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "levqor", "up", "--port", str(port)],
@@ -209,9 +214,12 @@ def bench_up(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"backend": "sqlite (levqor up, one process)", **result}
 
 
-def bench_postgres(scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
+def bench_postgres(
+    scratch: Path, args: argparse.Namespace, metrics_on: bool = True
+) -> dict[str, Any]:
     with postgres_database(args.postgres) as database_url:
-        env = environment(scratch / "pg", database_url)
+        env = environment(scratch / f"pg-{time.time_ns()}", database_url)
+        env["LEVQOR_METRICS_ENABLED"] = "true" if metrics_on else "false"
         subprocess.run(
             [sys.executable, "-m", "levqor", "migrate"],
             env=env,
@@ -265,24 +273,54 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--metrics", choices=["on", "off", "compare"], default="on")
+    parser.add_argument("--reps", type=int, default=3, help="with --metrics compare")
     args = parser.parse_args()
-    results = []
+    benches = []
+    if args.backend in ("sqlite", "both"):
+        benches.append(bench_up)
+    if args.backend in ("postgres", "both"):
+        benches.append(bench_postgres)
+    report: dict[str, Any] = {
+        "benchmark": "runs",
+        "connections": args.connections,
+        "duration_s": args.duration,
+    }
     with tempfile.TemporaryDirectory() as scratch:
-        if args.backend in ("sqlite", "both"):
-            results.append(bench_up(Path(scratch), args))
-        if args.backend in ("postgres", "both"):
-            results.append(bench_postgres(Path(scratch), args))
-    print(
-        json.dumps(
-            {
-                "benchmark": "runs",
-                "connections": args.connections,
-                "duration_s": args.duration,
-                "results": results,
-            },
-            indent=2,
-        )
-    )
+        if args.metrics == "compare":
+            report["comparisons"] = [compare(bench, Path(scratch), args) for bench in benches]
+        else:
+            on = args.metrics == "on"
+            report["results"] = [
+                {**bench(Path(scratch), args, on), "metrics": args.metrics} for bench in benches
+            ]
+    print(json.dumps(report, indent=2))
+
+
+COMPARED = ("webhook_requests_per_s", "end_to_end_runs_per_s", "webhook_p50_ms", "webhook_p99_ms")
+
+
+def compare(bench: Any, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The same bench with metrics on and off, alternating; medians and the cost."""
+    runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for _ in range(args.reps):
+        for metrics_on in (True, False):
+            runs[metrics_on].append(bench(scratch, args, metrics_on))
+    medians = {
+        label: {key: statistics.median(run[key] for run in runs[on]) for key in COMPARED}
+        for label, on in (("on", True), ("off", False))
+    }
+    cost = {
+        key: round(100 * (medians["off"][key] - medians["on"][key]) / medians["off"][key], 1)
+        for key in ("webhook_requests_per_s", "end_to_end_runs_per_s")
+    }
+    return {
+        "backend": runs[True][0]["backend"],
+        "reps": args.reps,
+        "median_metrics_on": medians["on"],
+        "median_metrics_off": medians["off"],
+        "metrics_cost_percent": cost,  # throughput lost to the metrics (negative: noise)
+    }
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from levqor import metrics
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
 from levqor.billing import reactions as billing_reactions
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # imported only when configured: `levqor up` has no Redis
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    if not settings.metrics_enabled:
+        metrics.silence()
     redis = _redis_client(settings)
     limiter: Limiter
     if redis is None:

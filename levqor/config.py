@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     slo_breach_checks: int = Field(3, ge=1, le=60)
     slo_min_requests: int = Field(20, ge=1)  # fewer in the window: too few to judge
 
+    # false: this process counts nothing (to measure what the metrics cost).
+    metrics_enabled: bool = True
     # Set by `levqor serve` for its processes (prometheus-client's multi-process mode):
     # each process writes its counters there and /metrics adds them up.
     prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")

@@ -55,3 +55,27 @@ WEBHOOKS = Counter(
 )
 LLM_TOKENS = Counter("levqor_llm_tokens_total", "LLM tokens used, by kind.", ["kind"])
 LLM_COST = Counter("levqor_llm_cost_micro_usd_total", "LLM cost, in micro-dollars.")
+
+
+class _Silent:
+    """A metric that counts nothing: what `silence` puts in place of each."""
+
+    def labels(self, *_values: str) -> _Silent:
+        return self
+
+    def inc(self, _amount: float = 1) -> None:
+        return None
+
+    def observe(self, _amount: float) -> None:
+        return None
+
+    def set(self, _value: float) -> None:
+        return None
+
+
+def silence() -> None:
+    """Count nothing from now on in this process (`LEVQOR_METRICS_ENABLED=false`): to
+    measure what counting costs. /metrics keeps what the database says."""
+    for name, value in list(globals().items()):
+        if isinstance(value, Counter | Gauge | Histogram):
+            globals()[name] = _Silent()

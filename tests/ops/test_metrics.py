@@ -5,6 +5,8 @@ process's counters added up."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,25 @@ def test_every_serve_process_is_counted(tmp_path: Path) -> None:
         parent.communicate(timeout=30)
     assert after - before == 40
     assert len(pids) >= 2  # each process writes its own values, and /metrics adds them up
+
+
+def test_metrics_can_be_turned_off_for_measuring_their_cost(tmp_path: Path) -> None:
+    """`LEVQOR_METRICS_ENABLED=false` (in a process of its own: it is for the process)."""
+    program = (
+        "from levqor import metrics\n"
+        "from levqor.bootstrap import build_runtime\n"
+        "from tests.conftest import _settings\n"
+        f"build_runtime(_settings(data_dir=__import__('pathlib').Path({str(tmp_path)!r}), metrics_enabled=False))\n"
+        "metrics.JOBS.labels('enqueued').inc()\n"
+        "metrics.HTTP_LATENCY.labels('/x', 'GET').observe(1)\n"
+        "from prometheus_client import generate_latest\n"
+        "print('levqor_jobs_total{' in generate_latest().decode(), type(metrics.JOBS).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.stdout.split() == ["False", "_Silent"]
