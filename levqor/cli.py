@@ -47,6 +47,7 @@ app.command("costs")(billing_cli.costs)
 app.add_typer(web_cli.seo_app, name="seo")
 app.add_typer(ops_cli.alerts_app, name="alerts")
 app.command("slo")(ops_cli.slo_command)
+app.add_typer(ops_cli.backup_app, name="backup")
 app.add_typer(web_cli.social_app, name="social")
 console = Console()
 

@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     slo_breach_checks: int = Field(3, ge=1, le=60)
     slo_min_requests: int = Field(20, ge=1)  # fewer in the window: too few to judge
 
+    # Backups (`levqor backup …`, nightly by the scheduler, each verified by a restore
+    # into a scratch database).
+    backups_enabled: bool = True  # false: the scheduler takes none (take them yourself)
+    backup_dir: Path | None = None  # unset: <data_dir>/backups
+    backup_keep: int = Field(30, ge=1)
+    backup_interval_s: int = Field(24 * 3600, ge=60)
     # false: this process counts nothing (to measure what the metrics cost).
     metrics_enabled: bool = True
     # Set by `levqor serve` for its processes (prometheus-client's multi-process mode):
@@ -243,6 +249,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'levqor.db').resolve()}"
+
+    @property
+    def backups_path(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
 
     @property
     def is_sqlite(self) -> bool:

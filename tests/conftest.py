@@ -84,6 +84,8 @@ def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
             "redis_key_prefix": prefix,
             # The local peers the tests start listen here; everything else stays refused.
             "allow_private_urls": ["127.0.0.1/32"],
+            # The backup tests take theirs; elsewhere a scheduler tick should not.
+            "backups_enabled": False,
         }
         if TEST_DATABASE_URL:
             values["database_url"] = TEST_DATABASE_URL

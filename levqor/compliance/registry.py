@@ -69,6 +69,7 @@ TABLES: dict[str, Rule] = {
     "alert_deliveries": NotPersonal("where each alert went"),
     "request_stats": NotPersonal("counts and latencies of API requests, no request data"),
     "slo_checks": NotPersonal("the SLO verdict each minute"),
+    "backups": NotPersonal("the catalogue of backups"),
     "callback_secrets": Owned("user_id"),
     "callback_deliveries": Owned("user_id"),
     "callback_attempts": Via("callback_deliveries", "delivery_id"),

@@ -174,7 +174,7 @@ async def deliver_due(
             select(AlertDelivery, Alert)
             .join(Alert, Alert.id == AlertDelivery.alert_id)
             .where(AlertDelivery.status == PENDING, AlertDelivery.next_attempt_at <= now)
-            .order_by(AlertDelivery.next_attempt_at)
+            .order_by(AlertDelivery.next_attempt_at, Alert.created_at, AlertDelivery.id)
             .limit(limit)
         )
         if alert_id is not None:
@@ -202,15 +202,11 @@ async def deliver_due(
     owned = client is None
     client = client or httpx.AsyncClient(timeout=settings.alert_timeout_s)
     try:
-        results = await asyncio.gather(
-            *(
-                _send_one(settings, client, send.get(channel), message)
-                for _i, channel, _a, message in claimed
-            )
-        )
+        errors = await _send_in_order(settings, client, send, claimed)
     finally:
         if owned:
             await client.aclose()
+    results = [errors[delivery_id] for delivery_id, *_rest in claimed]
     outcomes = []
     async with db.session(write=True) as session, session.begin():
         for (delivery_id, channel, attempts, message), error in zip(claimed, results, strict=True):
@@ -218,6 +214,27 @@ async def deliver_due(
             ALERTS_SENT.labels(channel, outcome).inc()
             outcomes.append(Outcome(message.alert_id, channel, outcome, error))
     return outcomes
+
+
+async def _send_in_order(
+    settings: Settings,
+    client: httpx.AsyncClient,
+    send: dict[str, channels.Send],
+    claimed: list[tuple[int, str, int, channels.Message]],
+) -> dict[int, str | None]:
+    """Channels in parallel; each channel's messages one after another, oldest first,
+    so a `resolved` never overtakes the alert it resolves."""
+    errors: dict[int, str | None] = {}
+
+    async def through(channel: str) -> None:
+        for delivery_id, _channel, _attempts, message in claimed:
+            if _channel == channel:
+                errors[delivery_id] = await _send_one(settings, client, send.get(channel), message)
+
+    await asyncio.gather(
+        *(through(channel) for channel in dict.fromkeys(c for _i, c, _a, _m in claimed))
+    )
+    return errors
 
 
 async def _send_one(

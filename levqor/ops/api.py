@@ -20,7 +20,7 @@ from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep
 from levqor.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem
 from levqor.jobs import queue
-from levqor.ops import alerts, service, slo
+from levqor.ops import alerts, backups, service, slo
 from levqor.partners import service as partners
 from levqor.types import Cursor, Limit, Page
 
@@ -204,3 +204,27 @@ async def queue_state(_admin: AdminUser, session: ReadSessionDep, runtime: Runti
             for worker in await queue.workers_seen(session)
         ],
     )
+
+
+class BackupRead(BaseModel):
+    id: str
+    created_at: datetime
+    backend: str
+    status: str = Field(description="ok, or failed (with `error`)")
+    error: str | None
+    size_bytes: int
+    took_s: float
+    manifest_sha256: str | None
+    verified_at: datetime | None
+    verify_ok: bool | None = Field(description="null until verified")
+    verify_error: str | None
+    verify_took_s: float | None
+
+
+@admin_router.get("/backups")
+async def backup_catalogue(_admin: AdminUser, runtime: RuntimeDep) -> list[BackupRead]:
+    """Backups, newest first, with size, manifest checksum and the last verification."""
+    return [
+        BackupRead.model_validate(backup, from_attributes=True)
+        for backup in await backups.listed(runtime.db)
+    ]

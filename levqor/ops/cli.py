@@ -1,18 +1,20 @@
-"""`levqor alerts test|list` (the alert channels and their history) and `levqor slo`."""
+"""`levqor alerts test|list`, `levqor slo`, `levqor backup run|list|verify|restore`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from levqor import clikit
-from levqor.ops import alerts, channels, slo
-from levqor.ops.models import Alert, AlertDelivery
+from levqor.errors import LevqorError
+from levqor.ops import alerts, backups, channels, slo
+from levqor.ops.models import Alert, AlertDelivery, Backup
 
 alerts_app = typer.Typer(help="Alerts: test the channels, read the history.", no_args_is_help=True)
 console = Console()
@@ -127,3 +129,119 @@ def slo_command(
 async def _slo(context: typer.Context) -> slo.State:
     async with clikit.open_runtime(context) as runtime, runtime.db.read() as session:
         return await slo.state(session, runtime.settings)
+
+
+backup_app = typer.Typer(help="Backups: take, list, verify, restore.", no_args_is_help=True)
+
+
+@backup_app.command("run")
+def backup_run(
+    context: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
+    """Take a backup (SQLite online backup, or pg_dump) with its manifest; print its id."""
+    with console.status("Taking a backup…"):
+        taken = asyncio.run(_with_runtime(context, lambda rt: backups.run(rt.db, rt.settings)))
+    if as_json:
+        typer.echo(json.dumps(_backup_json(taken)))
+    else:
+        console.print(f"{taken.id}  {taken.size_bytes / 1e6:.1f} MB in {taken.took_s:.1f} s")
+
+
+@backup_app.command("list")
+def backup_list(
+    context: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
+    """Backups, newest first, with their size and last verification."""
+    found = asyncio.run(_with_runtime(context, lambda rt: backups.listed(rt.db)))
+    if as_json:
+        typer.echo(json.dumps([_backup_json(backup) for backup in found]))
+        return
+    table = Table("id", "taken (UTC)", "size", "status", "verified")
+    for backup in found:
+        checked = "never"
+        if backup.verified_at is not None:
+            word = (
+                "[green]ok[/green]"
+                if backup.verify_ok
+                else f"[red]failed[/red]: {backup.verify_error}"
+            )
+            checked = f"{word} {backup.verified_at:%Y-%m-%d %H:%M}"
+        table.add_row(
+            backup.id,
+            f"{backup.created_at:%Y-%m-%d %H:%M}",
+            f"{backup.size_bytes / 1e6:.1f} MB",
+            backup.status if backup.status == "ok" else f"[red]{backup.error}[/red]",
+            checked,
+        )
+    console.print(table)
+
+
+@backup_app.command("verify")
+def backup_verify(
+    context: typer.Context,
+    backup_id: str = typer.Argument(None, help="The backup (default: the newest)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Re-check every checksum, restore into a scratch database, compare row counts and
+    decrypt a sample; exit 1 naming what failed."""
+    with console.status("Verifying…"):
+        outcome = asyncio.run(
+            _with_runtime(context, lambda rt: backups.verify(rt.db, rt.settings, backup_id))
+        )
+    if as_json:
+        typer.echo(json.dumps(vars(outcome)))
+    elif outcome.ok:
+        console.print(
+            f"[green]{outcome.backup_id} is good[/green] (checked in {outcome.took_s:.1f} s)"
+        )
+    else:
+        console.print(f"[red]{outcome.backup_id} failed:[/red]")
+        for problem in outcome.problems:
+            console.print(f"  {problem}")
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@backup_app.command("restore")
+def backup_restore(
+    context: typer.Context,
+    backup_id: str = typer.Argument(..., help="The backup to put back."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+) -> None:
+    """Replace the live database (and generated keys) with a backup. On SQLite, stop
+    Levqor first."""
+    if not yes:
+        typer.confirm(
+            f"Replace the live database with backup {backup_id}? Everything written since "
+            "it was taken is lost",
+            abort=True,
+        )
+    with console.status("Restoring…"):
+        asyncio.run(
+            _with_runtime(context, lambda rt: backups.restore(rt.db, rt.settings, backup_id))
+        )
+    console.print(f"[green]Restored {backup_id}.[/green] Start Levqor again.")
+
+
+async def _with_runtime(context: typer.Context, action: Any) -> Any:
+    async with clikit.open_runtime(context) as runtime:
+        try:
+            return await action(runtime)
+        except LevqorError as exc:
+            console.print(f"[red]{exc.detail}[/red]")
+            raise typer.Exit(1) from exc
+
+
+def _backup_json(backup: Backup) -> dict[str, Any]:
+    return {
+        "id": backup.id,
+        "created_at": backup.created_at.isoformat(),
+        "backend": backup.backend,
+        "status": backup.status,
+        "error": backup.error,
+        "size_bytes": backup.size_bytes,
+        "took_s": backup.took_s,
+        "verified_at": backup.verified_at.isoformat() if backup.verified_at else None,
+        "verify_ok": backup.verify_ok,
+        "verify_error": backup.verify_error,
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import Base, UTCDateTime, new_id, utcnow
@@ -81,3 +81,24 @@ class SloCheck(Base):
     p95_ms: Mapped[float | None] = mapped_column(Float)
     error_rate: Mapped[float] = mapped_column(Float)
     breached: Mapped[bool] = mapped_column(Boolean)
+
+
+class Backup(Base):
+    """A backup as taken and as last verified. Its files and manifest live in
+    `<backup dir>/<id>/`; this row is the catalogue."""
+
+    __tablename__ = "backups"
+    __table_args__ = (Index("ix_backups_created", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    backend: Mapped[str] = mapped_column(String(16))  # sqlite, postgresql
+    status: Mapped[str] = mapped_column(String(16))  # ok, failed
+    error: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    took_s: Mapped[float] = mapped_column(Float, default=0)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verify_ok: Mapped[bool | None] = mapped_column(Boolean)
+    verify_error: Mapped[str | None] = mapped_column(Text)
+    verify_took_s: Mapped[float | None] = mapped_column(Float)

@@ -15,7 +15,7 @@ from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.jobs import queue
 from levqor.jobs.models import STATUSES
-from levqor.ops import alerts
+from levqor.ops import alerts, backups
 from levqor.runtime import Runtime
 
 CHECK_TIMEOUT_S = 2.0
@@ -93,4 +93,11 @@ async def database_metrics(session: AsyncSession, settings: Settings) -> bytes:
     Gauge("levqor_alerts_open", "Alerted conditions not yet resolved.", registry=registry).set(
         await alerts.open_count(session)
     )
+    age = await backups.newest_verified_age_s(session)
+    if age is not None:  # no series before the first verified backup
+        Gauge(
+            "levqor_backup_newest_verified_age_seconds",
+            "Age of the newest backup that passed its verification.",
+            registry=registry,
+        ).set(age)
     return generate_latest(registry)

@@ -12,6 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from levqor.ops import backups
+from levqor.runtime import Runtime
+
 RULES = Path(__file__).parents[2] / "deploy" / "prometheus"
 
 
@@ -35,8 +38,12 @@ def test_promtool_accepts_the_rules(command: list[str]) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-async def test_every_metric_the_rules_name_is_exported(client: httpx.AsyncClient) -> None:
+async def test_every_metric_the_rules_name_is_exported(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
     await client.get("/health")  # so the HTTP series exist
+    await backups.run(runtime.db, runtime.settings)  # and the verified backup's age
+    await backups.verify(runtime.db, runtime.settings)
     exported = (await client.get("/metrics")).text
     named = set(re.findall(r"\b(levqor_[a-z_]+)", (RULES / "alerts.yml").read_text()))
     base = {re.sub(r"_(bucket|count|sum)$", "", name) for name in named}

@@ -99,11 +99,13 @@ async def test_a_slowed_route_breaches_the_slo_then_recovers(
             answer = await client.get("/api/v1/admin/slo", headers=admin)
             assert answer.json()["status"] == "breached"
 
+            await app.state.latencies.flush(runtime.db, everything=True)  # the signup too
             await age_stats(runtime, timedelta(seconds=600))  # the window moves on
-            await hit(client, "/api/v1/test/fast", 10)
+            for _ in range(40):  # one at a time; p95 of 40 forgives a GC pause or two
+                await client.get("/api/v1/test/fast")
             await app.state.latencies.flush(runtime.db, everything=True)
             recovered = await slo.check(runtime.db, slo_settings)
-            assert recovered.status == "ok"
+            assert recovered.status == "ok", recovered
             assert telegram_texts(http_peer)[-1].startswith("🟢 [RESOLVED] API SLO met again")
             answer = await client.get("/api/v1/admin/slo", headers=admin)
             assert answer.json()["status"] == "ok"

@@ -1,0 +1,543 @@
+"""Backups you know work: taken online, checked file by file, restored into a scratch
+database to prove it, kept for a while, and restored for real when needed.
+
+A backup is a folder `<backup dir>/<id>/`:
+
+- `database.sqlite3` (SQLite's online backup API: writers keep working, the copy is one
+  consistent snapshot) or `database.pgdump` (`pg_dump -Fc` of an exported snapshot, the
+  same snapshot the row counts were taken in);
+- `secrets.json`, the generated keys of the data directory when there are any (mode
+  0600): a restore that cannot decrypt the data is no restore;
+- `manifest.json`: the SHA-256 and size of each file, the app version, the migration
+  revision and the row count of every table.
+
+`verify` re-checks every checksum, restores into a scratch database (a temporary SQLite
+file, or a temporary PostgreSQL database), runs the integrity check, compares the row
+counts with the manifest and decrypts a sample of every sealed column with the backup's
+keys. The outcome and how long it took are recorded; a failure is alerted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
+
+from levqor import __version__
+from levqor.config import Settings, stored_keys
+from levqor.db import migrate
+from levqor.db.base import utcnow
+from levqor.db.engine import Database
+from levqor.db.rotation import sealed_columns
+from levqor.errors import InvalidRequest, NotFound
+from levqor.logging import get_logger
+from levqor.ops import alerts
+from levqor.ops.models import Backup
+from levqor.periodic import TickTask, at_most_every
+
+log = get_logger(__name__)
+
+DATABASE_FILE = {"sqlite": "database.sqlite3", "postgresql": "database.pgdump"}
+MANIFEST = "manifest.json"
+SECRETS = "secrets.json"
+SAMPLE = 20  # sealed values decrypted per column when verifying
+CHUNK = 1024 * 1024
+STALE_GRACE = timedelta(hours=2)
+
+
+class BackupFailed(InvalidRequest):
+    """The backup could not be taken, verified or restored."""
+
+    status = 500
+    code = "backup_failed"
+
+
+def _backend(settings: Settings) -> str:
+    return "sqlite" if settings.is_sqlite else "postgresql"
+
+
+def _sqlite_path(settings: Settings) -> Path:
+    return Path(make_url(settings.sqlalchemy_url).database or "")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- taking one ----------------------------------------------------------------------
+
+
+async def run(db: Database, settings: Settings) -> Backup:
+    """Take a backup and catalogue it (a failed one too, with why); keep the newest
+    `LEVQOR_BACKUP_KEEP`. A failure is alerted, and raised as BackupFailed."""
+    backup_id = f"bkp_{utcnow():%Y%m%dT%H%M%SZ}_{secrets.token_hex(3)}"
+    folder = settings.backups_path / backup_id
+    started = time.perf_counter()
+    row = Backup(id=backup_id, created_at=utcnow(), backend=_backend(settings), status="ok")
+    try:
+        folder.mkdir(parents=True, mode=0o700)
+        manifest = await _take(settings, folder)
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        row.manifest_sha256 = sha256_of(folder / MANIFEST)
+        row.size_bytes = sum(path.stat().st_size for path in folder.iterdir())
+    except Exception as exc:  # noqa: BLE001  every failure is catalogued and alerted
+        row.status, row.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        shutil.rmtree(folder, ignore_errors=True)
+    row.took_s = round(time.perf_counter() - started, 3)
+    async with db.session(write=True) as session, session.begin():
+        session.add(row)
+    if row.status == "failed":
+        await alerts.alert(db, settings, "critical", "Backup failed", row.error or "")
+        raise BackupFailed(f"The backup failed: {row.error}")
+    await prune(db, settings)
+    log.info("backup_taken", backup=backup_id, size=row.size_bytes, took_s=row.took_s)
+    return row
+
+
+async def _take(settings: Settings, folder: Path) -> dict[str, Any]:
+    backend = _backend(settings)
+    database = folder / DATABASE_FILE[backend]
+    if backend == "sqlite":
+        counts = await asyncio.to_thread(_sqlite_backup, _sqlite_path(settings), database)
+    else:
+        counts = await _pg_dump(settings, database)
+    files = [database]
+    generated = settings.data_dir / SECRETS
+    if generated.exists():
+        shutil.copyfile(generated, folder / SECRETS)
+        (folder / SECRETS).chmod(0o600)
+        files.append(folder / SECRETS)
+    return {
+        "id": folder.name,
+        "created_at": utcnow().isoformat(),
+        "app_version": __version__,
+        "revision": await migrate.current_revision(settings),
+        "backend": backend,
+        "row_counts": counts,
+        "secrets": "included" if generated.exists() else "not generated here (set by settings)",
+        "files": [
+            {"name": path.name, "size": path.stat().st_size, "sha256": sha256_of(path)}
+            for path in files
+        ],
+    }
+
+
+def _sqlite_backup(source: Path, target: Path) -> dict[str, int]:
+    """SQLite's online backup in one step: a consistent snapshot that writers, in WAL
+    mode, never wait for; the row counts are read from the copy itself."""
+    with (
+        contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as origin,
+        contextlib.closing(sqlite3.connect(target)) as copy,
+    ):
+        origin.backup(copy)
+        return _sqlite_counts(copy)
+
+
+def _sqlite_counts(connection: sqlite3.Connection) -> dict[str, int]:
+    tables = [
+        name
+        for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    return {
+        # names from the database's own catalogue, not from anyone's input
+        table: int(connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])  # noqa: S608
+        for table in sorted(tables)
+    }
+
+
+def _libpq(settings: Settings, database: str | None = None) -> tuple[str, dict[str, str]]:
+    """A libpq URL without the password (that goes in the environment, not argv)."""
+    url = make_url(settings.sqlalchemy_url).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    env = {"LC_ALL": "C.UTF-8"}  # no inherited PG* variable may redirect the tools
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    return url.set(password=None).render_as_string(hide_password=False), env
+
+
+async def _command(*argv: str, env: dict[str, str]) -> None:
+    program = shutil.which(argv[0])
+    if program is None:
+        raise BackupFailed(f"{argv[0]} is not installed (apt-get install postgresql-client)")
+    process = await asyncio.create_subprocess_exec(
+        program, *argv[1:], env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _out, err = await process.communicate()
+    if process.returncode != 0:
+        raise BackupFailed(f"{argv[0]} failed: {err.decode(errors='replace')[-1000:]}")
+
+
+async def _pg_dump(settings: Settings, target: Path) -> dict[str, int]:
+    """`pg_dump -Fc` of a snapshot exported from a repeatable-read transaction, the row
+    counts taken in that same snapshot: the manifest describes exactly the dump."""
+    url, env = _libpq(settings)
+    engine = create_async_engine(settings.sqlalchemy_url, poolclass=None)
+    try:
+        async with engine.connect() as connection:
+            connection = await connection.execution_options(isolation_level="REPEATABLE READ")
+            async with connection.begin():
+                snapshot = await connection.scalar(text("SELECT pg_export_snapshot()"))
+                counts = await _pg_counts(connection)
+                await _command(
+                    "pg_dump",
+                    "--format=custom",
+                    f"--snapshot={snapshot}",
+                    f"--file={target}",
+                    f"--dbname={url}",
+                    env=env,
+                )
+    finally:
+        await engine.dispose()
+    return counts
+
+
+async def _pg_counts(connection: AsyncConnection) -> dict[str, int]:
+    tables = (
+        await connection.scalars(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        )
+    ).all()
+    return {
+        table: int(await connection.scalar(text(f'SELECT count(*) FROM "{table}"')) or 0)  # noqa: S608
+        for table in tables
+    }
+
+
+# --- the catalogue -------------------------------------------------------------------
+
+
+async def listed(db: Database, *, limit: int = 100) -> list[Backup]:
+    async with db.session(write=False) as session:
+        rows = await session.scalars(
+            select(Backup).order_by(Backup.created_at.desc(), Backup.id.desc()).limit(limit)
+        )
+        return list(rows)
+
+
+async def find(db: Database, backup_id: str | None) -> Backup:
+    """The backup `backup_id`, or the newest good one."""
+    async with db.session(write=False) as session:
+        query = select(Backup).where(Backup.status == "ok")
+        if backup_id:
+            query = query.where(Backup.id == backup_id)
+        found = await session.scalar(query.order_by(Backup.created_at.desc()).limit(1))
+    if found is None:
+        raise NotFound(f"No such backup: {backup_id}" if backup_id else "No backup yet.")
+    return found
+
+
+async def prune(db: Database, settings: Settings) -> list[str]:
+    """Delete all but the newest `LEVQOR_BACKUP_KEEP` backups (files and rows)."""
+    every = await listed(db, limit=100_000)
+    gone = every[settings.backup_keep :]
+    for backup in gone:
+        shutil.rmtree(settings.backups_path / backup.id, ignore_errors=True)
+    if gone:
+        async with db.session(write=True) as session, session.begin():
+            for backup in gone:
+                await session.delete(await session.get(Backup, backup.id))
+    return [backup.id for backup in gone]
+
+
+# --- proving one ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    backup_id: str
+    ok: bool
+    problems: list[str]
+    took_s: float
+
+
+async def verify(db: Database, settings: Settings, backup_id: str | None = None) -> Verification:
+    """Check a backup (the newest good one by default) end to end and record how it went."""
+    backup = await find(db, backup_id)
+    started = time.perf_counter()
+    folder = settings.backups_path / backup.id
+    try:
+        problems = _checksum_problems(folder, backup.manifest_sha256)
+        if not problems:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            problems = await _restore_problems(settings, folder, manifest)
+    except Exception as exc:  # noqa: BLE001  a verification that breaks is a failed one
+        problems = [f"{type(exc).__name__}: {exc}"]
+    outcome = Verification(
+        backup.id, not problems, problems, round(time.perf_counter() - started, 3)
+    )
+    async with db.session(write=True) as session, session.begin():
+        row = await session.get(Backup, backup.id)
+        assert row is not None
+        row.verified_at, row.verify_ok = utcnow(), outcome.ok
+        row.verify_error = "; ".join(problems)[:2000] or None
+        row.verify_took_s = outcome.took_s
+    if not outcome.ok:
+        await alerts.alert(
+            db,
+            settings,
+            "critical",
+            f"Backup {backup.id} failed its verification",
+            "; ".join(problems)[:3000],
+        )
+    return outcome
+
+
+def _checksum_problems(folder: Path, manifest_sha256: str | None) -> list[str]:
+    if not (folder / MANIFEST).exists():
+        return [f"{MANIFEST}: missing"]
+    if manifest_sha256 and sha256_of(folder / MANIFEST) != manifest_sha256:
+        return [f"{MANIFEST}: its checksum differs from the one catalogued"]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    problems = []
+    for entry in manifest["files"]:
+        path = folder / entry["name"]
+        if not path.exists():
+            problems.append(f"{entry['name']}: missing")
+        elif sha256_of(path) != entry["sha256"]:
+            problems.append(f"{entry['name']}: checksum differs (the file changed)")
+    return problems
+
+
+async def _restore_problems(
+    settings: Settings, folder: Path, manifest: dict[str, Any]
+) -> list[str]:
+    cipher = _cipher(settings, folder)
+    database = folder / DATABASE_FILE[manifest["backend"]]
+    if manifest["backend"] == "sqlite":
+        return await asyncio.to_thread(_sqlite_scratch_problems, database, manifest, cipher)
+    async with _scratch_postgres(settings) as scratch:
+        url, env = _libpq(settings, scratch)
+        await _command(
+            "pg_restore", "--no-owner", "--exit-on-error", f"--dbname={url}", str(database), env=env
+        )
+        engine = create_async_engine(_async_url(settings, scratch))
+        try:
+            async with engine.connect() as connection:
+                problems = _count_problems(await _pg_counts(connection), manifest["row_counts"])
+                problems += await _pg_decrypt_problems(connection, cipher)
+        finally:
+            await engine.dispose()
+    return problems
+
+
+def _cipher(settings: Settings, folder: Path) -> MultiFernet:
+    """The keys a restore would have: the installation's ring (from the settings, or
+    generated into the data directory) and the generated ones the backup carries."""
+    keys = [key.get_secret_value() for key in settings.encryption_keys]
+    if (folder / SECRETS).exists():
+        keys += stored_keys(json.loads((folder / SECRETS).read_text()))
+    return MultiFernet([Fernet(key) for key in dict.fromkeys(keys)])
+
+
+def _count_problems(found: dict[str, int], expected: dict[str, int]) -> list[str]:
+    return [
+        f"{table}: {found.get(table)} rows restored, {count} in the manifest"
+        for table, count in sorted(expected.items())
+        if found.get(table) != count
+    ]
+
+
+def _sqlite_scratch_problems(
+    database: Path, manifest: dict[str, Any], cipher: MultiFernet
+) -> list[str]:
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "restored.sqlite3"
+        shutil.copyfile(database, copy)
+        with contextlib.closing(sqlite3.connect(copy)) as connection:
+            integrity = connection.execute("PRAGMA integrity_check").fetchone()[0]
+            if integrity != "ok":
+                return [f"{database.name}: integrity check says {integrity}"]
+            problems = _count_problems(_sqlite_counts(connection), manifest["row_counts"])
+            for sealed in sealed_columns():
+                table, column = sealed.table.name, sealed.column.name
+                values = connection.execute(_sample_sql(table, column)).fetchall()
+                problems += _decrypt_problems(cipher, f"{table}.{column}", [v for (v,) in values])
+    return problems
+
+
+async def _pg_decrypt_problems(connection: AsyncConnection, cipher: MultiFernet) -> list[str]:
+    problems = []
+    for sealed in sealed_columns():
+        table, column = sealed.table.name, sealed.column.name
+        values = (await connection.scalars(text(_sample_sql(table, column)))).all()
+        problems += _decrypt_problems(cipher, f"{table}.{column}", list(values))
+    return problems
+
+
+def _sample_sql(table: str, column: str) -> str:
+    """Names from the models' own metadata, not from anyone's input."""
+    return f'SELECT "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL LIMIT {SAMPLE}'  # noqa: S608
+
+
+def _decrypt_problems(cipher: MultiFernet, where: str, values: list[Any]) -> list[str]:
+    for value in values:
+        try:
+            cipher.decrypt(str(value).encode())
+        except InvalidToken:
+            return [f"{where}: does not decrypt with the backup's keys"]
+    return []
+
+
+def _async_url(settings: Settings, database: str) -> str:
+    return (
+        make_url(settings.sqlalchemy_url)
+        .set(database=database)
+        .render_as_string(hide_password=False)
+    )
+
+
+@contextlib.asynccontextmanager
+async def _scratch_postgres(settings: Settings) -> AsyncIterator[str]:
+    """A temporary database on the same server, dropped afterwards."""
+    name = f"levqor_verify_{secrets.token_hex(6)}"
+    admin = create_async_engine(settings.sqlalchemy_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield name
+        finally:
+            async with admin.connect() as connection:
+                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+# --- using one -----------------------------------------------------------------------
+
+
+async def restore(db: Database, settings: Settings, backup_id: str) -> Backup:
+    """Put a backup back in place of the live database (and its generated keys). Its
+    checksums are checked first; on SQLite, stop Levqor before (the file is replaced)."""
+    backup = await find(db, backup_id)
+    folder = settings.backups_path / backup.id
+    problems = _checksum_problems(folder, backup.manifest_sha256)
+    if problems:
+        raise BackupFailed(f"Backup {backup.id} is damaged: {'; '.join(problems)}")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest["backend"] != _backend(settings):
+        raise BackupFailed(
+            f"Backup {backup.id} is of {manifest['backend']}, not {_backend(settings)}"
+        )
+    await db.dispose()  # no pooled connection keeps the old database open
+    if manifest["backend"] == "sqlite":
+        _restore_sqlite(folder / DATABASE_FILE["sqlite"], _sqlite_path(settings))
+    else:
+        url, env = _libpq(settings)
+        await _command(
+            "pg_restore",
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--single-transaction",
+            "--exit-on-error",
+            f"--dbname={url}",
+            str(folder / DATABASE_FILE["postgresql"]),
+            env=env,
+        )
+    if (folder / SECRETS).exists():
+        live = settings.data_dir / SECRETS
+        if live.exists() and live.read_bytes() != (folder / SECRETS).read_bytes():
+            live.rename(live.with_name(f"{SECRETS}.before-{backup.id}"))
+        shutil.copyfile(folder / SECRETS, live)
+        live.chmod(0o600)
+    log.warning("backup_restored", backup=backup.id)
+    return backup
+
+
+def _restore_sqlite(backup: Path, live: Path) -> None:
+    staged = live.with_name(live.name + ".restoring")
+    shutil.copyfile(backup, staged)
+    for suffix in ("-wal", "-shm"):
+        live.with_name(live.name + suffix).unlink(missing_ok=True)
+    os.replace(staged, live)
+
+
+# --- on schedule ---------------------------------------------------------------------
+
+STALE = "backup_stale"
+
+
+async def nightly(db: Database, settings: Settings) -> Backup | None:
+    """Take and verify a backup when the last is `LEVQOR_BACKUP_INTERVAL_S` old; alert
+    while no verified backup is that recent (plus two hours' grace)."""
+    now = utcnow()
+    taken = None
+    newest = next(iter(await listed(db, limit=1)), None)
+    if newest is None or now - newest.created_at >= timedelta(seconds=settings.backup_interval_s):
+        with contextlib.suppress(BackupFailed):  # alerted where it failed
+            taken = await run(db, settings)
+            await verify(db, settings, taken.id)
+    await _alert_if_stale(db, settings, now)
+    return taken
+
+
+async def _alert_if_stale(db: Database, settings: Settings, now: datetime) -> None:
+    async with db.session(write=True) as session, session.begin():
+        good = await session.scalar(
+            select(Backup.created_at)
+            .where(Backup.verify_ok.is_(True))
+            .order_by(Backup.created_at.desc())
+            .limit(1)
+        )
+        limit = timedelta(seconds=settings.backup_interval_s) + STALE_GRACE
+        if good is None or now - good > limit:
+            when = f"since {good:%Y-%m-%d %H:%M} UTC" if good else "yet"
+            await alerts.record(
+                session,
+                settings,
+                "warning",
+                "No recent verified backup",
+                f"No backup has been verified {when}. See `levqor backup list`.",
+                key=STALE,
+            )
+        else:
+            await alerts.resolve(
+                session,
+                settings,
+                STALE,
+                "A verified backup is recent again",
+                f"The newest verified backup was taken {good:%Y-%m-%d %H:%M} UTC.",
+            )
+    await alerts.deliver_due(db, settings)
+
+
+async def newest_verified_age_s(session: AsyncSession) -> float | None:
+    good = await session.scalar(
+        select(Backup.created_at)
+        .where(Backup.verify_ok.is_(True))
+        .order_by(Backup.created_at.desc())
+        .limit(1)
+    )
+    return None if good is None else (utcnow() - good).total_seconds()
+
+
+def tick_task(db: Database, settings: Settings, *, every_s: float = 300) -> TickTask:
+    async def take() -> object:
+        return await nightly(db, settings)
+
+    return at_most_every(every_s, take)

@@ -1,0 +1,178 @@
+"""Backups: a restore into a fresh database gives identical row counts and data that
+decrypts; a flipped byte fails verification naming the file; a backup taken while runs are
+written is consistent; old ones are pruned; the scheduler takes, verifies and watches them.
+On SQLite and on PostgreSQL (whichever the suite runs on)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+from typer.testing import CliRunner
+
+from levqor.accounts.models import User
+from levqor.cli import app as cli_app
+from levqor.config import Settings
+from levqor.connectors.models import Credential
+from levqor.db.base import utcnow
+from levqor.jobs.models import Job
+from levqor.jobs.scheduler import Scheduler
+from levqor.ops import backups
+from levqor.ops.models import Alert, Backup
+from levqor.runtime import Runtime
+from tests.conftest import serve_app
+from tests.factories import add_credential, make_admin, make_workflow, start
+
+
+async def some_data(client: httpx.AsyncClient, signup: Any, runs: int = 3) -> Any:
+    account = await signup()
+    assert (await add_credential(client, account)).status_code == 201  # a sealed secret
+    workflow = await make_workflow(client, account, {"id": "a", "connector": "transform"})
+    for _ in range(runs):
+        await start(client, account, workflow)
+    return account
+
+
+async def count(runtime: Runtime, model: Any) -> int:
+    async with runtime.db.read() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_a_backup_restores_with_its_rows_and_data_that_decrypts(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    await some_data(client, signup)
+    taken = await backups.run(runtime.db, runtime.settings)
+    checked = await backups.verify(runtime.db, runtime.settings, taken.id)
+    assert (checked.ok, checked.problems) == (True, [])
+    manifest = json.loads((runtime.settings.backups_path / taken.id / "manifest.json").read_text())
+    assert manifest["row_counts"]["users"] == 1
+    assert manifest["row_counts"]["jobs"] == 3
+    assert manifest["revision"]
+    await some_data(client, signup, runs=2)  # written after the backup: lost by a restore
+    assert await count(runtime, Job) == 5
+    await backups.restore(runtime.db, runtime.settings, taken.id)
+    assert await count(runtime, User) == 1
+    assert await count(runtime, Job) == 3
+    async with runtime.db.read() as session:
+        [credential] = (await session.scalars(select(Credential))).all()
+        [user] = (await session.scalars(select(User))).all()  # its e-mail sealed
+    assert credential.connector == "slack"
+    assert "bot_token" in runtime.cipher.decrypt(credential.secret_encrypted.encode()).decode()
+    assert user.email.endswith("@example.com")
+
+
+async def test_a_flipped_byte_fails_verification_naming_the_file(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    await some_data(client, signup)
+    taken = await backups.run(runtime.db, runtime.settings)
+    [database] = [
+        path
+        for path in (runtime.settings.backups_path / taken.id).iterdir()
+        if path.name.startswith("database.")
+    ]
+    raw = bytearray(database.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    database.write_bytes(bytes(raw))
+    checked = await backups.verify(runtime.db, runtime.settings, taken.id)
+    assert checked.ok is False
+    assert checked.problems == [f"{database.name}: checksum differs (the file changed)"]
+    async with runtime.db.read() as session:
+        row = await session.get(Backup, taken.id)
+        assert row is not None
+        assert (row.verify_ok, row.verify_error) == (False, checked.problems[0])
+        [alert] = (await session.scalars(select(Alert))).all()
+    assert alert.title == f"Backup {taken.id} failed its verification"
+    with pytest.raises(backups.BackupFailed, match="damaged"):
+        await backups.restore(runtime.db, runtime.settings, taken.id)
+
+
+async def test_a_backup_taken_while_runs_are_written_is_consistent(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    account = await some_data(client, signup, runs=1)
+    workflow = await make_workflow(client, account, {"id": "b", "connector": "transform"})
+    writing = True
+
+    async def keep_writing() -> int:
+        written = 0
+        while writing:
+            assert (await start(client, account, workflow)).status_code == 202
+            written += 1
+        return written
+
+    writer = asyncio.create_task(keep_writing())
+    await asyncio.sleep(0)  # the writer is under way
+    taken = await backups.run(runtime.db, runtime.settings)
+    writing = False
+    written = await writer
+    checked = await backups.verify(runtime.db, runtime.settings, taken.id)
+    assert (checked.ok, checked.problems) == (True, [])
+    manifest = json.loads((runtime.settings.backups_path / taken.id / "manifest.json").read_text())
+    assert 1 <= manifest["row_counts"]["jobs"] <= 1 + written  # one moment, whole
+
+
+async def test_only_the_newest_backups_are_kept(
+    make_settings: Any, fresh_database: None, signup: Any
+) -> None:
+    settings: Settings = make_settings(backup_keep=2)
+    async with serve_app(settings) as (_client, runtime):
+        taken = [await backups.run(runtime.db, settings) for _ in range(3)]
+        kept = [backup.id for backup in await backups.listed(runtime.db)]
+    assert kept == [taken[2].id, taken[1].id]
+    assert sorted(path.name for path in settings.backups_path.iterdir()) == sorted(kept)
+
+
+async def test_the_scheduler_takes_verifies_and_watches_backups(
+    make_settings: Any, fresh_database: None
+) -> None:
+    settings: Settings = make_settings(backups_enabled=True)
+    async with serve_app(settings) as (_client, runtime):
+        await Scheduler(runtime).tick(utcnow())
+        [taken] = await backups.listed(runtime.db)
+        assert (taken.status, taken.verify_ok) == ("ok", True)
+        async with runtime.db.write() as session, session.begin():  # two days pass
+            await session.execute(update(Backup).values(created_at=utcnow() - timedelta(days=2)))
+        await backups._alert_if_stale(runtime.db, settings, utcnow())
+        async with runtime.db.read() as session:
+            stale = await session.scalar(select(Alert).where(Alert.key == "backup_stale"))
+        assert stale is not None
+        assert stale.title == "No recent verified backup"
+        await backups.nightly(runtime.db, settings)  # a day old: a new one, and resolved
+        async with runtime.db.read() as session:
+            assert (await session.get(Alert, stale.id)).resolved_at is not None  # type: ignore[union-attr]
+        assert len(await backups.listed(runtime.db)) == 2
+
+
+async def test_admins_see_the_catalogue(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    admin = await some_data(client, signup)
+    assert (await client.get("/api/v1/admin/backups", headers=admin.headers)).status_code == 403
+    await make_admin(runtime, admin)
+    taken = await backups.run(runtime.db, runtime.settings)
+    await backups.verify(runtime.db, runtime.settings)
+    listed = (await client.get("/api/v1/admin/backups", headers=admin.headers)).json()
+    assert [(b["id"], b["status"], b["verify_ok"]) for b in listed] == [(taken.id, "ok", True)]
+    assert listed[0]["size_bytes"] > 0
+
+
+def test_the_cli_takes_lists_and_verifies(cli_env: Settings) -> None:
+    runner = CliRunner()
+    taken = runner.invoke(cli_app, ["backup", "run", "--json"])
+    assert taken.exit_code == 0, taken.output
+    backup_id = json.loads(taken.stdout)["id"]
+    verified = runner.invoke(cli_app, ["backup", "verify", backup_id, "--json"])
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout)["ok"] is True
+    listed = runner.invoke(cli_app, ["backup", "list", "--json"])
+    assert [(b["id"], b["verify_ok"]) for b in json.loads(listed.stdout)] == [(backup_id, True)]
+    missing = runner.invoke(cli_app, ["backup", "verify", "bkp_none"])
+    assert missing.exit_code == 1
+    assert "No such backup" in missing.output
