@@ -14,6 +14,7 @@ from rich.table import Table
 from levqor import clikit
 from levqor.errors import LevqorError
 from levqor.ops import alerts, backups, channels, slo
+from levqor.ops import verify as verification
 from levqor.ops.models import Alert, AlertDelivery, Backup
 
 alerts_app = typer.Typer(help="Alerts: test the channels, read the history.", no_args_is_help=True)
@@ -245,3 +246,27 @@ def _backup_json(backup: Backup) -> dict[str, Any]:
         "verify_ok": backup.verify_ok,
         "verify_error": backup.verify_error,
     }
+
+
+def verify_command(
+    context: typer.Context,
+    url: str = typer.Option(None, help="The running API (default: LEVQOR_PUBLIC_URL)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check every part of a running installation; a pass/fail table, exit 1 on any failure."""
+    found = asyncio.run(_verify(context, url))
+    if as_json:
+        typer.echo(json.dumps([vars(check) for check in found]))
+    else:
+        table = Table("check", "result", "found")
+        for check in found:
+            verdict = "[green]pass[/green]" if check.ok else "[red]FAIL[/red]"
+            table.add_row(check.name, verdict, check.detail)
+        console.print(table)
+    if not all(check.ok for check in found):
+        raise typer.Exit(1)
+
+
+async def _verify(context: typer.Context, url: str | None) -> list[verification.Check]:
+    async with clikit.open_runtime(context) as runtime:
+        return await verification.run_checks(runtime, url)
