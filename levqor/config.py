@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     backup_dir: Path | None = None  # unset: <data_dir>/backups
     backup_keep: int = Field(30, ge=1)
     backup_interval_s: int = Field(24 * 3600, ge=60)
+    # Off-site copies of each backup: an S3-compatible bucket (`s3://bucket/prefix`,
+    # credentials the AWS way) and/or any rclone remote (`gdrive:levqor-backups`).
+    backup_s3_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
+    backup_s3_endpoint_url: str | None = None
+    backup_rclone_remote: str | None = None
     # false: this process counts nothing (to measure what the metrics cost).
     metrics_enabled: bool = True
     # Set by `levqor serve` for its processes (prometheus-client's multi-process mode):

@@ -215,6 +215,7 @@ class BackupRead(BaseModel):
     size_bytes: int
     took_s: float
     manifest_sha256: str | None
+    offsite: dict[str, str] = Field(description="each off-site copy: ok, or why not")
     verified_at: datetime | None
     verify_ok: bool | None = Field(description="null until verified")
     verify_error: str | None

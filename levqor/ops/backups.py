@@ -104,9 +104,20 @@ async def run(db: Database, settings: Settings) -> Backup:
     except Exception as exc:  # noqa: BLE001  every failure is catalogued and alerted
         row.status, row.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
         shutil.rmtree(folder, ignore_errors=True)
+    if row.status == "ok":
+        row.offsite = await ship(settings, folder)
     row.took_s = round(time.perf_counter() - started, 3)
     async with db.session(write=True) as session, session.begin():
         session.add(row)
+    failed_copies = {where: said for where, said in row.offsite.items() if said != "ok"}
+    if failed_copies:
+        await alerts.alert(
+            db,
+            settings,
+            "warning",
+            f"The off-site copy of backup {backup_id} failed",
+            "; ".join(f"{where}: {said}" for where, said in failed_copies.items()),
+        )
     if row.status == "failed":
         await alerts.alert(db, settings, "critical", "Backup failed", row.error or "")
         raise BackupFailed(f"The backup failed: {row.error}")
@@ -225,6 +236,48 @@ async def _pg_counts(connection: AsyncConnection) -> dict[str, int]:
         table: int(await connection.scalar(text(f'SELECT count(*) FROM "{table}"')) or 0)  # noqa: S608
         for table in tables
     }
+
+
+# --- off-site ------------------------------------------------------------------------
+
+
+async def ship(settings: Settings, folder: Path) -> dict[str, str]:
+    """Copy the backup's folder to each configured off-site place; each one's outcome
+    ("ok", or why not). A failed copy leaves the local backup good."""
+    outcomes: dict[str, str] = {}
+    if settings.backup_s3_url:
+        outcomes["s3"] = await _attempt(asyncio.to_thread(_to_s3, settings, folder))
+    if settings.backup_rclone_remote:
+        target = f"{settings.backup_rclone_remote.rstrip('/')}/{folder.name}"
+        outcomes["rclone"] = await _attempt(
+            _command("rclone", "copy", str(folder), target, env={"HOME": str(Path.home())})
+        )
+    return outcomes
+
+
+async def _attempt(copy: Any) -> str:
+    try:
+        await copy
+    except Exception as exc:  # noqa: BLE001  the outcome is recorded and alerted
+        return f"failed: {type(exc).__name__}: {exc}"[:500]
+    return "ok"
+
+
+def _to_s3(settings: Settings, folder: Path) -> None:
+    import boto3  # loaded by the first off-site copy, not at every start
+
+    assert settings.backup_s3_url is not None
+    bucket, _, prefix = settings.backup_s3_url.removeprefix("s3://").partition("/")
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.backup_s3_endpoint_url,
+        config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3}),
+    )
+    for path in sorted(folder.iterdir()):
+        key = "/".join(part for part in (prefix.strip("/"), folder.name, path.name) if part)
+        client.upload_file(str(path), bucket, key)
 
 
 # --- the catalogue -------------------------------------------------------------------

@@ -242,6 +242,7 @@ def _backup_json(backup: Backup) -> dict[str, Any]:
         "error": backup.error,
         "size_bytes": backup.size_bytes,
         "took_s": backup.took_s,
+        "offsite": backup.offsite,
         "verified_at": backup.verified_at.isoformat() if backup.verified_at else None,
         "verify_ok": backup.verify_ok,
         "verify_error": backup.verify_error,

@@ -98,6 +98,7 @@ class Backup(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     took_s: Mapped[float] = mapped_column(Float, default=0)
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    offsite: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # where -> outcome
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     verify_ok: Mapped[bool | None] = mapped_column(Boolean)
     verify_error: Mapped[str | None] = mapped_column(Text)

@@ -6,8 +6,11 @@ On SQLite and on PostgreSQL (whichever the suite runs on)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +30,7 @@ from levqor.ops.models import Alert, Backup
 from levqor.runtime import Runtime
 from tests.conftest import serve_app
 from tests.factories import add_credential, make_admin, make_workflow, start
+from tests.peers import free_port
 
 
 async def some_data(client: httpx.AsyncClient, signup: Any, runs: int = 3) -> Any:
@@ -176,3 +180,71 @@ def test_the_cli_takes_lists_and_verifies(cli_env: Settings) -> None:
     missing = runner.invoke(cli_app, ["backup", "verify", "bkp_none"])
     assert missing.exit_code == 1
     assert "No such backup" in missing.output
+
+
+@pytest.fixture
+def s3_peer(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server on loopback, with a bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="levqor-backups")
+    yield url
+    server.stop()
+
+
+async def test_copies_go_to_an_s3_bucket_and_an_rclone_remote(
+    make_settings: Any, fresh_database: None, s3_peer: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    settings: Settings = make_settings(
+        backup_s3_url="s3://levqor-backups/nightly",
+        backup_s3_endpoint_url=s3_peer,
+        backup_rclone_remote=f":local:{tmp_path / 'remote'}",
+    )
+    async with serve_app(settings) as (_client, runtime):
+        taken = await backups.run(runtime.db, settings)
+    assert taken.offsite == {"s3": "ok", "rclone": "ok"}
+    local = settings.backups_path / taken.id
+    manifest = json.loads((local / "manifest.json").read_text())
+    bucket = boto3.client("s3", endpoint_url=s3_peer)
+    keys = {item["Key"] for item in bucket.list_objects_v2(Bucket="levqor-backups")["Contents"]}
+    assert keys == {f"nightly/{taken.id}/{path.name}" for path in local.iterdir()}
+    for entry in manifest["files"]:
+        copied = bucket.get_object(
+            Bucket="levqor-backups", Key=f"nightly/{taken.id}/{entry['name']}"
+        )
+        assert hashlib.sha256(copied["Body"].read()).hexdigest() == entry["sha256"]
+        remote = tmp_path / "remote" / taken.id / entry["name"]
+        assert hashlib.sha256(remote.read_bytes()).hexdigest() == entry["sha256"]
+
+
+async def test_a_failed_off_site_copy_is_alerted_and_the_backup_kept(
+    make_settings: Any, fresh_database: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings: Settings = make_settings(
+        backup_s3_url="s3://levqor-backups",
+        backup_s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+    )
+    async with serve_app(settings) as (_client, runtime):
+        taken = await backups.run(runtime.db, settings)
+        checked = await backups.verify(runtime.db, settings, taken.id)
+        async with runtime.db.read() as session:
+            [alert] = (await session.scalars(select(Alert))).all()
+    assert taken.offsite["s3"].startswith("failed: ")
+    assert checked.ok is True  # the local backup is good
+    assert alert.title == f"The off-site copy of backup {taken.id} failed"

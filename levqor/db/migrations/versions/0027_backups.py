@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("took_s", sa.Float(), nullable=False),
         sa.Column("manifest_sha256", sa.String(64), nullable=True),
+        sa.Column("offsite", sa.JSON(), nullable=False),
         sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("verify_ok", sa.Boolean(), nullable=True),
         sa.Column("verify_error", sa.Text(), nullable=True),
