@@ -70,6 +70,7 @@ TABLES: dict[str, Rule] = {
     "request_stats": NotPersonal("counts and latencies of API requests, no request data"),
     "slo_checks": NotPersonal("the SLO verdict each minute"),
     "backups": NotPersonal("the catalogue of backups"),
+    "anomalies": NotPersonal("hourly totals that looked wrong"),
     "callback_secrets": Owned("user_id"),
     "callback_deliveries": Owned("user_id"),
     "callback_attempts": Via("callback_deliveries", "delivery_id"),

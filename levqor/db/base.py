@@ -121,3 +121,10 @@ def utc_day(column: Any, dialect: str) -> Any:
     if dialect == "postgresql":
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
     return func.date(column)
+
+
+def utc_hour(column: Any, dialect: str) -> Any:
+    """A timestamp column's UTC hour as 'YYYY-MM-DD HH', for GROUP BY (see `utc_day`)."""
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24")
+    return func.strftime("%Y-%m-%d %H", column)

@@ -20,7 +20,7 @@ from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep
 from levqor.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem
 from levqor.jobs import queue
-from levqor.ops import alerts, backups, service, slo
+from levqor.ops import alerts, anomalies, backups, service, slo
 from levqor.partners import service as partners
 from levqor.types import Cursor, Limit, Page
 
@@ -229,3 +229,31 @@ async def backup_catalogue(_admin: AdminUser, runtime: RuntimeDep) -> list[Backu
         BackupRead.model_validate(backup, from_attributes=True)
         for backup in await backups.listed(runtime.db)
     ]
+
+
+class AnomalyRead(BaseModel):
+    id: int
+    series: str = Field(
+        description="runs, failures, signups, api_5xx, llm_spend, refunds, failure_ratio"
+    )
+    hour: datetime = Field(description="the start of the hour judged")
+    value: float
+    expected_low: float
+    expected_high: float
+    score: float = Field(
+        description="standard or robust deviations (a share's jump for failure_ratio)"
+    )
+    method: str = Field(description="zscore, robust or ratio")
+    found_at: datetime
+
+
+@admin_router.get("/anomalies")
+async def anomaly_list(
+    _admin: AdminUser, session: ReadSessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> Page[AnomalyRead]:
+    """Anomalies found in the hourly series, newest first."""
+    found, next_cursor = await anomalies.page(session, limit=limit, cursor=cursor)
+    return Page(
+        data=[AnomalyRead.model_validate(each, from_attributes=True) for each in found],
+        next_cursor=next_cursor,
+    )

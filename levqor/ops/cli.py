@@ -13,9 +13,9 @@ from rich.table import Table
 
 from levqor import clikit
 from levqor.errors import LevqorError
-from levqor.ops import alerts, backups, channels, slo
+from levqor.ops import alerts, anomalies, backups, channels, slo
 from levqor.ops import verify as verification
-from levqor.ops.models import Alert, AlertDelivery, Backup
+from levqor.ops.models import Alert, AlertDelivery, Anomaly, Backup
 
 alerts_app = typer.Typer(help="Alerts: test the channels, read the history.", no_args_is_help=True)
 console = Console()
@@ -271,3 +271,49 @@ def verify_command(
 async def _verify(context: typer.Context, url: str | None) -> list[verification.Check]:
     async with clikit.open_runtime(context) as runtime:
         return await verification.run_checks(runtime, url)
+
+
+def anomalies_command(
+    context: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
+    """Look for anomalies in the last hours now (the scheduler does hourly); list the
+    latest found, newest first."""
+    found = asyncio.run(_anomalies(context))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "series": each.series,
+                        "hour": each.hour.isoformat(),
+                        "value": each.value,
+                        "expected": [each.expected_low, each.expected_high],
+                        "score": each.score,
+                        "method": each.method,
+                    }
+                    for each in found
+                ]
+            )
+        )
+        return
+    if not found:
+        console.print("No anomaly found.")
+        return
+    table = Table("hour (UTC)", "series", "value", "expected", "score")
+    for each in found:
+        table.add_row(
+            f"{each.hour:%Y-%m-%d %H:00}",
+            each.series,
+            f"{each.value:g}",
+            f"{each.expected_low:g} to {each.expected_high:g}",
+            f"{each.score:g} ({each.method})",
+        )
+    console.print(table)
+
+
+async def _anomalies(context: typer.Context) -> list[Anomaly]:
+    async with clikit.open_runtime(context) as runtime:
+        await anomalies.record(runtime.db, runtime.settings)
+        async with runtime.db.read() as session:
+            found, _ = await anomalies.page(session, limit=50)
+            return found

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import Base, UTCDateTime, new_id, utcnow
@@ -103,3 +114,24 @@ class Backup(Base):
     verify_ok: Mapped[bool | None] = mapped_column(Boolean)
     verify_error: Mapped[str | None] = mapped_column(Text)
     verify_took_s: Mapped[float | None] = mapped_column(Float)
+
+
+class Anomaly(Base):
+    """A point of an hourly series outside what its trailing window expects: stored, and
+    alerted, once per series and hour."""
+
+    __tablename__ = "anomalies"
+    __table_args__ = (
+        UniqueConstraint("series", "hour", name="uq_anomalies_series_hour"),
+        Index("ix_anomalies_found", "found_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    series: Mapped[str] = mapped_column(String(32))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime)  # the hour's start
+    value: Mapped[float] = mapped_column(Float)
+    expected_low: Mapped[float] = mapped_column(Float)
+    expected_high: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(16))  # zscore, robust, ratio
+    found_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -61,7 +61,7 @@ BOUNDS_MS = (
 )
 SLOT_S = 10
 FLUSH_EVERY_S = 5
-KEEP_STATS = timedelta(days=1)
+KEEP_STATS = timedelta(days=8)  # the anomaly detector reads a week of hourly 5xx
 KEEP_CHECKS = timedelta(days=8)
 SLO_KEY = "slo"
 MEASURED = ("/api/", "/hooks/")  # what the SLO judges
