@@ -17,7 +17,7 @@ from levqor.crypto import build_cipher
 from levqor.db.engine import Database, create_database
 from levqor.events import Events
 from levqor.jobs.hooks import JobHooks
-from levqor.ops import alerts, anomalies, backups, slo, watchdog
+from levqor.ops import alerts, anomalies, backups, rollback, slo, watchdog
 from levqor.partners import reactions as partners_reactions
 from levqor.runtime import Runtime
 from levqor.web import seo, social
@@ -91,6 +91,7 @@ def job_hooks(db: Database, settings: Settings) -> JobHooks:
             watchdog.tick_task(db, settings),
             slo.tick_task(db, settings),
             anomalies.tick_task(db, settings),
+            rollback.tick_task(db, settings),
             *((backups.tick_task(db, settings),) if settings.backups_enabled else ()),
             alerts.delivery_task(db, settings),
         ),

@@ -167,6 +167,12 @@ class Settings(BaseSettings):
     backup_s3_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
     backup_s3_endpoint_url: str | None = None
     backup_rclone_remote: str | None = None
+    # Automatic rollback (`levqor.ops.rollback`): a version that went live within the
+    # window, with this many finished runs, failing at this rate (and clearly worse than
+    # the version before it) is replaced by the version before it.
+    rollback_window_s: int = Field(3600, ge=60)
+    rollback_min_runs: int = Field(5, ge=1)
+    rollback_failure_rate: float = Field(0.5, gt=0, le=1)
     # false: this process counts nothing (to measure what the metrics cost).
     metrics_enabled: bool = True
     # Set by `levqor serve` for its processes (prometheus-client's multi-process mode):

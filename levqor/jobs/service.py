@@ -170,6 +170,50 @@ async def step_inputs(session: AsyncSession, detail: JobDetail) -> dict[str, Ste
     return found
 
 
+@dataclass(frozen=True)
+class VersionOutcomes:
+    """How one workflow version's finished runs went."""
+
+    finished: int
+    failed: int
+    median_s: float | None  # from created to finished
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.finished if self.finished else 0.0
+
+
+async def version_outcomes(
+    session: AsyncSession,
+    *,
+    workflow_id: str,
+    version: int,
+    since: datetime | None = None,
+    before: datetime | None = None,
+    limit: int = 200,
+) -> VersionOutcomes:
+    """The latest `limit` finished (succeeded or failed) runs of one version, created in
+    [since, before)."""
+    query = select(Job.status, Job.created_at, Job.finished_at).where(
+        Job.workflow_id == workflow_id,
+        Job.workflow_version == version,
+        Job.status.in_(("succeeded", FAILED)),
+    )
+    if since is not None:
+        query = query.where(Job.created_at >= since)
+    if before is not None:
+        query = query.where(Job.created_at < before)
+    rows = (await session.execute(query.order_by(Job.created_at.desc()).limit(limit))).all()
+    took = sorted(
+        (finished - created).total_seconds() for _status, created, finished in rows if finished
+    )
+    return VersionOutcomes(
+        finished=len(rows),
+        failed=sum(1 for status, _c, _f in rows if status == FAILED),
+        median_s=took[len(took) // 2] if took else None,
+    )
+
+
 async def list_for_user(
     session: AsyncSession,
     *,

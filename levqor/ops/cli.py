@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from levqor import clikit
-from levqor.errors import LevqorError
-from levqor.ops import alerts, anomalies, backups, channels, slo
+from levqor.errors import InvalidRequest, LevqorError, NotFound
+from levqor.ops import alerts, anomalies, backups, channels, rollback, slo
 from levqor.ops import verify as verification
 from levqor.ops.models import Alert, AlertDelivery, Anomaly, Backup
+from levqor.workflows.models import Workflow
 
 alerts_app = typer.Typer(help="Alerts: test the channels, read the history.", no_args_is_help=True)
 console = Console()
@@ -317,3 +318,39 @@ async def _anomalies(context: typer.Context) -> list[Anomaly]:
         async with runtime.db.read() as session:
             found, _ = await anomalies.page(session, limit=50)
             return found
+
+
+rollback_app = typer.Typer(help="Put an earlier version back.", no_args_is_help=True)
+
+
+@rollback_app.command("workflow")
+def rollback_workflow(
+    context: typer.Context,
+    workflow_id: str = typer.Argument(..., help="The workflow (wf_…)."),
+    to: int = typer.Option(None, "--to", help="The version (default: the one before)."),
+) -> None:
+    """Make an earlier version of a workflow current again, audited and alerted."""
+    done = asyncio.run(_rollback(context, workflow_id, to))
+    console.print(
+        f"{done.workflow_id}: version {done.to_version} is current again (was {done.from_version})."
+    )
+
+
+async def _rollback(context: typer.Context, workflow_id: str, to: int | None) -> Any:
+    async with clikit.open_runtime(context) as runtime:
+        try:
+            async with runtime.db.session(write=True) as session, session.begin():
+                workflow = await session.get(Workflow, workflow_id)
+                if workflow is None or workflow.deleted_at is not None:
+                    raise NotFound(f"No such workflow: {workflow_id}")
+                target = to or workflow.previous_version or workflow.current_version - 1
+                if target < 1 or target == workflow.current_version:
+                    raise InvalidRequest(f"{workflow_id} has no other version to go back to.")
+                done = await rollback.roll_back(
+                    session, runtime.settings, workflow, target, "rolled back by hand", actor="cli"
+                )
+        except LevqorError as exc:
+            console.print(f"[red]{exc.detail}[/red]")
+            raise typer.Exit(1) from exc
+        await alerts.deliver_due(runtime.db, runtime.settings)
+        return done

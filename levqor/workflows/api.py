@@ -18,6 +18,7 @@ from levqor.workflows.schemas import (
     RollbackIn,
     ScheduleIn,
     ScheduleRead,
+    SwitchIn,
     VersionRead,
     WorkflowIn,
     WorkflowRead,
@@ -49,6 +50,7 @@ def _read(state: WorkflowState, runtime: Runtime) -> WorkflowRead:
         definition=state.current.definition,
         webhook_url=webhook_url,
         schedule=schedule,
+        auto_rollback=workflow.auto_rollback,
         created_at=workflow.created_at,
         updated_at=workflow.updated_at,
     )
@@ -168,6 +170,22 @@ async def switch_schedule(
     """Turn the schedule off (`enabled: false`) or on again; on also resumes a schedule
     paused after failing fires. 409 when the workflow has no schedule."""
     state = await service.switch_schedule(
+        session, user=principal.user, workflow_id=workflow_id, enabled=body.enabled
+    )
+    return _read(state, runtime)
+
+
+@router.put("/{workflow_id}/auto-rollback")
+async def switch_auto_rollback(
+    workflow_id: str,
+    body: SwitchIn,
+    principal: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> WorkflowRead:
+    """Whether a new version that fails where the one before worked is rolled back
+    automatically (on by default)."""
+    state = await service.switch_auto_rollback(
         session, user=principal.user, workflow_id=workflow_id, enabled=body.enabled
     )
     return _read(state, runtime)

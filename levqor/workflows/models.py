@@ -39,6 +39,11 @@ class Workflow(Base):
     schedule_paused_reason: Mapped[str | None] = mapped_column(Text)
     # The owner's switch: off, the schedule does not fire whatever the version.
     schedule_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Which version was current before this one, and since when this one is: what the
+    # watchdog compares after a new version goes live (`ops.rollback`), unless turned off.
+    previous_version: Mapped[int | None] = mapped_column(Integer)
+    current_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    auto_rollback: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

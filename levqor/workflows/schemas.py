@@ -38,8 +38,19 @@ class WorkflowRead(BaseModel):
     definition: dict[str, Any]
     webhook_url: str | None = Field(None, description="Set when the trigger is a webhook.")
     schedule: ScheduleRead | None = Field(None, description="Set when the trigger is a schedule.")
+    auto_rollback: bool = Field(
+        True,
+        description="A new version that fails where the one before worked is rolled back "
+        "(`PUT .../auto-rollback`).",
+    )
     created_at: datetime
     updated_at: datetime
+
+
+class SwitchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
 
 
 class ScheduleIn(BaseModel):

@@ -44,6 +44,7 @@ async def create(
         user_id=user.id,
         name=definition.name,
         current_version=1,
+        current_since=utcnow(),
         trigger_type=definition.trigger.type,
         webhook_token_hash=sha256_hex(token),
         webhook_token_encrypted=cipher.encrypt(token.encode()).decode(),
@@ -133,6 +134,9 @@ async def update(
 
 def _make_current(workflow: Workflow, version: int, definition: WorkflowDefinition) -> None:
     """A new current version also starts its schedule afresh (a paused one resumes)."""
+    if workflow.current_version is not None and workflow.current_version != version:
+        workflow.previous_version = workflow.current_version
+    workflow.current_since = utcnow()
     workflow.current_version = version
     workflow.name = definition.name
     workflow.trigger_type = definition.trigger.type
@@ -171,6 +175,42 @@ async def rollback(
     _make_current(workflow, target.version, definition)
     await session.flush()
     return WorkflowState(workflow, target)
+
+
+async def restore_version(session: AsyncSession, *, workflow_id: str, version: int) -> Workflow:
+    """Make `version` current again on the operator's or the watchdog's behalf (no owner
+    check: the caller decided)."""
+    workflow = await session.get(Workflow, workflow_id, with_for_update=True)
+    if workflow is None or workflow.deleted_at is not None:
+        raise errors.NotFound("No such workflow.")
+    target = await _version(session, workflow, version)
+    _make_current(workflow, target.version, WorkflowDefinition.model_validate(target.definition))
+    await session.flush()
+    return workflow
+
+
+async def switch_auto_rollback(
+    session: AsyncSession, *, user: User, workflow_id: str, enabled: bool
+) -> WorkflowState:
+    """The owner's flag: may the watchdog roll a failing new version back?"""
+    state = await get_state(session, user=user, workflow_id=workflow_id)
+    state.workflow.auto_rollback = enabled
+    await session.flush()
+    return state
+
+
+async def live_since(session: AsyncSession, *, since: datetime) -> list[Workflow]:
+    """Workflows a new (higher) version went live on since `since`, auto rollback on."""
+    rows = await session.scalars(
+        select(Workflow).where(
+            Workflow.deleted_at.is_(None),
+            Workflow.auto_rollback.is_(True),
+            Workflow.current_since >= since,
+            Workflow.previous_version.is_not(None),
+            Workflow.current_version > Workflow.previous_version,
+        )
+    )
+    return list(rows)
 
 
 async def delete(session: AsyncSession, *, user: User, workflow_id: str) -> None:
