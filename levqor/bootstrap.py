@@ -8,7 +8,8 @@ from levqor import metrics
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
 from levqor.billing import reactions as billing_reactions
-from levqor.billing import reports, spend_guard
+from levqor.billing import reports as money_reports
+from levqor.billing import spend_guard
 from levqor.billing.gateway import StripeGateway
 from levqor.compliance import hooks as compliance_hooks
 from levqor.compliance import reactions as compliance_reactions
@@ -17,7 +18,7 @@ from levqor.crypto import build_cipher
 from levqor.db.engine import Database, create_database
 from levqor.events import Events
 from levqor.jobs.hooks import JobHooks
-from levqor.ops import alerts, anomalies, backups, rollback, slo, watchdog
+from levqor.ops import alerts, anomalies, backups, reports, rollback, slo, watchdog
 from levqor.partners import reactions as partners_reactions
 from levqor.runtime import Runtime
 from levqor.web import seo, social
@@ -87,11 +88,12 @@ def job_hooks(db: Database, settings: Settings) -> JobHooks:
             *compliance_hooks.tick_tasks(db, settings),
             *((seo.tick_task(db, settings),) if settings.indexnow_key else ()),
             social.tick_task(db, settings, db.key_ring),
-            reports.snapshot_task(db),
+            money_reports.snapshot_task(db),
             watchdog.tick_task(db, settings),
             slo.tick_task(db, settings),
             anomalies.tick_task(db, settings),
             rollback.tick_task(db, settings),
+            reports.daily_task(db, settings),
             *((backups.tick_task(db, settings),) if settings.backups_enabled else ()),
             alerts.delivery_task(db, settings),
         ),

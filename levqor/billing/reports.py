@@ -340,3 +340,8 @@ async def daily(session: AsyncSession, *, settings: Settings, days: int = 30) ->
             )
         )
     return series
+
+
+async def paying_users(session: AsyncSession, *, since: datetime) -> int:
+    """Users with a plan billing now, or a payment since `since` not refunded in full."""
+    return await _paying_users(session, since=since)

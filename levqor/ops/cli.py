@@ -13,7 +13,7 @@ from rich.table import Table
 
 from levqor import clikit
 from levqor.errors import InvalidRequest, LevqorError, NotFound
-from levqor.ops import alerts, anomalies, backups, channels, rollback, slo
+from levqor.ops import alerts, anomalies, backups, channels, reports, rollback, slo
 from levqor.ops import verify as verification
 from levqor.ops.models import Alert, AlertDelivery, Anomaly, Backup
 from levqor.workflows.models import Workflow
@@ -354,3 +354,26 @@ async def _rollback(context: typer.Context, workflow_id: str, to: int | None) ->
             raise typer.Exit(1) from exc
         await alerts.deliver_due(runtime.db, runtime.settings)
         return done
+
+
+def report_command(
+    context: typer.Context,
+    period: str = typer.Argument(..., help="daily, weekly or monthly"),
+    send: bool = typer.Option(False, "--send", help="Also send it through the alert channels."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Uptime, p95, runs and failures, money by source, signups and paying users."""
+    if period not in reports.DAYS:
+        console.print("[red]The period is daily, weekly or monthly.[/red]")
+        raise typer.Exit(2)
+    built = asyncio.run(_report(context, period, send))
+    typer.echo(json.dumps(built.as_json()) if as_json else reports.as_text(built))
+
+
+async def _report(context: typer.Context, period: Any, send: bool) -> reports.Report:
+    async with clikit.open_runtime(context) as runtime:
+        async with runtime.db.read() as session:
+            built = await reports.build(session, runtime.settings, period)
+        if send:
+            await reports.send(runtime.db, runtime.settings, built)
+        return built
