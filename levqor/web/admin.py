@@ -15,7 +15,7 @@ from levqor.billing import refunds, reports, spend_guard
 from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.jobs import queue
-from levqor.ops import alerts, channels
+from levqor.ops import alerts, anomalies, backups, channels, slo
 from levqor.partners import service as partners
 from levqor.web import csrf
 from levqor.web.charts import bar_chart
@@ -90,6 +90,9 @@ async def dashboard(
             "audit_filter": {"actor": actor or "", "action": action or ""},
             "refunds": await refunds.recent(session, limit=20),
             "alerts": (await alerts.page(session, limit=10))[0],
+            "slo": await slo.state(session, settings),
+            "anomalies": (await anomalies.page(session, limit=10))[0],
+            "backups": await backups.listed(runtime.db, limit=10),
             "alert_channels": sorted(channels.configured(settings)),
             "payouts": await partners.recent_payouts(session, limit=20),
             "noindex": True,

@@ -14,7 +14,7 @@ from levqor.billing import spend_guard
 from levqor.billing.models import LlmUsage, Payment, SpendPause
 from levqor.db.base import utcnow
 from levqor.jobs.scheduler import Scheduler
-from levqor.ops import alerts
+from levqor.ops import alerts, backups
 from levqor.runtime import Runtime
 from tests.factories import TRANSFORM, make_admin, signed_in
 from tests.factories import save_page_workflow as save
@@ -144,6 +144,20 @@ async def test_alerts_are_listed_with_each_channels_outcome(
     page = (await client.get("/admin")).text
     assert "<strong>Runs are waiting too long</strong>" in page
     assert "<td>critical</td>" in page
+
+
+async def test_slo_anomalies_and_backups_are_shown(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await admin_session(client, runtime, "ops-pages@example.com")
+    page = (await client.get("/admin")).text
+    assert "No backup yet" in page
+    assert "No anomaly found." in page
+    taken = await backups.run(runtime.db, runtime.settings)
+    await backups.verify(runtime.db, runtime.settings, taken.id)
+    page = (await client.get("/admin")).text
+    assert f"<td>{taken.id}</td>" in page
+    assert '<h3>State</h3><p class="price ok">ok</p>' in page
 
 
 async def test_the_audit_log_filters_by_who_and_what(
