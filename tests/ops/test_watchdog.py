@@ -149,7 +149,8 @@ async def test_the_scheduler_runs_the_watchdog(
     async with runtime.db.write() as session, session.begin():
         await session.execute(update(Job).values(run_at=utcnow() - timedelta(hours=1)))
     await Scheduler(runtime).tick(utcnow())
-    assert [alert.key for alert in await stored(runtime)] == ["queue_stuck"]
+    keys = [alert.key for alert in await stored(runtime)]
+    assert keys.count("queue_stuck") == 1
 
 
 async def test_admins_see_the_queue_and_every_worker(
