@@ -14,9 +14,10 @@ import secrets
 import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "password", "test", "dev"})
@@ -117,6 +118,9 @@ class Settings(BaseSettings):
     export_link_ttl_s: int = Field(24 * 3600, ge=60)
     postal_address: str | None = None
     # The server's own mail (password resets; alerts later): unset, no mail is sent.
+    # One URL for all of them (`smtp://user:pass@host:587`, STARTTLS; `smtps://…:465`,
+    # TLS), as API.md names it; the separate settings below win where both are set.
+    smtp_url: SecretStr | None = None
     smtp_host: str | None = None
     smtp_port: int | None = Field(None, gt=0, lt=65536)
     smtp_username: str | None = None
@@ -129,7 +133,11 @@ class Settings(BaseSettings):
     indexnow_url: str = "https://api.indexnow.org/indexnow"
     # Buffer's GraphQL API, for `levqor social post` (its token is stored encrypted by
     # `levqor social connect`).
-    buffer_url: str = "https://api.buffer.com"
+    buffer_url: str = Field(
+        "https://api.buffer.com",
+        # API.md's name first; LEVQOR_BUFFER_URL, its first name here, still works.
+        validation_alias=AliasChoices("buffer_url", "LEVQOR_BUFFER_API_BASE", "LEVQOR_BUFFER_URL"),
+    )
 
     # Alerts (`levqor.ops.alerts`): each channel is on when its settings are.
     alert_telegram_bot_token: SecretStr | None = None
@@ -206,6 +214,24 @@ class Settings(BaseSettings):
     check_schema_on_start: bool = True
     embedded_jobs: bool = False
     embedded_worker_concurrency: int = Field(8, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _smtp_from_url(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("smtp_url"):
+            return data
+        raw = data["smtp_url"]
+        parts = urlsplit(raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw))
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("LEVQOR_SMTP_URL is smtp://user:password@host:port or smtps://…")
+        found = {
+            "smtp_host": parts.hostname,
+            "smtp_port": parts.port,
+            "smtp_username": unquote(parts.username) if parts.username else None,
+            "smtp_password": unquote(parts.password) if parts.password else None,
+            "smtp_security": "ssl" if parts.scheme == "smtps" else "starttls",
+        }
+        return {**{k: v for k, v in found.items() if v is not None}, **data}
 
     @field_validator("allow_private_urls", "cors_origins", "encryption_keys", mode="before")
     @classmethod

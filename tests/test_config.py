@@ -78,3 +78,26 @@ def test_environment_names_from_the_contract(monkeypatch: pytest.MonkeyPatch) ->
 def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, _env_file=None)
     assert settings.sqlalchemy_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/levqor.db"
+
+
+def test_smtp_in_one_url_as_api_md_names_it() -> None:
+    settings = Settings(_env_file=None, smtp_url="smtps://mailer:p%40ss@mail.example.com:465")
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_security) == (
+        "mail.example.com",
+        465,
+        "ssl",
+    )
+    assert settings.smtp_username == "mailer"
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "p@ss"
+    plain = Settings(_env_file=None, smtp_url="smtp://relay.example.com", smtp_port=2525)
+    assert (plain.smtp_host, plain.smtp_port, plain.smtp_security) == (
+        "relay.example.com",
+        2525,
+        "starttls",
+    )
+
+
+def test_buffer_takes_api_md_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEVQOR_BUFFER_API_BASE", "http://127.0.0.1:9/graphql")
+    assert Settings(_env_file=None).buffer_url == "http://127.0.0.1:9/graphql"
