@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     backup_dir: Path | None = None  # unset: <data_dir>/backups
     backup_keep: int = Field(30, ge=1)
     backup_interval_s: int = Field(24 * 3600, ge=60)
+    # true: the database file of each backup is sealed with the key ring (off-site copies
+    # then hold nothing readable). With a passphrase, the generated keys in a backup are
+    # sealed with it; keep it apart from the backups.
+    backup_encrypt: bool = False
+    backup_passphrase: SecretStr | None = None
     # Off-site copies of each backup: an S3-compatible bucket (`s3://bucket/prefix`,
     # credentials the AWS way) and/or any rclone remote (`gdrive:levqor-backups`).
     backup_s3_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")

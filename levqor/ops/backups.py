@@ -48,7 +48,7 @@ from levqor.db.engine import Database
 from levqor.db.rotation import sealed_columns
 from levqor.errors import InvalidRequest, NotFound
 from levqor.logging import get_logger
-from levqor.ops import alerts
+from levqor.ops import alerts, sealing
 from levqor.ops.models import Backup
 from levqor.periodic import TickTask, at_most_every
 
@@ -57,6 +57,7 @@ log = get_logger(__name__)
 DATABASE_FILE = {"sqlite": "database.sqlite3", "postgresql": "database.pgdump"}
 MANIFEST = "manifest.json"
 SECRETS = "secrets.json"
+SEALED = ".sealed"
 SAMPLE = 20  # sealed values decrypted per column when verifying
 CHUNK = 1024 * 1024
 STALE_GRACE = timedelta(hours=2)
@@ -133,25 +134,62 @@ async def _take(settings: Settings, folder: Path) -> dict[str, Any]:
         counts = await asyncio.to_thread(_sqlite_backup, _sqlite_path(settings), database)
     else:
         counts = await _pg_dump(settings, database)
-    files = [database]
-    generated = settings.data_dir / SECRETS
-    if generated.exists():
-        shutil.copyfile(generated, folder / SECRETS)
-        (folder / SECRETS).chmod(0o600)
-        files.append(folder / SECRETS)
+    if settings.backup_encrypt:
+        sealed = database.with_name(database.name + SEALED)
+        await asyncio.to_thread(sealing.seal_file, _settings_cipher(settings), database, sealed)
+        database.unlink()
+        database = sealed
+    files = [database, *_keep_secrets(settings, folder)]
     return {
         "id": folder.name,
         "created_at": utcnow().isoformat(),
         "app_version": __version__,
         "revision": await migrate.current_revision(settings),
         "backend": backend,
+        "database": database.name,
+        "encrypted": settings.backup_encrypt,
         "row_counts": counts,
-        "secrets": "included" if generated.exists() else "not generated here (set by settings)",
+        "secrets": _secrets_said(files),
         "files": [
             {"name": path.name, "size": path.stat().st_size, "sha256": sha256_of(path)}
             for path in files
         ],
     }
+
+
+def _keep_secrets(settings: Settings, folder: Path) -> list[Path]:
+    """The data directory's generated keys, sealed with the passphrase when one is set,
+    else as they are (mode 0600)."""
+    generated = settings.data_dir / SECRETS
+    if not generated.exists():
+        return []
+    if settings.backup_passphrase is not None:
+        target = folder / (SECRETS + SEALED)
+        target.write_bytes(
+            sealing.seal_with_passphrase(
+                settings.backup_passphrase.get_secret_value(),
+                generated.read_bytes(),
+                secrets.token_bytes(sealing.SALT_BYTES),
+            )
+        )
+    else:
+        target = folder / SECRETS
+        shutil.copyfile(generated, target)
+    target.chmod(0o600)
+    return [target]
+
+
+def _secrets_said(files: list[Path]) -> str:
+    names = {path.name for path in files}
+    if SECRETS + SEALED in names:
+        return "included, sealed with the backup passphrase"
+    if SECRETS in names:
+        return "included (mode 0600; set LEVQOR_BACKUP_PASSPHRASE to seal them)"
+    return "not generated here (set by settings)"
+
+
+def _settings_cipher(settings: Settings) -> MultiFernet:
+    return MultiFernet([Fernet(key.get_secret_value()) for key in settings.encryption_keys])
 
 
 def _sqlite_backup(source: Path, target: Path) -> dict[str, int]:
@@ -378,8 +416,30 @@ def _checksum_problems(folder: Path, manifest_sha256: str | None) -> list[str]:
 async def _restore_problems(
     settings: Settings, folder: Path, manifest: dict[str, Any]
 ) -> list[str]:
-    cipher = _cipher(settings, folder)
-    database = folder / DATABASE_FILE[manifest["backend"]]
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        try:
+            cipher = _cipher(settings, folder)
+            database = await _clear_database(folder, manifest, cipher, Path(scratch_dir))
+        except sealing.Unsealable as exc:
+            return [f"{manifest.get('database')}: {exc}"]
+        return await _restored_problems(settings, database, manifest, cipher)
+
+
+async def _clear_database(
+    folder: Path, manifest: dict[str, Any], cipher: MultiFernet, scratch: Path
+) -> Path:
+    """The backup's database file in clear: itself, or opened into `scratch`."""
+    name = manifest.get("database") or DATABASE_FILE[manifest["backend"]]
+    if not manifest.get("encrypted"):
+        return folder / name
+    clear = scratch / name.removesuffix(SEALED)
+    await asyncio.to_thread(sealing.open_file, cipher, folder / name, clear)
+    return clear
+
+
+async def _restored_problems(
+    settings: Settings, database: Path, manifest: dict[str, Any], cipher: MultiFernet
+) -> list[str]:
     if manifest["backend"] == "sqlite":
         return await asyncio.to_thread(_sqlite_scratch_problems, database, manifest, cipher)
     async with _scratch_postgres(settings) as scratch:
@@ -401,9 +461,23 @@ def _cipher(settings: Settings, folder: Path) -> MultiFernet:
     """The keys a restore would have: the installation's ring (from the settings, or
     generated into the data directory) and the generated ones the backup carries."""
     keys = [key.get_secret_value() for key in settings.encryption_keys]
-    if (folder / SECRETS).exists():
-        keys += stored_keys(json.loads((folder / SECRETS).read_text()))
+    carried = _carried_secrets(settings, folder)
+    if carried is not None:
+        keys += stored_keys(json.loads(carried))
     return MultiFernet([Fernet(key) for key in dict.fromkeys(keys)])
+
+
+def _carried_secrets(settings: Settings, folder: Path) -> bytes | None:
+    """The generated keys the backup carries, opened; None if it carries none (or they
+    are sealed and no passphrase is set)."""
+    if (folder / SECRETS).exists():
+        return (folder / SECRETS).read_bytes()
+    sealed = folder / (SECRETS + SEALED)
+    if sealed.exists() and settings.backup_passphrase is not None:
+        return sealing.open_with_passphrase(
+            settings.backup_passphrase.get_secret_value(), sealed.read_bytes()
+        )
+    return None
 
 
 def _count_problems(found: dict[str, int], expected: dict[str, int]) -> list[str]:
@@ -496,27 +570,38 @@ async def restore(db: Database, settings: Settings, backup_id: str) -> Backup:
         raise BackupFailed(
             f"Backup {backup.id} is of {manifest['backend']}, not {_backend(settings)}"
         )
+    try:
+        carried = _carried_secrets(settings, folder)
+    except sealing.Unsealable as exc:
+        raise BackupFailed(f"Backup {backup.id}: {exc}") from exc
     await db.dispose()  # no pooled connection keeps the old database open
-    if manifest["backend"] == "sqlite":
-        _restore_sqlite(folder / DATABASE_FILE["sqlite"], _sqlite_path(settings))
-    else:
-        url, env = _libpq(settings)
-        await _command(
-            "pg_restore",
-            "--clean",
-            "--if-exists",
-            "--no-owner",
-            "--single-transaction",
-            "--exit-on-error",
-            f"--dbname={url}",
-            str(folder / DATABASE_FILE["postgresql"]),
-            env=env,
-        )
-    if (folder / SECRETS).exists():
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            database = await _clear_database(
+                folder, manifest, _cipher(settings, folder), Path(scratch)
+            )
+        except sealing.Unsealable as exc:
+            raise BackupFailed(f"Backup {backup.id}: {exc}") from exc
+        if manifest["backend"] == "sqlite":
+            _restore_sqlite(database, _sqlite_path(settings))
+        else:
+            url, env = _libpq(settings)
+            await _command(
+                "pg_restore",
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--single-transaction",
+                "--exit-on-error",
+                f"--dbname={url}",
+                str(database),
+                env=env,
+            )
+    if carried is not None:
         live = settings.data_dir / SECRETS
-        if live.exists() and live.read_bytes() != (folder / SECRETS).read_bytes():
+        if live.exists() and live.read_bytes() != carried:
             live.rename(live.with_name(f"{SECRETS}.before-{backup.id}"))
-        shutil.copyfile(folder / SECRETS, live)
+        live.write_bytes(carried)
         live.chmod(0o600)
     log.warning("backup_restored", backup=backup.id)
     return backup

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
@@ -248,3 +249,71 @@ async def test_a_failed_off_site_copy_is_alerted_and_the_backup_kept(
     assert taken.offsite["s3"].startswith("failed: ")
     assert checked.ok is True  # the local backup is good
     assert alert.title == f"The off-site copy of backup {taken.id} failed"
+
+
+async def test_an_encrypted_backup_holds_nothing_readable_and_still_restores(
+    make_settings: Any, fresh_database: None, signup: Any
+) -> None:
+    settings: Settings = make_settings(backup_encrypt=True)
+    async with serve_app(settings) as (client, runtime):
+        account = await signup_through(client)
+        taken = await backups.run(runtime.db, settings)
+        folder = settings.backups_path / taken.id
+        [database] = [path for path in folder.iterdir() if path.name.startswith("database.")]
+        assert database.name.endswith(".sealed")
+        raw = database.read_bytes()
+        assert b"SQLite format 3" not in raw
+        assert b"PGDMP" not in raw
+        assert account.encode() not in raw
+        checked = await backups.verify(runtime.db, settings, taken.id)
+        assert (checked.ok, checked.problems) == (True, [])
+        await backups.restore(runtime.db, settings, taken.id)
+        assert await count(runtime, User) == 1
+    stranger: Settings = make_settings(
+        backup_encrypt=True, encryption_keys=[Fernet.generate_key().decode()]
+    )
+    async with serve_app(stranger) as (_client, runtime):
+        async with runtime.db.write() as session, session.begin():
+            session.add(
+                Backup(
+                    id=taken.id,
+                    backend=taken.backend,
+                    status="ok",
+                    manifest_sha256=taken.manifest_sha256,
+                    size_bytes=1,
+                    took_s=0,
+                )
+            )
+        refused = await backups.verify(runtime.db, stranger, taken.id)
+    assert refused.ok is False
+    assert refused.problems == [f"{database.name}: a chunk does not open with these keys"]
+
+
+async def test_the_generated_keys_are_sealed_with_the_passphrase(
+    make_settings: Any, fresh_database: None
+) -> None:
+    settings: Settings = make_settings(backup_passphrase="correct horse battery staple")
+    secrets_file = settings.data_dir / "secrets.json"
+    secrets_file.parent.mkdir(parents=True, exist_ok=True)
+    secrets_file.write_text(
+        json.dumps({"encryption_keys": [settings.encryption_keys[0].get_secret_value()]})
+    )
+    async with serve_app(settings) as (_client, runtime):
+        taken = await backups.run(runtime.db, settings)
+        folder = settings.backups_path / taken.id
+        assert not (folder / "secrets.json").exists()
+        sealed = (folder / "secrets.json.sealed").read_bytes()
+        assert settings.encryption_keys[0].get_secret_value().encode() not in sealed
+        assert (await backups.verify(runtime.db, settings, taken.id)).ok is True
+        manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["secrets"] == "included, sealed with the backup passphrase"
+
+
+async def signup_through(client: httpx.AsyncClient) -> str:
+    from tests.conftest import PASSWORD
+
+    answer = await client.post(
+        "/api/v1/auth/signup", json={"email": "sealed@example.com", "password": PASSWORD}
+    )
+    assert answer.status_code == 201
+    return "sealed@example.com"
