@@ -307,7 +307,7 @@ def compare(bench: Any, scratch: Path, args: argparse.Namespace) -> dict[str, An
         for metrics_on in (True, False):
             runs[metrics_on].append(bench(scratch, args, metrics_on))
     medians = {
-        label: {key: statistics.median(run[key] for run in runs[on]) for key in COMPARED}
+        label: {key: round(statistics.median(run[key] for run in runs[on]), 1) for key in COMPARED}
         for label, on in (("on", True), ("off", False))
     }
     cost = {
