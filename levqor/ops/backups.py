@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -246,6 +247,8 @@ async def _pg_dump(settings: Settings, target: Path) -> dict[str, int]:
     url, env = _libpq(settings)
     engine = create_async_engine(settings.sqlalchemy_url, poolclass=None)
     try:
+        async with engine.connect() as probe:
+            await _check_client_version(probe)
         async with engine.connect() as connection:
             connection = await connection.execution_options(isolation_level="REPEATABLE READ")
             async with connection.begin():
@@ -262,6 +265,26 @@ async def _pg_dump(settings: Settings, target: Path) -> dict[str, int]:
     finally:
         await engine.dispose()
     return counts
+
+
+async def _check_client_version(connection: AsyncConnection) -> None:
+    """pg_dump must be the server's major version or newer: an older one refuses, or
+    writes a dump that misses what it does not know."""
+    program = shutil.which("pg_dump")
+    if program is None:
+        raise BackupFailed("pg_dump is not installed (apt-get install postgresql-client)")
+    process = await asyncio.create_subprocess_exec(
+        program, "--version", stdout=asyncio.subprocess.PIPE
+    )
+    said, _ = await process.communicate()
+    found = re.search(r"(\d+)(?:\.\d+)?", said.decode())
+    client = int(found.group(1)) if found else 0
+    server = int(await connection.scalar(text("SHOW server_version_num")) or 0) // 10000
+    if client < server:
+        raise BackupFailed(
+            f"pg_dump {client} is older than the PostgreSQL {server} server: install "
+            f"postgresql-client-{server} or newer"
+        )
 
 
 async def _pg_counts(connection: AsyncConnection) -> dict[str, int]:
