@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     export_inline_max_rows: int = Field(5000, ge=0)
     export_link_ttl_s: int = Field(24 * 3600, ge=60)
     postal_address: str | None = None
-    # The server's own mail (password resets; alerts later): unset, no mail is sent.
+    # The server's own mail (password resets, alerts): unset, no mail is sent.
     # One URL for all of them (`smtp://user:pass@host:587`, STARTTLS; `smtps://…:465`,
     # TLS), as API.md names it; the separate settings below win where both are set.
     smtp_url: SecretStr | None = None

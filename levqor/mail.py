@@ -1,4 +1,4 @@
-"""The server's own e-mail (a password reset link; alerts later), through LEVQOR_SMTP_*.
+"""The server's own e-mail (password reset links, alerts), through LEVQOR_SMTP_*.
 
 Users' e-mail steps use their own SMTP credentials (`connectors/email.py`); this is the
 operator's server, configured once.
