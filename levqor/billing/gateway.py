@@ -32,6 +32,12 @@ class StripeUnavailable(errors.LevqorError):
     status = 502
     code = "stripe_error"
 
+    def __init__(self, detail: str, *, definite: bool = False) -> None:
+        super().__init__(detail)
+        # True: Stripe answered that it did nothing (a 4xx other than a conflict or a
+        # rate limit). False: a 5xx, a timeout, a lost connection: it may have acted.
+        self.definite = definite
+
 
 class BadSignature(errors.InvalidRequest):
     code = "invalid_signature"
@@ -180,4 +186,6 @@ def _as_unavailable() -> Iterator[None]:
     try:
         yield
     except stripe.StripeError as exc:
-        raise StripeUnavailable(f"Stripe: {exc.user_message or exc}") from exc
+        status = exc.http_status or 0
+        definite = 400 <= status < 500 and status not in (409, 429)
+        raise StripeUnavailable(f"Stripe: {exc.user_message or exc}", definite=definite) from exc

@@ -23,6 +23,7 @@ from levqor.accounts import service as accounts
 from levqor.audit import service as audit
 from levqor.billing import service as billing
 from levqor.billing.events import PaymentLost, PaymentRecorded
+from levqor.billing.gateway import StripeUnavailable
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.logging import get_logger
@@ -238,7 +239,9 @@ def _commission_state() -> Any:
 async def run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
     """Pay every partner whose payable balance reaches the minimum, one Stripe transfer
     each. Payouts a crash left `processing` are sent again first (same idempotency key,
-    so Stripe pays once). A failed transfer gives the commissions back for next time."""
+    so Stripe pays once). Only Stripe's definite refusal (a 4xx: no transfer was made)
+    fails a payout and gives its commissions back; a 5xx, a timeout or a lost connection
+    leaves it `processing`, sent again with the same key on the next run."""
     async with runtime.db.session(write=True) as session, session.begin():
         await _set_aside(session, settings=runtime.settings)
     async with runtime.db.session(write=False) as session:
@@ -253,6 +256,11 @@ async def run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
                 destination=payout.destination,
                 payout_id=payout.id,
             )
+        except StripeUnavailable as exc:
+            if not exc.definite:  # Stripe may have moved the money: keep it, retry later
+                log.warning("payout_unsure", payout_id=payout.id, error=exc.detail)
+                continue
+            failure = exc.detail
         except errors.LevqorError as exc:
             failure = exc.detail
         async with runtime.db.session(write=True) as session, session.begin():
