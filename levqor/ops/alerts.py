@@ -169,20 +169,24 @@ async def deliver_due(
 ) -> list[Outcome]:
     """Send the deliveries that are due (of one alert, or all); each one's outcome."""
     now = utcnow()
-    async with db.session(write=True) as session, session.begin():
-        query = (
-            select(AlertDelivery, Alert)
-            .join(Alert, Alert.id == AlertDelivery.alert_id)
-            .where(AlertDelivery.status == PENDING, AlertDelivery.next_attempt_at <= now)
-            .order_by(AlertDelivery.next_attempt_at, Alert.created_at, AlertDelivery.id)
-            .limit(limit)
-        )
-        if alert_id is not None:
-            query = query.where(AlertDelivery.alert_id == alert_id)
+    query = (
+        select(AlertDelivery, Alert)
+        .join(Alert, Alert.id == AlertDelivery.alert_id)
+        .where(AlertDelivery.status == PENDING, AlertDelivery.next_attempt_at <= now)
+        .order_by(AlertDelivery.next_attempt_at, Alert.created_at, AlertDelivery.id)
+        .limit(limit)
+    )
+    if alert_id is not None:
+        query = query.where(AlertDelivery.alert_id == alert_id)
+    # Read first: every scheduler tick asks, and usually nothing is due (no write lock).
+    async with db.session(write=False) as session:
         due = [
             (d.id, d.channel, d.attempts, channels.Message(a.id, a.severity, a.title, a.body))
             for d, a in await session.execute(query)
         ]
+    if not due:
+        return []
+    async with db.session(write=True) as session, session.begin():
         claimed = []
         for delivery_id, channel, attempts, message in due:
             taken = await session.execute(

@@ -159,14 +159,7 @@ async def public_metrics(
     cached: tuple[float, dict[str, Any]] | None = getattr(request.app.state, "public_metrics", None)
     if cached is not None and time.monotonic() - cached[0] < PUBLIC_CACHE_S:
         return cached[1]
-    now = utcnow()
-    window = await slo.state(session, runtime.settings, now)
-    [(_day, jobs_today)] = await queue.runs_per_day(session, days=1, now=now)
-    body = {
-        "uptime_7d": await slo.uptime(session, since=now - timedelta(days=7)),
-        "jobs_today": jobs_today,
-        "p95_ms": window.p95_ms,
-    }
+    body = await slo.public_numbers(session, runtime.settings)
     request.app.state.public_metrics = (time.monotonic(), body)
     return body
 

@@ -12,11 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from levqor import clikit
-from levqor.errors import InvalidRequest, LevqorError, NotFound
+from levqor.errors import LevqorError
 from levqor.ops import alerts, anomalies, backups, channels, reports, rollback, slo
 from levqor.ops import verify as verification
 from levqor.ops.models import Alert, AlertDelivery, Anomaly, Backup
-from levqor.workflows.models import Workflow
 
 alerts_app = typer.Typer(help="Alerts: test the channels, read the history.", no_args_is_help=True)
 console = Console()
@@ -340,15 +339,7 @@ async def _rollback(context: typer.Context, workflow_id: str, to: int | None) ->
     async with clikit.open_runtime(context) as runtime:
         try:
             async with runtime.db.session(write=True) as session, session.begin():
-                workflow = await session.get(Workflow, workflow_id)
-                if workflow is None or workflow.deleted_at is not None:
-                    raise NotFound(f"No such workflow: {workflow_id}")
-                target = to or workflow.previous_version or workflow.current_version - 1
-                if target < 1 or target == workflow.current_version:
-                    raise InvalidRequest(f"{workflow_id} has no other version to go back to.")
-                done = await rollback.roll_back(
-                    session, runtime.settings, workflow, target, "rolled back by hand", actor="cli"
-                )
+                done = await rollback.by_hand(session, runtime.settings, workflow_id, to)
         except LevqorError as exc:
             console.print(f"[red]{exc.detail}[/red]")
             raise typer.Exit(1) from exc

@@ -25,6 +25,7 @@ from levqor.audit import service as audit
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
+from levqor.errors import InvalidRequest, NotFound
 from levqor.jobs import service as jobs
 from levqor.jobs.service import VersionOutcomes
 from levqor.ops import alerts
@@ -137,6 +138,19 @@ async def roll_back(
         f"Version {from_version} of {workflow.id} was replaced by version {to_version}: {reason}.",
     )
     return RolledBack(workflow.id, from_version, to_version, reason)
+
+
+async def by_hand(
+    session: AsyncSession, settings: Settings, workflow_id: str, to_version: int | None
+) -> RolledBack:
+    """`levqor rollback workflow`: `to_version`, or the version before the current one."""
+    workflow = await session.get(Workflow, workflow_id)
+    if workflow is None or workflow.deleted_at is not None:
+        raise NotFound(f"No such workflow: {workflow_id}")
+    target = to_version or workflow.previous_version or workflow.current_version - 1
+    if target < 1 or target == workflow.current_version:
+        raise InvalidRequest(f"{workflow_id} has no other version to go back to.")
+    return await roll_back(session, settings, workflow, target, "rolled back by hand", actor="cli")
 
 
 def tick_task(db: Database, settings: Settings, *, every_s: float = 60) -> TickTask:

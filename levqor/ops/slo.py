@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +33,7 @@ from levqor import metrics
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
+from levqor.jobs import queue
 from levqor.logging import get_logger
 from levqor.ops import alerts
 from levqor.ops.models import RequestStats, SloCheck
@@ -352,3 +354,15 @@ async def uptime(session: AsyncSession, *, since: datetime) -> float | None:
         )
     ).one()
     return None if not total else round(1 - int(breached) / int(total), 5)
+
+
+async def public_numbers(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+    """What a status page shows: the last week's share of checks that met the SLO, runs
+    started today (UTC), the API's current p95. Nothing secret."""
+    now = utcnow()
+    [(_day, jobs_today)] = await queue.runs_per_day(session, days=1, now=now)
+    return {
+        "uptime_7d": await uptime(session, since=now - timedelta(days=7)),
+        "jobs_today": jobs_today,
+        "p95_ms": (await state(session, settings, now)).p95_ms,
+    }
