@@ -88,6 +88,11 @@ class HttpPeer:
         self.delay_s = 0.0  # a slow service: every answer waits this long
         # (method, path prefix) -> a fixed answer, after the script and before `default`.
         self.routes: dict[tuple[str, str], tuple[int, object]] = {}
+        # Stripe's idempotency (API v1): the first answer to a POST under a key is saved
+        # and every later POST with that key gets it back, 500s included; `prune_keys()`
+        # forgets them, as Stripe does after 24 hours. A POST without a key is refused.
+        self.idempotent = False
+        self.saved: dict[str, tuple[int, object, dict[str, str]]] = {}
         self.released = threading.Event()
         self.arrived = threading.Event()
         self._lock = threading.Lock()
@@ -131,6 +136,14 @@ class HttpPeer:
         self.server.shutdown()
         self.server.server_close()
 
+    def prune_keys(self) -> None:
+        with self._lock:
+            self.saved.clear()
+
+    def executed(self, path: str) -> list[dict[str, object]]:
+        """Requests to `path` the service acted on: with `idempotent`, one per key."""
+        return [r for r in self.requests if r["path"] == path and not r.get("replayed")]
+
     def route(self, method: str, path: str, status: int, body: object) -> None:
         self.routes[(method, path)] = (status, body)
 
@@ -154,8 +167,15 @@ class HttpPeer:
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:
+                    # The sender died mid-body (a killed worker): like any real server,
+                    # act on nothing that did not fully arrive.
+                    self.close_connection = True
+                    return
                 kind = self.headers.get("content-type") or "application/json"
+                key = self.headers.get("idempotency-key")
                 with peer._lock:
+                    replayed = peer.idempotent and key is not None and key in peer.saved
                     peer.requests.append(
                         {
                             "method": self.command,
@@ -163,13 +183,22 @@ class HttpPeer:
                             "headers": {k.lower(): v for k, v in self.headers.items()},
                             "json": json.loads(raw) if raw and "json" in kind else None,
                             "form": dict(parse_qsl(raw.decode())) if "form" in kind else None,
+                            "replayed": replayed,
                         }
                     )
-                    status, body, headers = (
-                        peer.script.popleft()
-                        if peer.script
-                        else peer._routed(self.command, self.path)
-                    )
+                    if replayed:
+                        assert key is not None
+                        status, body, headers = peer.saved[key]
+                    elif peer.idempotent and self.command == "POST" and key is None:
+                        status, body, headers = 400, {"error": {"message": "no key"}}, {}
+                    else:
+                        status, body, headers = (
+                            peer.script.popleft()
+                            if peer.script
+                            else peer._routed(self.command, self.path)
+                        )
+                        if peer.idempotent and self.command == "POST" and key is not None:
+                            peer.saved[key] = (status, body, headers)
                 if self.path in peer.hold:
                     peer.arrived.set()
                     peer.released.wait(timeout=30)
