@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
+    # Seconds to wait for one Stripe call (the SDK tries three times, same key).
+    stripe_timeout_s: float = Field(30.0, gt=0, le=300)
     billing_currency: str = Field("usd", pattern="^[a-z]{3}$")
     # LLM spend a day (micro-dollars) past which the spend guard pauses LLM calls until
     # the next UTC midnight: per user, and for the whole server; 0 turns a guard off.

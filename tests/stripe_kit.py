@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -43,9 +44,17 @@ def answer_like_stripe(peer: Any) -> None:
 
 
 @pytest.fixture
-def stripe_peer(http_peer: Any) -> Any:
-    answer_like_stripe(http_peer)
-    return http_peer
+def stripe_peer() -> Iterator[Any]:
+    """Stripe on loopback, with Stripe's idempotency: a POST without a key is refused,
+    and a key seen before gets its first answer back (500s included)."""
+    from tests.peers import HttpPeer
+
+    peer = HttpPeer()
+    peer.idempotent = True
+    answer_like_stripe(peer)
+    peer.start()
+    yield peer
+    peer.stop()
 
 
 def signature(payload: bytes, *, secret: str = WEBHOOK_SECRET, at: int | None = None) -> str:

@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.audit.models import AuditEntry
 from levqor.db import pages
-from levqor.db.base import utcnow
+from levqor.db.base import serialise, utcnow
 
 GENESIS = "0" * 64
 BATCH = 1000
@@ -57,8 +57,7 @@ async def record(
     ip_hash: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('levqor_audit'))"))
+    await serialise(session, "levqor_audit")
     last = await session.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
     entry = AuditEntry(
         at=utcnow(),

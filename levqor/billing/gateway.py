@@ -43,7 +43,7 @@ class BadSignature(errors.InvalidRequest):
     code = "invalid_signature"
 
 
-def _httpx_client() -> stripe.HTTPClient:
+def _httpx_client(timeout_s: float) -> stripe.HTTPClient:
     """The SDK's httpx client, sending the encoded form as `content`: it passes a
     string as `data`, which httpx deprecates (a warning on every call)."""
     import stripe
@@ -54,7 +54,7 @@ def _httpx_client() -> stripe.HTTPClient:
             named["content"] = named.pop("data", None) or None
             return positional, named
 
-    return FormAsContent(allow_sync_methods=False)
+    return FormAsContent(timeout=timeout_s, allow_sync_methods=False)
 
 
 class StripeGateway:
@@ -76,7 +76,7 @@ class StripeGateway:
             self._client = stripe.StripeClient(
                 key.get_secret_value(),
                 base_addresses=bases,
-                http_client=_httpx_client(),
+                http_client=_httpx_client(self._settings.stripe_timeout_s),
                 max_network_retries=2,
             )
         return self._client
@@ -161,11 +161,21 @@ class StripeGateway:
                 "amount": amount_cents,
                 "currency": currency,
                 "destination": destination,
+                "transfer_group": payout_id,
                 "metadata": {"payout_id": payout_id},
             },
             idempotency_key=payout_id,
         )
         return str(transfer["id"])
+
+    async def find_transfer(self, payout_id: str) -> str | None:
+        """The transfer made for a payout, if any (by its transfer group): how a payout
+        is known to be paid once Stripe may have forgotten its idempotency key."""
+        with _as_unavailable():
+            listed = await self.client.v1.transfers.list_async(
+                {"transfer_group": payout_id, "limit": 1}
+            )
+        return str(listed.data[0].id) if listed.data else None
 
     async def _call(
         self, service_path: str, params: dict[str, Any], *, idempotency_key: str | None = None

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import DateTime, MetaData, Text, func
+from sqlalchemy import DateTime, MetaData, Text, func, text
 from sqlalchemy.engine import CursorResult, Dialect, Result
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -107,6 +108,14 @@ def upsert(dialect: str, table: Any) -> Any:
     from sqlalchemy.dialects import sqlite
 
     return sqlite.insert(table)
+
+
+async def serialise(session: AsyncSession, name: str) -> None:
+    """Hold `name` until the transaction ends, so code under the same name runs one at a
+    time across processes: a transaction-scoped advisory lock on PostgreSQL. SQLite's
+    write transactions are serial already (BEGIN IMMEDIATE), so there it does nothing."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
 
 def rowcount(result: Result[Any]) -> int:

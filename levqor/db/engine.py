@@ -27,7 +27,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -89,6 +89,25 @@ class Database:
         else:
             async with self._serialised(), self.write() as session:
                 yield session
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Run the block alone among every process sharing the database: a session-level
+        advisory lock held on its own connection on PostgreSQL (waits for the holder).
+        On SQLite each write transaction is serial already; a block spanning several
+        must make its steps safe to repeat."""
+        if self.is_sqlite:
+            yield
+            return
+        async with self.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text("SELECT pg_advisory_lock(hashtext(:n))"), {"n": name})
+            try:
+                yield
+            finally:
+                await connection.execute(
+                    text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": name}
+                )
 
     def _serialised(self) -> AbstractAsyncContextManager[Any]:
         """On SQLite, one writer per process at a time (see the module's notes)."""

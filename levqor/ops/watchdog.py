@@ -7,7 +7,8 @@ scheduler about once a minute and said through `ops.alerts`.
   row is gone (the worker came back and stopped, or upkeep forgot it);
 - runs that failed into the dead-letter queue: one summary per window
   (`LEVQOR_ALERT_DEAD_LETTER_WINDOW_S`), never one alert per job;
-- a spend-guard pause; a partner payout that failed: one alert each.
+- a spend-guard pause; a partner payout that failed, or still unsure after an hour:
+  one alert each.
 
 Conditions carry a `key`, so a check that keeps finding the same problem counts it on
 the open alert instead of sending it again.
@@ -32,6 +33,7 @@ from levqor.periodic import TickTask, at_most_every
 
 QUEUE_STUCK = "queue_stuck"
 SILENT_WORKER = "worker_silent:"
+UNSURE_AFTER = timedelta(hours=1)
 LOOK_BACK = timedelta(days=1)  # pauses and payouts older than this are not news
 
 
@@ -176,24 +178,28 @@ async def _spend_pauses(
 async def _payouts(
     session: AsyncSession, settings: Settings, now: datetime
 ) -> list[alerts.Recorded | None]:
+    """A payout that failed, or one still unsure an hour after it was set aside (Stripe
+    answered 5xx or not at all: each run retries it under its key, but someone should
+    look at Stripe's dashboard)."""
     found: list[alerts.Recorded | None] = []
     for payout in await partners.recent_payouts(session, limit=50):
-        if payout.status != "failed" or payout.created_at < now - LOOK_BACK:
-            continue
-        body = (
-            f"Payout {payout.id} of {payout.amount_cents / 100:.2f} to partner "
-            f"{payout.partner_id} failed: {payout.failure or 'no reason given'}."
+        money = (
+            f"Payout {payout.id} of {payout.amount_cents / 100:.2f} to partner {payout.partner_id}"
         )
-        found.append(
-            await alerts.record(
-                session,
-                settings,
-                "warning",
-                "A partner payout failed",
-                body,
-                key=f"payout_failed:{payout.id}",
-                once=True,
+        if payout.status == "failed" and payout.created_at >= now - LOOK_BACK:
+            title, key = "A partner payout failed", f"payout_failed:{payout.id}"
+            body = f"{money} failed: {payout.failure or 'no reason given'}."
+        elif payout.status == "processing" and payout.created_at < now - UNSURE_AFTER:
+            title, key = "A partner payout is unsure", f"payout_unsure:{payout.id}"
+            body = (
+                f"{money} has had no clear answer from Stripe since "
+                f"{payout.created_at:%Y-%m-%d %H:%M} UTC; each run sends it again under the "
+                "same idempotency key. Check the transfer in Stripe's dashboard."
             )
+        else:
+            continue
+        found.append(
+            await alerts.record(session, settings, "warning", title, body, key=key, once=True)
         )
     return found
 

@@ -64,6 +64,7 @@ class PayoutRead(BaseModel):
     amount_cents: int
     currency: str
     status: str
+    transfer_id: str | None = None  # Stripe's, once paid
     created_at: datetime
 
 

@@ -38,6 +38,9 @@ CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes (0/o, 1/l/i)
 CLICK_WINDOW = timedelta(days=1)
 REFERRAL_COOKIE = accounts.REFERRAL_COOKIE
 PAYOUT_ACCOUNT = re.compile(r"^acct_\w{1,60}$")
+# Stripe may forget an idempotency key (and its saved answer) 24 hours after first use;
+# a payout unsettled that long is looked up by its transfer group before it is sent again.
+KEYS_KEPT = timedelta(hours=23)
 
 
 class AlreadyPartner(errors.Conflict):
@@ -241,7 +244,18 @@ async def run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
     each. Payouts a crash left `processing` are sent again first (same idempotency key,
     so Stripe pays once). Only Stripe's definite refusal (a 4xx: no transfer was made)
     fails a payout and gives its commissions back; a 5xx, a timeout or a lost connection
-    leaves it `processing`, sent again with the same key on the next run."""
+    leaves it `processing`, sent again with the same key on the next run (Stripe answers
+    a key it has seen with its first answer, a 500 included, for 24 hours; after that a
+    payout is looked up by its transfer group before it is sent again).
+
+    Runs are serialised: a second one at the same moment (the CLI and the admin API,
+    two schedulers) waits, then finds nothing owed. A payout is settled only while it
+    is still `processing`, so one sent twice is booked once."""
+    async with runtime.db.exclusive("levqor_payouts"):
+        return await _run_payouts(runtime, actor=actor)
+
+
+async def _run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
     async with runtime.db.session(write=True) as session, session.begin():
         await _set_aside(session, settings=runtime.settings)
     async with runtime.db.session(write=False) as session:
@@ -250,7 +264,9 @@ async def run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
     for payout in waiting:
         transfer_id, failure = None, None
         try:
-            transfer_id = await runtime.stripe.transfer(
+            if utcnow() - payout.created_at >= KEYS_KEPT:
+                transfer_id = await runtime.stripe.find_transfer(payout.id)
+            transfer_id = transfer_id or await runtime.stripe.transfer(
                 amount_cents=payout.amount_cents,
                 currency=payout.currency,
                 destination=payout.destination,
@@ -264,42 +280,49 @@ async def run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
         except errors.LevqorError as exc:
             failure = exc.detail
         async with runtime.db.session(write=True) as session, session.begin():
-            done.append(await _settle(session, payout.id, transfer_id, failure, actor=actor))
+            settled = await _settle(session, payout.id, transfer_id, failure, actor=actor)
+        if settled is not None:
+            done.append(settled)
     return done
 
 
 async def _set_aside(session: AsyncSession, *, settings: Settings) -> None:
     """A `processing` payout for each partner owed at least the minimum, its commissions
-    marked with it, in one transaction."""
+    marked with it, in one transaction. Each payout's amount is the sum of the
+    commission rows it actually claimed, never a sum read before claiming them."""
     payable = (
         Commission.status == "pending",
         Commission.payout_id.is_(None),
         Commission.available_at <= utcnow(),
     )
     owed = await session.execute(
-        select(Commission.partner_id, Commission.currency, func.sum(Commission.amount_cents))
+        select(Commission.partner_id, Commission.currency)
         .where(*payable)
         .group_by(Commission.partner_id, Commission.currency)
         .having(func.sum(Commission.amount_cents) >= settings.partner_payout_minimum_cents)
     )
-    for partner_id, currency, cents in owed.all():
+    for partner_id, currency in owed.all():
         partner = await session.get(Partner, partner_id)
         if partner is None or partner.payout_account is None:
             continue  # erased, or no account to pay into yet: it waits
         payout = Payout(
             partner_id=partner_id,
             user_id=partner.user_id,
-            amount_cents=int(cents),
+            amount_cents=0,
             currency=currency,
             destination=partner.payout_account,
         )
         session.add(payout)
         await session.flush()
-        await session.execute(
+        claimed = await session.scalars(
             update(Commission)
             .where(*payable, Commission.partner_id == partner_id, Commission.currency == currency)
             .values(payout_id=payout.id)
+            .returning(Commission.amount_cents)
         )
+        payout.amount_cents = sum(claimed.all())
+        if payout.amount_cents < settings.partner_payout_minimum_cents:
+            raise errors.Conflict("Another payout run claimed these commissions; run it again.")
 
 
 async def _settle(
@@ -309,9 +332,11 @@ async def _settle(
     failure: str | None,
     *,
     actor: str,
-) -> Payout:
-    payout = await session.get(Payout, payout_id)
-    assert payout is not None
+) -> Payout | None:
+    """Book Stripe's answer; None if another run booked this payout already."""
+    payout = await session.get(Payout, payout_id, with_for_update=True)
+    if payout is None or payout.status != "processing":
+        return None
     mine = Commission.payout_id == payout_id
     if transfer_id is not None:
         payout.status, payout.transfer_id = "paid", transfer_id

@@ -107,7 +107,7 @@ async def test_a_silent_worker_is_alerted_and_its_return_resolves_it(runtime: Ru
     assert (gone.severity, gone.title) == ("resolved", "A silent worker is gone")
 
 
-async def test_a_spend_pause_and_a_failed_payout_are_each_alerted_once(
+async def test_a_spend_pause_a_failed_and_an_unsure_payout_are_each_alerted_once(
     signup: Any, runtime: Runtime
 ) -> None:
     user = await signup()
@@ -131,9 +131,21 @@ async def test_a_spend_pause_and_a_failed_payout_are_each_alerted_once(
                 failure="No such destination: acct_1",
             )
         )
+        for hours_ago in (2, 0):  # unsure for two hours, and one just sent
+            session.add(
+                Payout(
+                    partner_id="ptn_y",
+                    user_id=user.id,
+                    amount_cents=1600,
+                    currency="usd",
+                    destination="acct_2",
+                    created_at=utcnow() - timedelta(hours=hours_ago),
+                )
+            )
     raised = await watchdog.check(runtime.db, runtime.settings)
     assert sorted(alert.title for alert in raised) == [
         "A partner payout failed",
+        "A partner payout is unsure",
         "LLM spend paused",
     ]
     by_title = {alert.title: alert for alert in raised}

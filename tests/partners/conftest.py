@@ -12,7 +12,12 @@ __all__ = ["stripe_peer"]
 
 @pytest.fixture
 def settings(make_settings: Any, fresh_database: None, stripe_peer: Any) -> Settings:
-    # No hold period: commissions are payable at once, so payouts can be tested.
+    # No hold period: commissions are payable at once, so payouts can be tested. A
+    # short Stripe timeout: a test makes Stripe answer too late.
     return stripe_settings(
-        make_settings, stripe_peer, partner_hold_days=0, partner_payout_minimum_cents=1000
+        make_settings,
+        stripe_peer,
+        partner_hold_days=0,
+        partner_payout_minimum_cents=1000,
+        stripe_timeout_s=1.0,
     )
