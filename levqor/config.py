@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
+    # Stripe price id -> plan name (JSON), for prices whose lookup key is not the plan's
+    # name: how an invoice or a plan changed in the portal is known to bill that plan.
+    stripe_price_plans: dict[str, str] = Field(default_factory=dict)
     # Seconds to wait for one Stripe call (the SDK tries three times, same key).
     stripe_timeout_s: float = Field(30.0, gt=0, le=300)
     billing_currency: str = Field("usd", pattern="^[a-z]{3}$")

@@ -101,9 +101,16 @@ def pack_paid(user_id: str, *, pack: str = "credits_1k", amount: int = 1000) -> 
 
 
 def invoice_paid(
-    user_id: str | None, *, subscription: str = "sub_1", plan: str = "pro", amount: int = 4900
+    user_id: str | None,
+    *,
+    subscription: str = "sub_1",
+    plan: str = "pro",
+    amount: int = 4900,
+    lines: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """An invoice as API versions since 2025-03-31 send it (`parent`, `payments`)."""
+    """An invoice as API versions since 2025-03-31 send it (`parent`, `payments`,
+    `pricing`). `plan` is the checkout's metadata; by default one line bills the period
+    at the price `price_<plan>`."""
     suffix = uuid.uuid4().hex[:8]
     metadata = {"plan": plan} | ({"user_id": user_id} if user_id else {})
     return event(
@@ -120,9 +127,24 @@ def invoice_paid(
                 "subscription_details": {"subscription": subscription, "metadata": metadata},
             },
             "payments": {"data": [{"payment": {"payment_intent": f"pi_{suffix}"}}]},
-            "lines": {"data": [{"period": {"start": 1_790_000_000, "end": 1_792_592_000}}]},
+            "lines": {"data": lines or [invoice_line(plan, amount)]},
         },
     )
+
+
+def invoice_line(plan: str, amount: int, *, proration: bool = False) -> dict[str, Any]:
+    """A line of a subscription invoice billing `plan`'s price (`price_<plan>`)."""
+    return {
+        "object": "line_item",
+        "amount": amount,
+        "currency": "usd",
+        "period": {"start": 1_790_000_000, "end": 1_792_592_000},
+        "parent": {
+            "type": "subscription_item_details",
+            "subscription_item_details": {"proration": proration, "subscription": "sub_1"},
+        },
+        "pricing": {"type": "price_details", "price_details": {"price": f"price_{plan}"}},
+    }
 
 
 def subscription_started(user_id: str, subscription: str, *, plan: str = "pro") -> dict[str, Any]:

@@ -17,6 +17,7 @@ from levqor.billing import plans
 from levqor.billing.service import LIVE_STATUSES
 
 Json = dict[str, Any]
+PricePlans = dict[str, str]  # Stripe price id -> plan name
 
 
 def from_unix(value: Any) -> datetime | None:
@@ -78,11 +79,33 @@ class Checkout:
 
 
 @dataclass(frozen=True)
+class InvoiceLine:
+    """One line of an invoice: what it bills (the plan its price names, if any), for
+    how much, and whether it is a proration (a plan changed mid-period)."""
+
+    plan: str | None
+    amount_cents: int
+    proration: bool
+
+    @classmethod
+    def of(cls, line: Json, price_plans: PricePlans) -> InvoiceLine:
+        parent = line.get("parent") or {}
+        details = parent.get("subscription_item_details") or parent.get("invoice_item_details")
+        proration = (details or {}).get("proration", line.get("proration"))
+        return cls(
+            plan=_plan_of_price(_line_price(line), price_plans),
+            amount_cents=int(line.get("amount") or 0),
+            proration=bool(proration),
+        )
+
+
+@dataclass(frozen=True)
 class Invoice:
     id: str
     owner: Owner
     subscription_id: str | None
-    plan: str | None
+    plan: str | None  # what our metadata says: the plan bought at checkout
+    lines: tuple[InvoiceLine, ...]
     number: str | None
     amount_paid_cents: int
     currency: str | None
@@ -91,7 +114,7 @@ class Invoice:
     payment_intent: str | None
 
     @classmethod
-    def of(cls, obj: Json) -> Invoice:
+    def of(cls, obj: Json, price_plans: PricePlans) -> Invoice:
         details = subscription_details(obj)
         metadata = details.get("metadata") or {}
         start, end = _service_period(obj)
@@ -100,6 +123,10 @@ class Invoice:
             owner=Owner.of(obj, metadata),
             subscription_id=_text(details.get("subscription") or obj.get("subscription")),
             plan=metadata.get("plan"),
+            lines=tuple(
+                InvoiceLine.of(line, price_plans)
+                for line in (obj.get("lines") or {}).get("data") or []
+            ),
             number=obj.get("number"),
             amount_paid_cents=int(obj.get("amount_paid") or 0),
             currency=_text(obj.get("currency")),
@@ -107,6 +134,14 @@ class Invoice:
             period_end=end,
             payment_intent=_payment_intent(obj),
         )
+
+    def billed_plan(self) -> str | None:
+        """The plan this invoice bills for the period ahead: its first line that is not
+        a proration and whose price names a plan."""
+        for line in self.lines:
+            if not line.proration and line.plan is not None:
+                return line.plan
+        return None
 
 
 @dataclass(frozen=True)
@@ -125,7 +160,7 @@ class StripeSubscription:
         return self.status in LIVE_STATUSES
 
     @classmethod
-    def of(cls, obj: Json) -> StripeSubscription:
+    def of(cls, obj: Json, price_plans: PricePlans) -> StripeSubscription:
         item = _first_item(obj)
         return cls(
             id=obj["id"],
@@ -133,7 +168,7 @@ class StripeSubscription:
             customer=_text(obj.get("customer")),
             status=str(obj.get("status") or "active"),
             plan=(obj.get("metadata") or {}).get("plan"),
-            price_plan=_plan_of_price(item),
+            price_plan=_plan_of_price(item.get("price"), price_plans),
             cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
             current_period_end=from_unix(
                 obj.get("current_period_end") or item.get("current_period_end")
@@ -210,13 +245,25 @@ def _service_period(invoice: Json) -> tuple[datetime | None, datetime | None]:
     return from_unix(period.get("start")), from_unix(period.get("end"))
 
 
-def _plan_of_price(item: Json) -> str | None:
-    """The plan a subscription's price names by its lookup key: how a plan changed in
-    Stripe's customer portal is known (the subscription's metadata keeps the first
-    plan). Prices made at checkout have none; an operator who offers plan changes in
-    the portal gives its prices the plans' names as lookup keys."""
-    lookup_key = (item.get("price") or {}).get("lookup_key")
-    return lookup_key if lookup_key in plans.PLANS else None
+def _plan_of_price(price: Any, price_plans: PricePlans) -> str | None:
+    """The plan a price stands for: by the operator's price → plan map
+    (`LEVQOR_STRIPE_PRICE_PLANS`), else by a lookup key named like a plan. This is how a
+    plan changed in Stripe's customer portal is known: the subscription's metadata keeps
+    the plan bought at checkout. `price` is an id or a price object."""
+    if isinstance(price, dict):
+        price_id, lookup_key = price.get("id"), price.get("lookup_key")
+    else:
+        price_id, lookup_key = price, None
+    plan = price_plans.get(str(price_id)) if price_id else None
+    plan = plan or lookup_key
+    return plan if plan in plans.PLANS else None
+
+
+def _line_price(line: Json) -> Any:
+    """An invoice line's price: an id under `pricing` since API 2025-03-31, an object
+    under `price` (or a legacy `plan`) before."""
+    details = (line.get("pricing") or {}).get("price_details") or {}
+    return details.get("price") or line.get("price") or line.get("plan")
 
 
 def _first_item(subscription: Json) -> Json:

@@ -13,8 +13,10 @@ Both API shapes are read: before 2025-03-31 an invoice names its `subscription` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import select
@@ -148,12 +150,19 @@ async def _checkout_completed(
 async def _invoice_paid(
     session: AsyncSession, obj: Json, settings: Settings, _at: datetime | None
 ) -> None:
-    invoice = views.Invoice.of(obj)
+    """A paid invoice: its money recorded, and the credits of what it bills granted.
+
+    The plan is read from what the invoice bills (its line's price), so a plan changed
+    in Stripe's portal grants the new plan's credits; then from our copy of the
+    subscription, then from the checkout's metadata. See `invoice_credits` for what a
+    proration grants."""
+    invoice = views.Invoice.of(obj, settings.stripe_price_plans)
     user_id = await _user_for(session, invoice.owner)
     if user_id is None or not invoice.subscription_id:
         return
     known = await session.get(Subscription, invoice.subscription_id)
-    plan = plans.PLANS.get(invoice.plan or (known.plan if known else ""))
+    name = invoice.billed_plan() or (known.plan if known else None) or invoice.plan
+    plan = plans.PLANS.get(name or "")
     currency = invoice.currency or settings.billing_currency
     amount = invoice.amount_paid_cents
     session.add(
@@ -168,25 +177,54 @@ async def _invoice_paid(
             period_end=invoice.period_end,
         )
     )
-    if amount <= 0 or plan is None:
-        return  # a trial's or an unknown plan's invoice: recorded, no credits
+    if plan is None:
+        log.warning("stripe_invoice_unknown_plan", invoice_id=invoice.id)
+        return
+    credits = invoice_credits(invoice, plan)
+    if amount <= 0 and credits <= 0:
+        return  # a trial's invoice, or a downgrade's credit: recorded, no credits
     payment = Payment(
         user_id=user_id,
         kind="subscription",
         product=plan.name,
-        amount_cents=amount,
+        amount_cents=max(amount, 0),
         currency=currency,
-        credits=plan.credits_per_month,
+        credits=credits,
         payment_intent=invoice.payment_intent,
         invoice_id=invoice.id,
     )
     await _record_payment(session, payment, reason=service.PLAN_CREDITS)
 
 
+def invoice_credits(invoice: views.Invoice, plan: plans.Plan) -> int:
+    """The credits an invoice grants.
+
+    - A line billing a period (not a proration, amount above zero) grants `plan`'s
+      month, whatever part of it a customer balance paid; a trial's line (zero) none.
+    - Proration lines (a plan changed mid-period) are converted at their own plan's
+      rate, credits per cent: an upgrade halfway from starter to business nets
+      -1,000 + 25,000 = 24,000 credits, granted now. A net negative (a downgrade)
+      grants nothing and takes nothing back: Stripe keeps the unused money as the
+      customer's balance, which pays their next invoices.
+    - An invoice without lines (older payloads) grants the month if it took money.
+    """
+    if not invoice.lines:
+        return plan.credits_per_month if invoice.amount_paid_cents > 0 else 0
+    period = any(not line.proration and line.amount_cents > 0 for line in invoice.lines)
+    prorated = Fraction(0)
+    for line in invoice.lines:
+        line_plan = plans.PLANS.get(line.plan or "")
+        if line.proration and line_plan is not None and line_plan.price_cents > 0:
+            prorated += Fraction(line.amount_cents * line_plan.credits_per_month) / (
+                line_plan.price_cents
+            )
+    return (plan.credits_per_month if period else 0) + max(0, math.floor(prorated))
+
+
 async def _subscription_changed(
-    session: AsyncSession, obj: Json, _settings: Settings, at: datetime | None
+    session: AsyncSession, obj: Json, settings: Settings, at: datetime | None
 ) -> None:
-    subscription = views.StripeSubscription.of(obj)
+    subscription = views.StripeSubscription.of(obj, settings.stripe_price_plans)
     user_id = await _user_for(session, subscription.owner)
     if user_id is not None:
         await _save_subscription(session, subscription, user_id=user_id, at=at)
