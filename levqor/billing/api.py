@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from levqor.accounts.api_deps import (
@@ -181,14 +182,21 @@ class RefundOut(BaseModel):
 
 
 @admin_router.post("/refunds", status_code=status.HTTP_201_CREATED)
-async def refund(body: RefundIn, admin: AdminUserAutocommit, runtime: RuntimeDep) -> RefundOut:
-    """Refund a payment through Stripe; its credits and partner commission are taken back."""
+async def refund(
+    body: RefundIn,
+    admin: AdminUserAutocommit,
+    runtime: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> RefundOut:
+    """Refund a payment through Stripe; its credits and partner commission are taken back.
+    Send an `Idempotency-Key` to retry safely: the same key refunds once."""
     issued = await refunds.issue(
         runtime,
         payment_id=body.payment_id,
         amount_cents=body.amount,
         reason=body.reason,
         admin_id=admin.user.id,
+        request_key=idempotency_key,
     )
     found = issued.refund
     return RefundOut(

@@ -125,6 +125,24 @@ class Refund(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class RefundRequest(Base):
+    """A refund an admin asked for, written before Stripe is called: its id is the
+    Stripe idempotency key, made from the request's `Idempotency-Key` when it has one,
+    so a retry after a timeout asks Stripe for the same refund even when a webhook
+    recorded it in between. `refund_id` is Stripe's, once known."""
+
+    __tablename__ = "refund_requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"))
+    user_id: Mapped[str] = mapped_column(String(32))  # the customer refunded
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column("reason_encrypted", Sealed, info=ENCRYPTED)
+    requested_by: Mapped[str] = mapped_column(String(32))
+    refund_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class StripeEvent(Base):
     """A Stripe event already applied: its id makes a redelivery a no-op."""
 

@@ -3,24 +3,27 @@ refund recorded, the payment's credits and its partner's commission taken back, 
 audit entry. Refunds made in Stripe's dashboard arrive as `refund.created` events and
 are recorded the same way (`webhooks.py`); the refund id makes each count once.
 
-Stripe is called first, with an idempotency key made of the payment and how much of it
-was refunded before: the same request sent twice (a double click, a retry after a
-timeout) refunds once, and a second, later refund of the rest gets a key of its own.
+An admin's request is written first (`refund_requests`), then Stripe is called with its
+id as the idempotency key: the request's `Idempotency-Key` names it, so a retry after a
+timeout asks for the same refund even when Stripe's `refund.created` recorded it in
+between (a key made of the amount refunded so far would have changed, and paid twice).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors, events
 from levqor.audit import service as audit
 from levqor.billing import service
 from levqor.billing.events import PaymentLost
-from levqor.billing.models import Payment, Refund
+from levqor.billing.models import Payment, Refund, RefundRequest
+from levqor.db.base import new_id
 
 if TYPE_CHECKING:
     from levqor.runtime import Runtime
@@ -38,18 +41,28 @@ class Issued:
 
 
 async def issue(
-    runtime: Runtime, *, payment_id: str, amount_cents: int | None, reason: str, admin_id: str
+    runtime: Runtime,
+    *,
+    payment_id: str,
+    amount_cents: int | None,
+    reason: str,
+    admin_id: str,
+    request_key: str | None = None,
 ) -> Issued:
-    async with runtime.db.session(write=False) as session:
+    """Refund through Stripe. The request is written first and its id keys the Stripe
+    call: the same `request_key` (the request's `Idempotency-Key`) asks Stripe for the
+    same refund, whatever was refunded in between."""
+    async with runtime.db.session(write=True) as session, session.begin():
+        request = await _request(
+            session,
+            request_id=_request_id(admin_id, request_key),
+            payment_id=payment_id,
+            amount_cents=amount_cents,
+            reason=reason,
+            admin_id=admin_id,
+        )
         payment = await session.get(Payment, payment_id)
-    if payment is None:
-        raise errors.NotFound(f"No payment {payment_id}.")
-    left = payment.amount_cents - payment.refunded_cents
-    amount = left if amount_cents is None else amount_cents
-    if left <= 0:
-        raise NotRefundable("This payment has been refunded in full.")
-    if not 0 < amount <= left:
-        raise errors.InvalidRequest(f"amount must be between 1 and {left} cents.")
+        assert payment is not None
     intent = payment.payment_intent
     if intent is None and payment.invoice_id is not None:
         # Invoices since API 2025-03-31 name their payment only under `payments`,
@@ -59,15 +72,66 @@ async def issue(
         raise NotRefundable("Stripe names no payment intent for this payment; refund it there.")
     refund_id = await runtime.stripe.refund(
         payment_intent=intent,
-        amount_cents=amount,
-        metadata={"payment_id": payment.id, "reason": reason[:500]},
-        key=f"refund-{payment.id}-{payment.refunded_cents}-{amount}",
+        amount_cents=request.amount_cents,
+        metadata={"payment_id": payment.id, "reason": request.reason[:500]},
+        key=request.id,
     )
     async with runtime.db.session(write=True) as session, session.begin():
+        await session.execute(
+            update(RefundRequest).where(RefundRequest.id == request.id).values(refund_id=refund_id)
+        )
         known = await session.get(Refund, refund_id)
         if known is not None:
             return Issued(known, 0, repeated=True)
-        return await record(session, payment_id, refund_id, amount, reason, admin_id)
+        return await record(
+            session, payment_id, refund_id, request.amount_cents, request.reason, admin_id
+        )
+
+
+def _request_id(admin_id: str, request_key: str | None) -> str:
+    if request_key is None:
+        return new_id("rfq")
+    digest = hashlib.sha256(f"{admin_id}:{request_key}".encode()).hexdigest()
+    return f"rfq_{digest[:40]}"
+
+
+async def _request(
+    session: AsyncSession,
+    *,
+    request_id: str,
+    payment_id: str,
+    amount_cents: int | None,
+    reason: str,
+    admin_id: str,
+) -> RefundRequest:
+    """The refund request under this id: made now (the amount checked against what is
+    left), or the one made before, which must be for the same payment and amount."""
+    known = await session.get(RefundRequest, request_id)
+    if known is not None:
+        if known.payment_id != payment_id or amount_cents not in (None, known.amount_cents):
+            raise errors.Conflict(
+                "This Idempotency-Key was used for another refund; use a new key."
+            )
+        return known
+    payment = await session.get(Payment, payment_id)
+    if payment is None:
+        raise errors.NotFound(f"No payment {payment_id}.")
+    left = payment.amount_cents - payment.refunded_cents
+    amount = left if amount_cents is None else amount_cents
+    if left <= 0:
+        raise NotRefundable("This payment has been refunded in full.")
+    if not 0 < amount <= left:
+        raise errors.InvalidRequest(f"amount must be between 1 and {left} cents.")
+    request = RefundRequest(
+        id=request_id,
+        payment_id=payment_id,
+        user_id=payment.user_id,
+        amount_cents=amount,
+        reason=reason,
+        requested_by=admin_id,
+    )
+    session.add(request)
+    return request
 
 
 async def record(

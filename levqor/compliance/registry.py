@@ -85,6 +85,9 @@ TABLES: dict[str, Rule] = {
     "payments": Owned("user_id", erase="pseudonymise", why_kept=_TAX),
     "invoices": Owned("user_id", erase="pseudonymise", why_kept=_TAX),
     "refunds": Owned("user_id", about=("issued_by",), erase="pseudonymise", why_kept=_TAX),
+    "refund_requests": Owned(
+        "user_id", about=("requested_by",), erase="pseudonymise", why_kept=_TAX
+    ),
     "disputes": Owned("user_id", erase="pseudonymise", why_kept=_TAX),
     "spend_pauses": Owned("user_id"),
     "stripe_events": NotPersonal("event ids and types only; the events' contents are not kept"),

@@ -12,4 +12,6 @@ __all__ = ["stripe_peer"]
 
 @pytest.fixture
 def settings(make_settings: Any, fresh_database: None, stripe_peer: Any) -> Settings:
-    return stripe_settings(make_settings, stripe_peer, infra_monthly_cents=30_000)
+    return stripe_settings(
+        make_settings, stripe_peer, infra_monthly_cents=30_000, stripe_timeout_s=1.0
+    )

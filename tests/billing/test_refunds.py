@@ -47,7 +47,7 @@ async def test_a_partial_refund_takes_back_its_share_of_credits_and_is_audited(
     sent = next(r for r in stripe_peer.requests if r["path"] == "/v1/refunds")
     assert sent["form"]["payment_intent"] == payment.payment_intent
     assert sent["form"]["amount"] == "2000"
-    assert sent["headers"]["idempotency-key"] == f"refund-{payment.id}-0-2000"
+    assert sent["headers"]["idempotency-key"].startswith("rfq_")
 
     me = (await client.get("/api/v1/me", headers=customer.headers)).json()
     assert me["credits"] == 50 + 10_000 - 2500
@@ -90,19 +90,68 @@ async def test_the_same_refund_sent_twice_is_recorded_once(
     client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
 ) -> None:
     admin, customer, payment = await admin_and_payment(client, signup, runtime)
-    # Stripe answers a repeated idempotency key with the refund it already made.
-    first = await refund(client, admin, payment.id, amount=1000)
-    async with runtime.db.session(write=True) as session, session.begin():
-        await session.execute(
-            update(Payment).where(Payment.id == payment.id).values(refunded_cents=0)
-        )
-    second = await refund(client, admin, payment.id, amount=1000)
+    key = {"idempotency-key": "refund-attempt-1"}
+    first = await client.post(
+        "/api/v1/admin/refunds",
+        json={"payment_id": payment.id, "amount": 1000, "reason": "asked"},
+        headers=admin.headers | key,
+    )
+    second = await client.post(
+        "/api/v1/admin/refunds",
+        json={"payment_id": payment.id, "amount": 1000, "reason": "asked"},
+        headers=admin.headers | key,
+    )
     assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    assert len(stripe_peer.executed("/v1/refunds")) == 1
     async with runtime.db.session(write=False) as session:
         refunds = list(await session.scalars(select(Refund)))
     assert len(refunds) == 1
     me = (await client.get("/api/v1/me", headers=customer.headers)).json()
     assert me["credits"] == 50 + 10_000 - 1250
+    other = await client.post(
+        "/api/v1/admin/refunds",
+        json={"payment_id": payment.id, "amount": 2000, "reason": "asked"},
+        headers=admin.headers | key,
+    )
+    assert_problem(other, 409, "conflict")
+
+
+async def test_a_refund_retried_after_a_timeout_and_its_webhook_refunds_once(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    """Stripe makes the refund but answers too late; its `refund.created` arrives; the
+    admin retries with the same Idempotency-Key. Before: the retry's key included the
+    amount refunded so far, now changed by the webhook, and Stripe refunded again."""
+    admin, customer, payment = await admin_and_payment(client, signup, runtime)
+    request = {"payment_id": payment.id, "amount": 2000, "reason": "asked"}
+    headers = admin.headers | {"idempotency-key": "k-42"}
+    stripe_peer.hold.add("/v1/refunds")
+    timed_out = await client.post("/api/v1/admin/refunds", json=request, headers=headers)
+    assert_problem(timed_out, 502, "stripe_error")
+    stripe_peer.release()
+    made = event(
+        "refund.created",
+        {
+            "id": "re_test_1",
+            "object": "refund",
+            "amount": 2000,
+            "status": "succeeded",
+            "payment_intent": payment.payment_intent,
+            "metadata": {"payment_id": payment.id, "reason": "asked"},
+        },
+    )
+    assert (await deliver(client, made)).status_code == 200
+    retried = await client.post("/api/v1/admin/refunds", json=request, headers=headers)
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["id"] == "re_test_1"
+    assert len(stripe_peer.executed("/v1/refunds")) == 1
+    me = (await client.get("/api/v1/me", headers=customer.headers)).json()
+    assert me["credits"] == 50 + 10_000 - 2500
+    async with runtime.db.read() as session:
+        settled = await session.get(Payment, payment.id)
+    assert settled is not None
+    assert settled.refunded_cents == 2000
 
 
 async def test_refunds_need_an_admin_and_a_known_payment(
