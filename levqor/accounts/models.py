@@ -27,6 +27,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default=ROLE_USER)
     plan: Mapped[str] = mapped_column(String(32), default="free")
     credits: Mapped[int] = mapped_column(Integer, default=0)
+    # Credits a refund took back after they were spent: the next grant repays them first.
+    credits_owed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -43,6 +43,7 @@ class UserRead(BaseModel):
     role: str
     plan: str
     credits: int
+    credits_owed: int = 0  # taken back by a refund after being spent; repaid by the next grant
     created_at: datetime
 
 

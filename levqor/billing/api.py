@@ -133,6 +133,7 @@ class CreditEntryRead(BaseModel):
     balance_after: int
     reason: str
     job_id: str | None
+    owed_after: int | None = None  # on rows that change the credits owed
 
 
 class LedgerPage(BaseModel):

@@ -25,3 +25,12 @@ class PaymentLost:
     amount_cents: int
     before_cents: int
     after_cents: int
+
+
+@dataclass(frozen=True)
+class PaymentRegained:
+    """Money lost to a dispute came back (the dispute was won): the commission taken
+    back with it (`commission_cents`) is owed to its partner again."""
+
+    payment_id: str
+    commission_cents: int

@@ -4,6 +4,7 @@ payments, invoices, refunds and the events already applied."""
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -34,6 +35,13 @@ class CreditEntry(Base):
     reason: Mapped[str] = mapped_column(String(32))
     job_id: Mapped[str | None] = mapped_column(String(32))
     payment_id: Mapped[str | None] = mapped_column(String(32))
+    # Set on rows that change the credits owed (`refund_owed`, `owed_repaid`): the debt left.
+    owed_after: Mapped[int | None] = mapped_column(Integer)
+
+
+def kept_cents() -> Any:
+    """A payment's money still kept: less refunds and disputes not won (SQL)."""
+    return Payment.amount_cents - Payment.refunded_cents - Payment.disputed_cents
 
 
 class StripeCustomer(Base):
@@ -83,6 +91,8 @@ class Payment(Base):
     currency: Mapped[str] = mapped_column(String(3))
     credits: Mapped[int] = mapped_column(Integer)
     refunded_cents: Mapped[int] = mapped_column(Integer, default=0)
+    # Held by open or lost disputes (a won one gives it back): not revenue.
+    disputed_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(24), default="succeeded")
     payment_intent: Mapped[str | None] = mapped_column(String(64))
     checkout_session: Mapped[str | None] = mapped_column(String(64), unique=True)

@@ -24,10 +24,13 @@ from levqor.accounts.models import User
 from levqor.billing import plans
 from levqor.billing.models import (
     CreditEntry,
+    Dispute,
     LlmUsage,
     Payment,
+    Refund,
     RevenueSnapshot,
     Subscription,
+    kept_cents,
 )
 from levqor.billing.service import LIVE_STATUSES, RUN
 from levqor.config import Settings
@@ -53,7 +56,8 @@ class Revenue:
     paying_users: int
     revenue_this_month_cents: int
     revenue_last_30_days_cents: int
-    refunded_this_month_cents: int
+    refunded_this_month_cents: int  # refunds made this month, whenever the payment was
+    disputed_this_month_cents: int  # disputes opened this month and not won
     funnel: Funnel
     partner_commission_cents: dict[str, int]
 
@@ -88,17 +92,27 @@ async def revenue(
         paying_users=paying_now,
         revenue_this_month_cents=await _net_paid(session, since=month_start),
         revenue_last_30_days_cents=await _net_paid(session, since=recent),
-        refunded_this_month_cents=int(
-            await session.scalar(
-                select(func.coalesce(func.sum(Payment.refunded_cents), 0)).where(
-                    Payment.created_at >= month_start
-                )
-            )
-            or 0
-        ),
+        refunded_this_month_cents=await _refunded(session, since=month_start),
+        disputed_this_month_cents=await _disputed(session, since=month_start),
         funnel=funnel,
         partner_commission_cents=partner_commission_cents,
     )
+
+
+async def _refunded(session: AsyncSession, *, since: datetime) -> int:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(Refund.amount_cents), 0)).where(Refund.created_at >= since)
+    )
+    return int(total or 0)
+
+
+async def _disputed(session: AsyncSession, *, since: datetime) -> int:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(Dispute.amount_cents), 0)).where(
+            Dispute.created_at >= since, Dispute.status != "won"
+        )
+    )
+    return int(total or 0)
 
 
 async def _live_by_plan(session: AsyncSession) -> dict[str, int]:
@@ -248,9 +262,7 @@ async def _llm_micro_usd(session: AsyncSession, *, since: datetime) -> int:
 
 async def _net_paid(session: AsyncSession, *, since: datetime) -> int:
     paid = await session.scalar(
-        select(func.coalesce(func.sum(Payment.amount_cents - Payment.refunded_cents), 0)).where(
-            Payment.created_at >= since
-        )
+        select(func.coalesce(func.sum(kept_cents()), 0)).where(Payment.created_at >= since)
     )
     return int(paid or 0)
 
@@ -260,11 +272,7 @@ async def _paying_users(session: AsyncSession, *, since: datetime) -> int:
     return await _count_users(
         select(Subscription.user_id)
         .where(Subscription.status.in_(LIVE_STATUSES))
-        .union(
-            select(Payment.user_id).where(
-                Payment.created_at >= since, Payment.refunded_cents < Payment.amount_cents
-            )
-        ),
+        .union(select(Payment.user_id).where(Payment.created_at >= since, kept_cents() > 0)),
         session,
     )
 
@@ -309,7 +317,7 @@ async def daily(session: AsyncSession, *, settings: Settings, days: int = 30) ->
                 paid_day,
                 func.count(),
                 func.sum(Payment.amount_cents),
-                func.sum(Payment.amount_cents - Payment.refunded_cents),
+                func.sum(kept_cents()),
             )
             .where(Payment.created_at >= since)
             .group_by(paid_day)

@@ -35,7 +35,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from levqor import errors
 from levqor.accounts.models import User
 from levqor.billing import plans
-from levqor.billing.models import CreditEntry, Payment, StripeCustomer, Subscription
+from levqor.billing.models import (
+    CreditEntry,
+    Payment,
+    StripeCustomer,
+    Subscription,
+    kept_cents,
+)
 from levqor.db.base import UTCDateTime, upsert, utcnow
 
 if TYPE_CHECKING:
@@ -48,6 +54,8 @@ PLAN_CREDITS = "plan_credits"
 REFUND = "refund"
 DISPUTE = "dispute"
 DISPUTE_WON = "dispute_won"
+OWED = "refund_owed"  # taken back after being spent: owed, repaid by the next grant
+OWED_REPAID = "owed_repaid"
 # Stripe statuses in which a subscription still gives its plan.
 LIVE_STATUSES = frozenset({"active", "trialing", "past_due"})
 
@@ -158,16 +166,21 @@ async def grant(
     payment_id: str | None = None,
 ) -> int | None:
     """Add credits (a purchase, a plan's month) with their ledger row; the new balance,
-    or None when the account no longer exists (erased: the money record still stays)."""
+    or None when the account no longer exists (erased: the money record still stays).
+    Credits owed (a refund of credits already spent) are repaid from it first, as a
+    ledger row of their own."""
     users = users_table.c
-    balance = await session.scalar(
-        update(users_table)
-        .where(users.id == user_id)
-        .values(credits=users.credits + credits)
-        .returning(users.credits)
-    )
-    if balance is None:
+    row = (
+        await session.execute(
+            update(users_table)
+            .where(users.id == user_id)
+            .values(credits=users.credits + credits)
+            .returning(users.credits, users.credits_owed)
+        )
+    ).first()
+    if row is None:
         return None
+    balance, owed = int(row[0]), int(row[1])
     session.add(
         CreditEntry(
             user_id=user_id,
@@ -177,7 +190,25 @@ async def grant(
             payment_id=payment_id,
         )
     )
-    return int(balance)
+    repaid = min(owed, max(credits, 0))
+    if repaid:
+        balance -= repaid
+        await session.execute(
+            update(users_table)
+            .where(users.id == user_id)
+            .values(credits=users.credits - repaid, credits_owed=users.credits_owed - repaid)
+        )
+        session.add(
+            CreditEntry(
+                user_id=user_id,
+                delta=-repaid,
+                balance_after=balance,
+                reason=OWED_REPAID,
+                payment_id=payment_id,
+                owed_after=owed - repaid,
+            )
+        )
+    return balance
 
 
 def share_of(total: int, whole_cents: int, before_cents: int, after_cents: int) -> int:
@@ -192,26 +223,49 @@ def share_of(total: int, whole_cents: int, before_cents: int, after_cents: int) 
 async def take_back(
     session: AsyncSession, *, user_id: str, credits: int, reason: str, payment_id: str
 ) -> int:
-    """Remove up to `credits` (a refund): never below zero, since what was already spent
-    on runs was delivered. How many were taken."""
-    balance = await session.scalar(select(User.credits).where(User.id == user_id).with_for_update())
-    taken = min(credits, balance or 0)
-    if taken:
+    """Remove `credits` (a refund, a dispute): from the balance as far as it goes; the
+    rest, already spent on runs, becomes credits owed, repaid by the next grant. How
+    many were taken back in all (from the balance and as debt)."""
+    row = (
         await session.execute(
-            update(users_table)
-            .where(users_table.c.id == user_id)
-            .values(credits=users_table.c.credits - taken)
+            select(User.credits, User.credits_owed).where(User.id == user_id).with_for_update()
         )
+    ).first()
+    if row is None or credits <= 0:
+        return 0
+    balance, owed = int(row[0]), int(row[1])
+    taken = min(credits, balance)
+    still_owed = credits - taken
+    await session.execute(
+        update(users_table)
+        .where(users_table.c.id == user_id)
+        .values(
+            credits=users_table.c.credits - taken,
+            credits_owed=users_table.c.credits_owed + still_owed,
+        )
+    )
+    if taken:
         session.add(
             CreditEntry(
                 user_id=user_id,
                 delta=-taken,
-                balance_after=(balance or 0) - taken,
+                balance_after=balance - taken,
                 reason=reason,
                 payment_id=payment_id,
             )
         )
-    return taken
+    if still_owed:
+        session.add(
+            CreditEntry(
+                user_id=user_id,
+                delta=0,
+                balance_after=balance - taken,
+                reason=OWED,
+                payment_id=payment_id,
+                owed_after=owed + still_owed,
+            )
+        )
+    return credits
 
 
 class UnknownProduct(errors.InvalidRequest):
@@ -361,7 +415,7 @@ async def usage(session: AsyncSession, *, user: User, currency: str) -> Usage:
         )
     ).one()
     paid = await session.scalar(
-        select(func.coalesce(func.sum(Payment.amount_cents - Payment.refunded_cents), 0)).where(
+        select(func.coalesce(func.sum(kept_cents()), 0)).where(
             Payment.user_id == user.id, Payment.created_at >= start
         )
     )
@@ -378,9 +432,12 @@ async def usage(session: AsyncSession, *, user: User, currency: str) -> Usage:
 
 
 async def count_payers(session: AsyncSession, *, among: Select[Any]) -> int:
-    """How many of the users `among` selects have paid at least once."""
+    """How many of the users `among` selects have paid at least once (and kept it: a
+    payment refunded or disputed in full does not count)."""
     payers = await session.scalar(
-        select(func.count(func.distinct(Payment.user_id))).where(Payment.user_id.in_(among))
+        select(func.count(func.distinct(Payment.user_id))).where(
+            Payment.user_id.in_(among), kept_cents() > 0
+        )
     )
     return int(payers or 0)
 

@@ -28,7 +28,7 @@ from levqor.accounts.models import User
 from levqor.audit import service as audit
 from levqor.billing import plans, refunds, service
 from levqor.billing import stripe_views as views
-from levqor.billing.events import PaymentRecorded
+from levqor.billing.events import PaymentRecorded, PaymentRegained
 from levqor.billing.models import (
     Dispute,
     Invoice,
@@ -253,17 +253,22 @@ async def _dispute_opened(
     session: AsyncSession, obj: Json, _settings: Settings, _at: datetime | None
 ) -> None:
     """A chargeback: the money is gone from the balance, so the payment's credits and
-    its partner's commission go too, as for a refund of the disputed amount."""
+    its partner's commission go too, for the disputed part of what was not refunded
+    already (a refund before the dispute took its own share)."""
     dispute = views.MoneyBack.of(obj)
     if await session.get(Dispute, dispute.id) is not None:
         return
-    payment = await _payment_for(session, dispute)
-    if payment is None:
+    found = await _payment_for(session, dispute)
+    if found is None:
         log.warning("stripe_dispute_for_unknown_payment", dispute_id=dispute.id)
         return
-    amount = min(dispute.amount_cents, payment.amount_cents)
+    payment = await session.get(Payment, found.id, with_for_update=True)
+    assert payment is not None
+    before = payment.refunded_cents + payment.disputed_cents
+    amount = max(0, min(dispute.amount_cents, payment.amount_cents - before))
+    payment.disputed_cents += amount
     taken, commission = await refunds.take_back_share(
-        session, payment, before_cents=0, after_cents=amount, reason=service.DISPUTE
+        session, payment, before_cents=before, after_cents=before + amount, reason=service.DISPUTE
     )
     session.add(
         Dispute(
@@ -297,8 +302,8 @@ async def _dispute_opened(
 async def _dispute_closed(
     session: AsyncSession, obj: Json, _settings: Settings, _at: datetime | None
 ) -> None:
-    """Won: the money came back, and so do the credits taken (commission stays
-    reversed: the partner's share of a disputed sale is not paid). Lost: it stays."""
+    """Won: the money came back, and so do the credits taken (repaying first any owed)
+    and the partner's commission; the payment counts as revenue again. Lost: it stays."""
     dispute = views.MoneyBack.of(obj)
     known = await session.get(Dispute, dispute.id, with_for_update=True)
     if known is None or known.closed_at is not None:
@@ -306,21 +311,36 @@ async def _dispute_closed(
     known.status = str(dispute.status or "lost")[:32]
     known.closed_at = utcnow()
     returned = 0
-    if known.status == "won" and known.credits_reversed:
-        balance = await service.grant(
-            session,
-            user_id=known.user_id,
-            credits=known.credits_reversed,
-            reason=service.DISPUTE_WON,
-            payment_id=known.payment_id,
-        )
-        returned = known.credits_reversed if balance is not None else 0
+    if known.status == "won":
+        payment = await session.get(Payment, known.payment_id, with_for_update=True)
+        if payment is not None:
+            payment.disputed_cents = max(0, payment.disputed_cents - known.amount_cents)
+        if known.credits_reversed:
+            balance = await service.grant(
+                session,
+                user_id=known.user_id,
+                credits=known.credits_reversed,
+                reason=service.DISPUTE_WON,
+                payment_id=known.payment_id,
+            )
+            returned = known.credits_reversed if balance is not None else 0
+        if known.commission_reversed_cents:
+            await events.publish(
+                session, PaymentRegained(known.payment_id, known.commission_reversed_cents)
+            )
     await audit.record(
         session,
         actor="stripe",
         action="dispute_closed",
         object_id=known.user_id,
-        detail={"dispute_id": known.id, "status": known.status, "credits_returned": returned},
+        detail={
+            "dispute_id": known.id,
+            "status": known.status,
+            "credits_returned": returned,
+            "commission_returned_cents": known.commission_reversed_cents
+            if known.status == "won"
+            else 0,
+        },
     )
 
 

@@ -7,7 +7,7 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts.events import UserSignedUp
-from levqor.billing.events import PaymentLost, PaymentRecorded
+from levqor.billing.events import PaymentLost, PaymentRecorded, PaymentRegained
 from levqor.config import Settings
 from levqor.events import Events
 from levqor.partners import service
@@ -17,6 +17,7 @@ def register(events: Events, settings: Settings) -> None:
     events.subscribe(UserSignedUp, _attribute_referral)
     events.subscribe(PaymentRecorded, partial(_earn_commission, settings=settings))
     events.subscribe(PaymentLost, _take_back_commission)
+    events.subscribe(PaymentRegained, _restore_commission)
 
 
 async def _attribute_referral(session: AsyncSession, event: UserSignedUp) -> None:
@@ -31,3 +32,7 @@ async def _earn_commission(
 
 async def _take_back_commission(session: AsyncSession, event: PaymentLost) -> int:
     return await service.reverse_for_refund(session, lost=event)
+
+
+async def _restore_commission(session: AsyncSession, event: PaymentRegained) -> None:
+    await service.restore_commission(session, regained=event)

@@ -22,7 +22,7 @@ from levqor import errors
 from levqor.accounts import service as accounts
 from levqor.audit import service as audit
 from levqor.billing import service as billing
-from levqor.billing.events import PaymentLost, PaymentRecorded
+from levqor.billing.events import PaymentLost, PaymentRecorded, PaymentRegained
 from levqor.billing.gateway import StripeUnavailable
 from levqor.config import Settings
 from levqor.db.base import utcnow
@@ -173,6 +173,28 @@ async def reverse_for_refund(session: AsyncSession, *, lost: PaymentLost) -> int
             )
         )
     return reversed_total
+
+
+async def restore_commission(session: AsyncSession, *, regained: PaymentRegained) -> None:
+    """A won dispute: the commission it took back is owed again, payable when the
+    earned commission is (at once if that hold has passed)."""
+    earned = await session.scalar(
+        select(Commission)
+        .where(Commission.payment_id == regained.payment_id, Commission.amount_cents > 0)
+        .limit(1)
+    )
+    if earned is None or regained.commission_cents <= 0:
+        return
+    session.add(
+        Commission(
+            partner_id=earned.partner_id,
+            user_id=earned.user_id,
+            payment_id=regained.payment_id,
+            amount_cents=regained.commission_cents,
+            currency=earned.currency,
+            available_at=max(earned.available_at, utcnow()),
+        )
+    )
 
 
 @dataclass

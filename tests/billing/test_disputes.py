@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from levqor.billing.models import Dispute, Payment
 from levqor.runtime import Runtime
-from tests.factories import make_admin
+from tests.factories import make_admin, refund
 from tests.stripe_kit import deliver, event, pack_paid
 
 
@@ -59,6 +59,9 @@ async def test_a_dispute_takes_credits_and_commission_and_a_win_gives_credits_ba
 
     won = dispute(payment, "charge.dispute.closed", status="won")
     await deliver(client, won)
+    # The money came back: so does the partner's share (before, it stayed taken).
+    seen = (await client.get("/api/v1/partners/me", headers=partner.headers)).json()
+    assert seen["commission_cents"] == {"pending": 1600, "approved": 0, "paid": 0}
     await deliver(client, dispute(payment, "charge.dispute.closed", status="won"))  # new id
     assert await credits(client, buyer) == 50 + 10_000
     ledger = (await client.get("/api/v1/billing/ledger", headers=buyer.headers)).json()["data"]
@@ -89,3 +92,38 @@ async def test_a_lost_dispute_keeps_the_credits_taken(
     await deliver(client, dispute(payment, "charge.dispute.created", status="needs_response"))
     await deliver(client, dispute(payment, "charge.dispute.closed", status="lost"))
     assert await credits(client, buyer) == 50
+
+
+async def test_a_dispute_after_a_partial_refund_takes_only_what_is_left(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    """Half refunded (5,000 credits, 800 cents of commission back), then the whole charge
+    disputed: only the other half is lost to it. Before: the dispute took the whole
+    payment's credits and commission again, from nothing refunded."""
+    partner, buyer, payment = await referred_purchase(client, signup, runtime)
+    admin = await signup()
+    await make_admin(runtime, admin)
+    assert (await refund(client, admin, payment.id, amount=4000)).status_code == 201
+    assert await credits(client, buyer) == 50 + 5_000
+    await deliver(client, dispute(payment, "charge.dispute.created", status="needs_response"))
+    assert await credits(client, buyer) == 50
+    async with runtime.db.read() as session:
+        recorded = await session.get(Dispute, "dp_1")
+    assert recorded is not None
+    assert (recorded.amount_cents, recorded.credits_reversed) == (4000, 5_000)
+    assert recorded.commission_reversed_cents == 800
+    seen = (await client.get("/api/v1/partners/me", headers=partner.headers)).json()
+    assert sum(seen["commission_cents"].values()) == 0  # not -800
+    revenue = (await client.get("/api/v1/admin/revenue", headers=admin.headers)).json()
+    assert (revenue["revenue_this_month_cents"], revenue["paying_users"]) == (0, 0)
+    assert (revenue["refunded_this_month_cents"], revenue["disputed_this_month_cents"]) == (
+        4000,
+        4000,
+    )
+    assert seen["conversions"] == 0
+
+    await deliver(client, dispute(payment, "charge.dispute.closed", status="won"))
+    revenue = (await client.get("/api/v1/admin/revenue", headers=admin.headers)).json()
+    assert (revenue["revenue_this_month_cents"], revenue["paying_users"]) == (4000, 1)
+    assert revenue["disputed_this_month_cents"] == 0
+    assert await credits(client, buyer) == 50 + 5_000

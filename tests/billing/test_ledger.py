@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -82,3 +83,35 @@ async def test_a_refused_run_writes_no_entry(
             )
         )
     assert runs == 0
+
+
+async def test_twenty_runs_at_once_on_ten_credits_run_exactly_ten(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    """On PostgreSQL the twenty requests race on separate connections: the balance
+    never goes below zero, exactly ten are charged, and the ledger sums to it."""
+    from levqor.accounts.models import User
+
+    account = await signup()
+    workflow_id = await make_workflow(client, account, {"id": "a", "connector": "transform"})
+    async with runtime.db.write() as session, session.begin():
+        user = await session.get(User, account.id)
+        assert user is not None
+        user.credits = 10
+        session.add(CreditEntry(user_id=account.id, delta=-40, balance_after=10, reason="run"))
+    answers = await asyncio.gather(*(start(client, account, workflow_id) for _ in range(20)))
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [202] * 10 + [402] * 10
+    me = (await client.get("/api/v1/me", headers=account.headers)).json()
+    assert me["credits"] == 0
+    async with runtime.db.read() as session:
+        deltas = (
+            await session.scalars(
+                select(CreditEntry.delta).where(CreditEntry.user_id == account.id)
+            )
+        ).all()
+        lowest = await session.scalar(
+            select(func.min(CreditEntry.balance_after)).where(CreditEntry.user_id == account.id)
+        )
+    assert sum(deltas) == 0
+    assert lowest == 0

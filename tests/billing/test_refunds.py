@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy import select, text, update
 
 from levqor.accounts.models import User
-from levqor.billing.models import Payment, Refund
+from levqor.billing.models import CreditEntry, Payment, Refund
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
 from tests.factories import make_admin, refund
@@ -74,16 +74,40 @@ async def test_a_partial_refund_takes_back_its_share_of_credits_and_is_audited(
     assert_problem(await refund(client, admin, payment.id), 409, "not_refundable")
 
 
-async def test_credits_already_spent_are_not_taken_below_zero(
+async def test_credits_already_spent_are_owed_and_the_next_purchase_repays_them(
     client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
 ) -> None:
+    """Before: the balance stopped at zero and the 9,700 spent credits were simply lost
+    to the business. Now they are owed, shown in the ledger, and repaid first."""
     admin, customer, payment = await admin_and_payment(client, signup, runtime)
-    async with runtime.db.session(write=True) as session, session.begin():
+    async with runtime.db.session(write=True) as session, session.begin():  # runs spent 9,750
         await session.execute(update(User).where(User.id == customer.id).values(credits=300))
+        session.add(CreditEntry(user_id=customer.id, delta=-9_750, balance_after=300, reason="run"))
     answer = await refund(client, admin, payment.id)
-    assert answer.json()["credits_reversed"] == 300
+    assert answer.json()["credits_reversed"] == 10_000
     me = (await client.get("/api/v1/me", headers=customer.headers)).json()
-    assert me["credits"] == 0
+    assert (me["credits"], me["credits_owed"]) == (0, 9_700)
+    ledger = (await client.get("/api/v1/billing/ledger", headers=customer.headers)).json()
+    assert [(e["reason"], e["delta"], e["owed_after"]) for e in ledger["data"][:2]] == [
+        ("refund_owed", 0, 9_700),
+        ("refund", -300, None),
+    ]
+
+    await deliver(client, pack_paid(customer.id, pack="credits_10k", amount=8000))
+    me = (await client.get("/api/v1/me", headers=customer.headers)).json()
+    assert (me["credits"], me["credits_owed"]) == (300, 0)
+    ledger = (await client.get("/api/v1/billing/ledger", headers=customer.headers)).json()
+    assert [(e["reason"], e["delta"], e["owed_after"]) for e in ledger["data"][:2]] == [
+        ("owed_repaid", -9_700, 0),
+        ("purchase", 10_000, None),
+    ]
+    async with runtime.db.read() as session:
+        entries = (
+            await session.scalars(
+                select(CreditEntry.delta).where(CreditEntry.user_id == customer.id)
+            )
+        ).all()
+    assert sum(entries) == 300  # the ledger still sums to the balance
 
 
 async def test_the_same_refund_sent_twice_is_recorded_once(

@@ -72,6 +72,24 @@ async def test_revenue_counts_mrr_paying_users_the_funnel_and_commission(
     assert body["partner_commission_cents"] == {"pending": 180, "approved": 0, "paid": 0}
 
 
+async def test_refunded_this_month_counts_refunds_made_this_month(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    """A refund today of a payment made two months ago counts this month; before, the
+    report summed the refunds of payments made this month, whenever refunded."""
+    admin, buyer = await signup(), await signup()
+    await make_admin(runtime, admin)
+    await deliver(client, pack_paid(buyer.id))
+    async with runtime.db.write() as session, session.begin():
+        payment = await session.scalar(select(Payment).where(Payment.user_id == buyer.id))
+        assert payment is not None
+        payment.created_at = utcnow() - timedelta(days=62)
+    assert (await refund(client, admin, payment.id, amount=300)).status_code == 201
+    body = (await client.get("/api/v1/admin/revenue", headers=admin.headers)).json()
+    assert body["refunded_this_month_cents"] == 300
+    assert body["revenue_this_month_cents"] == 0
+
+
 async def test_costs_add_up_stripe_fees_llm_and_infra(
     client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
 ) -> None:
