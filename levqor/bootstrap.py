@@ -17,6 +17,7 @@ from levqor.config import Settings
 from levqor.crypto import build_cipher
 from levqor.db.engine import Database, create_database
 from levqor.events import Events
+from levqor.jobs import reactions as jobs_reactions
 from levqor.jobs.hooks import JobHooks
 from levqor.ops import alerts, anomalies, backups, reports, rollback, slo, watchdog
 from levqor.partners import reactions as partners_reactions
@@ -74,7 +75,7 @@ def _redis_client(settings: Settings) -> Redis | None:
 def subscribed_events(settings: Settings) -> Events:
     """The domain events, each higher package subscribed to what it acts on."""
     events = Events()
-    for package in (billing_reactions, partners_reactions, compliance_reactions):
+    for package in (billing_reactions, jobs_reactions, partners_reactions, compliance_reactions):
         package.register(events, settings)
     return events
 
@@ -89,6 +90,7 @@ def job_hooks(db: Database, settings: Settings) -> JobHooks:
             *((seo.tick_task(db, settings),) if settings.indexnow_key else ()),
             social.tick_task(db, settings, db.key_ring),
             money_reports.snapshot_task(db),
+            spend_guard.tick_task(db, settings),
             watchdog.tick_task(db, settings),
             slo.tick_task(db, settings),
             anomalies.tick_task(db, settings),

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # LLM spend a day (micro-dollars) past which the spend guard pauses LLM calls until
     # the next UTC midnight: per user, and for the whole server; 0 turns a guard off.
     spend_guard_user_daily_micro_usd: int = Field(5_000_000, ge=0)
-    spend_guard_daily_micro_usd: int = Field(0, ge=0)
+    spend_guard_daily_micro_usd: int = Field(50_000_000, ge=0)
     # Costs report: Stripe's fee per payment (estimate) and the servers' monthly bill.
     stripe_fee_bp: int = Field(290, ge=0, le=10_000)
     stripe_fee_fixed_cents: int = Field(30, ge=0)

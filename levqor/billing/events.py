@@ -34,3 +34,11 @@ class PaymentRegained:
 
     payment_id: str
     commission_cents: int
+
+
+@dataclass(frozen=True)
+class SpendResumed:
+    """A spend-guard pause was lifted by an operator: the runs it held may go on (the
+    user's, or with None everyone's)."""
+
+    user_id: str | None

@@ -4,9 +4,11 @@ Every LLM call's cost is recorded (`llm_usage`, micro-dollars). After each, the 
 adds up the day (UTC) for that user, and for the whole server; past
 `LEVQOR_SPEND_GUARD_USER_DAILY_MICRO_USD` (or `LEVQOR_SPEND_GUARD_DAILY_MICRO_USD`) it
 pauses LLM calls (`llm` steps, the AI planner) for that user (or everyone) until the next
-UTC midnight, and says so in the audit log. An operator can resume sooner
-(`levqor spend-guard resume`). A runaway loop of `llm` steps costs one day's limit, not
-a month's bill.
+UTC midnight, and says so in the audit log (and the watchdog alerts). A run that meets
+a pause at an `llm` step is held, not failed: it waits in the `held` status with the
+reason, and goes on when an operator lifts the pause (`levqor spend-guard resume`, the
+admin page) or at the pause's end. The scheduler also checks every few minutes. A
+runaway loop of `llm` steps costs one day's limit, not a month's bill.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import metrics
+from levqor import events, metrics
 from levqor.audit import service as audit
+from levqor.billing.events import SpendResumed
 from levqor.billing.models import LlmUsage, SpendPause
 from levqor.config import Settings
-from levqor.connectors.errors import ConnectorError
-from levqor.db.base import utcnow
+from levqor.connectors.errors import Hold
+from levqor.db.base import serialise, utcnow
 from levqor.db.engine import Database
+from levqor.periodic import TickTask, at_most_every
 
 
-class SpendPaused(ConnectorError):
-    """LLM calls are paused by the spend guard; retrying today will not help."""
+class SpendPaused(Hold):
+    """LLM calls are paused by the spend guard: a run's `llm` step waits (held) until the
+    pause ends or an operator lifts it; the AI planner answers 429 (`planner_paused`)."""
 
 
 def _whose(user_id: str | None) -> ColumnElement[bool]:
@@ -60,7 +65,8 @@ async def ensure_allowed(session: AsyncSession, *, user_id: str) -> None:
         raise SpendPaused(
             f"spend guard: LLM calls are paused {whose} until {pause.until.isoformat()} "
             f"(${pause.spent_micro_usd / 1e6:.2f} spent today, limit "
-            f"${pause.limit_micro_usd / 1e6:.2f})"
+            f"${pause.limit_micro_usd / 1e6:.2f})",
+            until=pause.until,
         )
 
 
@@ -77,20 +83,34 @@ async def record_usage(
     metrics.LLM_TOKENS.labels("prompt").inc(int(usage.get("prompt_tokens") or 0))
     metrics.LLM_TOKENS.labels("completion").inc(int(usage.get("completion_tokens") or 0))
     metrics.LLM_COST.inc(int(usage.get("cost_micro_usd") or 0))
+    await enforce(session, settings=settings, user_ids=[user_id])
+
+
+async def enforce(
+    session: AsyncSession, *, settings: Settings, user_ids: list[str]
+) -> list[SpendPause]:
+    """Pause each of `user_ids`, and the server, that today's spend took past its
+    limit; the pauses added. Serialised, so two calls finishing at once cannot both
+    add a pause (each pause allows one more day's limit once lifted)."""
+    await serialise(session, "levqor_spend_guard")
     start, end = _today()
-    for subject, limit in (
-        (user_id, settings.spend_guard_user_daily_micro_usd),
-        (None, settings.spend_guard_daily_micro_usd),
-    ):
+    subjects: list[tuple[str | None, int]] = [
+        (user_id, settings.spend_guard_user_daily_micro_usd) for user_id in user_ids
+    ]
+    subjects.append((None, settings.spend_guard_daily_micro_usd))
+    added = []
+    for subject, limit in subjects:
         if limit <= 0:
             continue
         spent = await _spent(session, user_id=subject, since=start)
         # Each pause already lifted today allows one more day's limit on top.
         earlier = await _pauses_today(session, user_id=subject, until=end)
         if spent >= limit * (earlier + 1) and not await paused(session, user_id=subject):
-            session.add(
-                SpendPause(user_id=subject, spent_micro_usd=spent, limit_micro_usd=limit, until=end)
+            pause = SpendPause(
+                user_id=subject, spent_micro_usd=spent, limit_micro_usd=limit, until=end
             )
+            session.add(pause)
+            added.append(pause)
             await audit.record(
                 session,
                 actor="system",
@@ -103,6 +123,32 @@ async def record_usage(
                     "until": end.isoformat(),
                 },
             )
+    return added
+
+
+async def check(session: AsyncSession, *, settings: Settings) -> list[SpendPause]:
+    """The guard on a schedule: today's spend of every user past the user limit, and the
+    server's, enforced even when no call just finished (usage recorded by a process
+    with older settings, a limit lowered today)."""
+    start, _end = _today()
+    over = await session.scalars(
+        select(LlmUsage.user_id)
+        .where(LlmUsage.created_at >= start)
+        .group_by(LlmUsage.user_id)
+        .having(func.sum(LlmUsage.cost_micro_usd) >= settings.spend_guard_user_daily_micro_usd)
+    )
+    users = list(over) if settings.spend_guard_user_daily_micro_usd > 0 else []
+    return await enforce(session, settings=settings, user_ids=users)
+
+
+def tick_task(db: Database, settings: Settings, *, every_s: float = 300) -> TickTask:
+    """For the scheduler: `check` at most every `every_s`."""
+
+    async def guard() -> object:
+        async with db.session(write=True) as session, session.begin():
+            return await check(session, settings=settings)
+
+    return at_most_every(every_s, guard)
 
 
 async def _spent(session: AsyncSession, *, user_id: str | None, since: datetime) -> int:
@@ -139,6 +185,7 @@ async def resume(session: AsyncSession, *, user_id: str | None, actor: str) -> i
     )
     count = len(lifted.all())
     if count:
+        await events.publish(session, SpendResumed(user_id))
         await audit.record(
             session,
             actor=actor,

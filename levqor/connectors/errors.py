@@ -3,11 +3,14 @@
     ConnectorError            not retryable: a 4xx, a validation error, bad params
     ├── RetryableError        network trouble, 5xx, 408: retried with backoff
     └── RateLimitedError      429: retried after `retry_after_s` when the service says
+    Hold                      not a failure: the run waits (held) until a pause ends
 
 Foreign errors (httpx, SMTP, Stripe) are translated into these where they enter.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class ConnectorError(Exception):
@@ -37,6 +40,16 @@ class Reschedule(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"continue in {seconds} s")
         self.seconds = seconds
+
+
+class Hold(Exception):
+    """The step may not run yet for a reason outside the run (the spend guard paused LLM
+    calls): the run waits, `held`, until `until` or until released sooner."""
+
+    def __init__(self, message: str, *, until: datetime) -> None:
+        super().__init__(message)
+        self.message = message
+        self.until = until
 
 
 class StopRun(Exception):

@@ -15,7 +15,7 @@ from levqor.accounts.ratelimit import Policy
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.idempotency.api import Idempotency
 from levqor.jobs import callbacks, service
-from levqor.jobs.models import RETRYING, Job, JobStep
+from levqor.jobs.models import HELD, RETRYING, Job, JobStep
 from levqor.jobs.schemas import (
     CallbackAttemptRead,
     CallbackRead,
@@ -45,7 +45,7 @@ def _read(job: Job, steps: list[JobStep] | None = None) -> JobRead:
         workflow_version=job.workflow_version,
         status=job.status,
         attempts=job.attempts,
-        next_attempt_at=job.run_at if job.status == RETRYING else None,
+        next_attempt_at=job.run_at if job.status in (RETRYING, HELD) else None,
         result=job.result,
         error=job.error,
         steps=[

@@ -24,7 +24,7 @@ from cryptography.fernet import MultiFernet
 from levqor import jsonvalues, metrics
 from levqor.config import Settings
 from levqor.connectors import registry
-from levqor.connectors.errors import ConnectorError, Reschedule, StopRun
+from levqor.connectors.errors import ConnectorError, Hold, Reschedule, StopRun
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
 from levqor.jobs import queue
@@ -178,6 +178,10 @@ class Executor:
             data["steps"][step.id] = {"output": passed}
             state = queue.succeeded(passed, utcnow())
             await self._checkpoint(job, record, "succeeded", passed, state=state)
+            return Outcome.STOP
+        except Hold as hold:  # the step did not run: no checkpoint, nothing lost
+            log.info("job_held", job_id=job.id, step=step.id, until=hold.until.isoformat())
+            await self._save(job, state=queue.held(hold.until, f"step '{step.id}': {hold.message}"))
             return Outcome.STOP
         except Reschedule as pause:
             state = queue.paused(utcnow() + timedelta(seconds=pause.seconds))

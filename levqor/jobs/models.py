@@ -16,12 +16,16 @@ SUCCEEDED = "succeeded"
 RETRYING = "retrying"
 FAILED = "failed"
 CANCELLED = "cancelled"
+# Waiting for something outside the run (the spend guard's pause) to end: not claimed
+# until released (the pause lifted, or its end reached); `error` says why.
+HELD = "held"
 WAITING_STATES = (QUEUED, RETRYING)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
-STATUSES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
+STATUSES = (QUEUED, RUNNING, RETRYING, HELD, SUCCEEDED, FAILED, CANCELLED)
 PRIORITIES = {"low": 0, "normal": 5, "high": 10}
 WAITING_SQL = "status IN ('queued', 'retrying')"
 RUNNING_SQL = "status = 'running'"
+HELD_SQL = "status = 'held'"
 
 
 class Job(Base):
@@ -44,6 +48,13 @@ class Job(Base):
             "lease_expires_at",
             postgresql_where=text(RUNNING_SQL),
             sqlite_where=text(RUNNING_SQL),
+        ),
+        # Held runs are fewer still: the scheduler releases those whose hold ran out.
+        Index(
+            "ix_jobs_held",
+            "run_at",
+            postgresql_where=text(HELD_SQL),
+            sqlite_where=text(HELD_SQL),
         ),
         Index("ix_jobs_user_created", "user_id", "created_at"),
     )

@@ -112,7 +112,7 @@ class Scheduler:
                 continue
             if job_id:
                 started.append(job_id)
-        if started:
+        if await self._release_held(now) or started:
             self.runtime.job_wakeup.set()
         for task in self.runtime.job_hooks.on_tick:
             try:
@@ -127,6 +127,16 @@ class Scheduler:
             except Exception:
                 log.exception("upkeep_failed")
         return started
+
+    async def _release_held(self, now: datetime) -> int:
+        """Held runs whose hold ran out (a spend-guard pause ended at UTC midnight) go
+        back to the queue."""
+        try:
+            async with self.runtime.db.transaction() as connection:
+                return await queue.release_held(connection, now=now, user_id=None, due_only=True)
+        except Exception:
+            log.exception("release_held_failed")
+            return 0
 
     async def _fire_failed(self, scheduled: ScheduledWorkflow, exc: Exception) -> None:
         workflow_id = scheduled.workflow_id

@@ -42,6 +42,7 @@ from levqor.jobs.queue.states import (
     Outcome,
     StepCheckpoint,
     failed,
+    held,
     paused,
     retrying,
     succeeded,
@@ -58,6 +59,7 @@ __all__ = [
     "StepCheckpoint",
     "backend_for",
     "failed",
+    "held",
     "paused",
     "retrying",
     "succeeded",
@@ -268,6 +270,14 @@ async def cancel(session: Connection, *, job_id: str, now: datetime) -> bool:
     if cancelled:
         metrics.JOBS.labels("cancelled").inc()
     return cancelled
+
+
+async def release_held(
+    session: Connection | AsyncSession, *, now: datetime, user_id: str | None, due_only: bool
+) -> int:
+    """Put held jobs back in the queue (see `statements.release_held`); how many."""
+    statement = statements.release_held(now, user_id=user_id, due_only=due_only)
+    return rowcount(await session.execute(statement))
 
 
 async def anything_due_soon(session: Connection, *, horizon: datetime) -> bool:

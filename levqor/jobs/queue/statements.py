@@ -40,6 +40,7 @@ from levqor.jobs.models import (
     CANCELLED,
     FAILED,
     FINAL_STATES,
+    HELD,
     QUEUED,
     RETRYING,
     RUNNING,
@@ -336,9 +337,21 @@ def cancel(job_id: str, now: datetime) -> Update:
     """A waiting or running job, cancelled; a worker holding it loses it."""
     return (
         update(jobs_table)
-        .where(jobs_table.c.id == job_id, jobs_table.c.status.in_((*WAITING_STATES, RUNNING)))
+        .where(jobs_table.c.id == job_id, jobs_table.c.status.in_((*WAITING_STATES, HELD, RUNNING)))
         .values(status=CANCELLED, finished_at=now, lease_owner=None, lease_expires_at=None)
     )
+
+
+def release_held(now: datetime, *, user_id: str | None, due_only: bool) -> Update:
+    """Held jobs back to the queue, due now: one user's, or everyone's with None; with
+    `due_only`, just those whose hold has run out."""
+    jobs = jobs_table.c
+    conditions = [jobs.status == HELD]
+    if user_id is not None:
+        conditions.append(jobs.user_id == user_id)
+    if due_only:
+        conditions.append(jobs.run_at <= now)
+    return update(jobs_table).where(*conditions).values(status=QUEUED, run_at=now, error=None)
 
 
 def due_soon(horizon: datetime) -> Select[Any]:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from levqor import metrics
-from levqor.jobs.models import FAILED, QUEUED, RETRYING, SUCCEEDED
+from levqor.jobs.models import FAILED, HELD, QUEUED, RETRYING, SUCCEEDED
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,13 @@ def failed(error: str, now: datetime) -> JobState:
 def retrying(run_at: datetime, error: str) -> JobState:
     metrics.JOBS.labels("retrying").inc()
     return JobState(RETRYING, error=error, run_at=run_at)
+
+
+def held(until: datetime, reason: str) -> JobState:
+    """The run waits, holding no worker and losing nothing, for a pause outside it to end
+    (`until`, or sooner if it is lifted); `reason` is what the user sees."""
+    metrics.JOBS.labels("held").inc()
+    return JobState(HELD, error=reason, run_at=until)
 
 
 def paused(run_at: datetime) -> JobState:
