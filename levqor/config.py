@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     partner_hold_days: int = Field(30, ge=0)
     partner_payout_minimum_cents: int = Field(5000, ge=1)
     partner_cookie_days: int = Field(30, ge=1)
+    # The fraud guard's score at which a referral is flagged and its commissions held
+    # for review (see levqor/partners/fraud.py for the signals); 0 turns it off.
+    partner_fraud_threshold: int = Field(50, ge=0)
     metrics_token: SecretStr | None = None
 
     rate_limit_per_minute: int = Field(60, ge=1)

@@ -8,6 +8,7 @@ migrated once and truncated before each test, Redis keys get a per-test prefix.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import uuid
@@ -168,13 +169,25 @@ class Account:
         return {"Authorization": f"Bearer {self.access_token}"}
 
 
+SIGNUP_ADDRESSES = itertools.count(2)
+
+
 @pytest.fixture
-def signup(client: httpx.AsyncClient) -> Any:
+def signup(client: httpx.AsyncClient, app: FastAPI) -> Any:
+    """Sign a person up, each from an address of their own (a loopback one: the ASGI
+    transport sends nothing), with the test client's cookies: people signing up through a
+    partner's link are not the partner, and the fraud guard would say so."""
+
     async def make(email: str | None = None, **extra: Any) -> Account:
         address = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
-        response = await client.post(
-            "/api/v1/auth/signup", json={"email": address, "password": PASSWORD, **extra}
-        )
+        n = next(SIGNUP_ADDRESSES)
+        own = httpx.ASGITransport(app=app, client=(f"127.1.{n // 250 % 250}.{n % 250 + 1}", 123))
+        async with httpx.AsyncClient(
+            transport=own, base_url=client.base_url, cookies=client.cookies
+        ) as person:
+            response = await person.post(
+                "/api/v1/auth/signup", json={"email": address, "password": PASSWORD, **extra}
+            )
         assert response.status_code == 201, response.text
         return Account(address, response.json())
 

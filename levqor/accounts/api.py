@@ -60,6 +60,7 @@ async def signup(
         name=body.name,
         marketing_consent=body.marketing_consent,
         referral_code=body.ref or request.cookies.get(service.REFERRAL_COOKIE),
+        device=request.cookies.get(DEVICE_COOKIE),
     )
     return _session_out(user, pair)
 

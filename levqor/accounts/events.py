@@ -21,3 +21,8 @@ class UserSignedUp:
     user_id: str
     referral_code: str | None
     marketing_consent: bool
+    # For the partners' fraud guard, in memory only: the address as given, and keyed
+    # hashes of the client's IP and of the device cookie its browser presented.
+    email: str = ""
+    ip_hash: str | None = None
+    device_hash: str | None = None

@@ -106,13 +106,30 @@ async def signup(
     name: str | None,
     marketing_consent: bool = False,
     referral_code: str | None = None,
+    device: str | None = None,
 ) -> tuple[User, TokenPair]:
     """A person's own signup: the user, their first session, and `UserSignedUp` for the
-    referral (partners) and the consent they gave (compliance)."""
+    referral (partners) and the consent they gave (compliance). `device` is the device
+    cookie the browser presented (one a login set), for the partners' fraud guard."""
     user = await create(session, kit=kit, email=email, password=password, name=name)
     await record_event(session, user_id=user.id, kind="signup")
-    await events.publish(session, UserSignedUp(user.id, referral_code, marketing_consent))
+    signed_up = UserSignedUp(
+        user.id,
+        referral_code,
+        marketing_consent,
+        email=email,
+        ip_hash=audit.client_hash(),
+        device_hash=device_fingerprint(kit, device),
+    )
+    await events.publish(session, signed_up)
     return user, await sessions.start_session(session, kit=kit, user=user)
+
+
+def device_fingerprint(kit: AuthKit, token: str | None) -> str | None:
+    """A keyed hash of a device cookie's id (not its signature, which names the account):
+    the same browser gives the same fingerprint at a login and at a later signup."""
+    device = (token or "").partition(".")[0]
+    return keyed_hash(kit.account_key_secret, f"device-id:{device}") if device else None
 
 
 def _account_key(kit: AuthKit, address: str) -> str:
@@ -178,9 +195,11 @@ async def login(
     )
     if kit.passwords.needs_rehash(user.password_hash):
         user.password_hash = await kit.passwords.hash(password)
-    await record_event(session, user_id=user.id, kind="login")
+    device = _device_token(kit, account_key, source.device)
+    fingerprint = device_fingerprint(kit, device)
+    await record_event(session, user_id=user.id, kind="login", detail={"device": fingerprint or ""})
     pair = await sessions.start_session(session, kit=kit, user=user)
-    return user, pair, _device_token(kit, account_key, source.device)
+    return user, pair, device
 
 
 def _device_token(kit: AuthKit, account_key: str, presented: str | None) -> str:

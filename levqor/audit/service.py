@@ -74,6 +74,11 @@ async def record(
     return entry
 
 
+def client_hash() -> str | None:
+    """The keyed hash of the IP of the request being served, if any."""
+    return _client_hash()
+
+
 def _client_hash() -> str | None:
     found = client.get()
     return hash_ip(*found) if found else None

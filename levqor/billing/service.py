@@ -442,6 +442,14 @@ async def count_payers(session: AsyncSession, *, among: Select[Any]) -> int:
     return int(payers or 0)
 
 
+async def has_paid_before(session: AsyncSession, *, user_id: str, payment_id: str) -> bool:
+    """Whether the user paid before the payment `payment_id` (any other payment)."""
+    found = await session.scalar(
+        select(Payment.id).where(Payment.user_id == user_id, Payment.id != payment_id).limit(1)
+    )
+    return found is not None
+
+
 async def has_paid(session: AsyncSession, *, user_id: str) -> bool:
     """Whether the user has paid at least once (a pack or a plan's invoice)."""
     found = await session.scalar(select(Payment.id).where(Payment.user_id == user_id).limit(1))

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from levqor import errors
-from levqor.accounts.api_deps import AdminUserAutocommit, AnonymousLimit, CurrentUser, client_ip
+from levqor.accounts.api_deps import (
+    AdminUser,
+    AdminUserAutocommit,
+    AnonymousLimit,
+    CurrentUser,
+    client_ip,
+)
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
-from levqor.partners import service
+from levqor.partners import fraud, service
+from levqor.partners.models import Referral
 
 router = APIRouter(prefix="/api/v1/partners", tags=["partners"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -55,6 +63,7 @@ class CommissionTotals(BaseModel):
     pending: int
     approved: int
     paid: int
+    held: int = 0  # its referral flagged by the fraud guard, under review
 
 
 class PayoutRead(BaseModel):
@@ -133,3 +142,71 @@ async def run_payouts(admin: AdminUserAutocommit, runtime: RuntimeDep) -> Payout
     """Pay every partner whose approved commission reaches the minimum."""
     done = await service.run_payouts(runtime, actor=admin.user.id)
     return PayoutRunOut(payouts=[PayoutRead.model_validate(payout) for payout in done])
+
+
+class SignalRead(BaseModel):
+    name: str
+    weight: int
+    detail: str
+
+
+class ReferralRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(description="The referral's id: the referred user's id.")
+    partner_id: str
+    user_id: str
+    at: datetime
+    score: int
+    signals: list[SignalRead]
+    status: Literal["ok", "flagged", "approved", "rejected"]
+    decided_by: str | None
+    decided_at: datetime | None
+
+    @classmethod
+    def of(cls, referral: Referral) -> ReferralRead:
+        return cls(
+            id=referral.user_id,
+            partner_id=referral.partner_id,
+            user_id=referral.user_id,
+            at=referral.at,
+            score=referral.score,
+            signals=[SignalRead(**signal) for signal in referral.signals],
+            status=cast(Any, referral.status),
+            decided_by=referral.decided_by,
+            decided_at=referral.decided_at,
+        )
+
+
+class ReferralPage(BaseModel):
+    data: list[ReferralRead]
+
+
+@admin_router.get("/referrals")
+async def list_referrals(
+    _admin: AdminUser,
+    session: ReadSessionDep,
+    status: Annotated[
+        Literal["ok", "flagged", "approved", "rejected"] | None, Query(description="Only these.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ReferralPage:
+    """Referred signups, newest first, with the fraud guard's score and signals."""
+    found = await fraud.referrals(session, status=status, limit=limit)
+    return ReferralPage(data=[ReferralRead.of(referral) for referral in found])
+
+
+@admin_router.post("/referrals/{referral_id}/approve", responses=errors.documented(404, 409))
+async def approve_referral(referral_id: str, admin: AdminUser, session: SessionDep) -> ReferralRead:
+    """A flagged referral is genuine: its held commissions become payable (audited)."""
+    decided = await fraud.decide(session, user_id=referral_id, approve=True, admin_id=admin.user.id)
+    return ReferralRead.of(decided)
+
+
+@admin_router.post("/referrals/{referral_id}/reject", responses=errors.documented(404, 409))
+async def reject_referral(referral_id: str, admin: AdminUser, session: SessionDep) -> ReferralRead:
+    """A flagged referral is fraud: its commissions are void, now and later (audited)."""
+    decided = await fraud.decide(
+        session, user_id=referral_id, approve=False, admin_id=admin.user.id
+    )
+    return ReferralRead.of(decided)

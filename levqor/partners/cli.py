@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from levqor import clikit
+from levqor.audit.models import AuditEntry
 from levqor.errors import LevqorError
-from levqor.partners import service
+from levqor.partners import fraud, service
 from levqor.partners.models import Payout
 
 payouts_app = typer.Typer(help="Partner payouts.", no_args_is_help=True)
+partners_app = typer.Typer(help="The partner program.", no_args_is_help=True)
 console = Console()
 
 
@@ -62,3 +65,48 @@ def _print_table(done: list[Payout]) -> None:
 async def _run(context: typer.Context) -> list[Payout]:
     async with clikit.open_runtime(context) as runtime:
         return await service.run_payouts(runtime, actor="system")
+
+
+@partners_app.command("fraud-log")
+def fraud_log(
+    context: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the decisions as JSON."),
+) -> None:
+    """Every fraud-guard decision (flagged, approved, rejected) with its signals."""
+    entries = asyncio.run(_decisions(context))
+    rows: list[dict[str, Any]] = [
+        {
+            "at": entry.at.isoformat(),
+            "decision": entry.action.removeprefix("referral_"),
+            "by": entry.actor,
+            "referral": entry.object_id,
+            "partner_id": entry.detail.get("partner_id"),
+            "score": entry.detail.get("score"),
+            "signals": entry.detail.get("signals") or [],
+        }
+        for entry in entries
+    ]
+    if as_json:
+        console.print_json(data=rows)
+        return
+    if not rows:
+        console.print("No referral has been flagged.")
+        return
+    table = Table("at", "decision", "by", "referral", "partner", "score", "signals")
+    for row in rows:
+        signals = ", ".join(f"{s['name']} ({s['weight']})" for s in row["signals"])
+        table.add_row(
+            row["at"][:19],
+            row["decision"],
+            row["by"],
+            str(row["referral"]),
+            str(row["partner_id"]),
+            str(row["score"]),
+            signals,
+        )
+    console.print(table)
+
+
+async def _decisions(context: typer.Context) -> list[AuditEntry]:
+    async with clikit.open_runtime(context) as runtime, runtime.db.read() as session:
+        return await fraud.decisions(session)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import Base, UTCDateTime, new_id, utcnow
@@ -37,21 +38,35 @@ class ReferralClick(Base):
 
 
 class Referral(Base):
-    """A signup attributed to a partner: its payments earn them commission."""
+    """A signup attributed to a partner: its payments earn them commission.
+
+    The fraud guard scores it (`signals`: name, weight, detail); at or past the threshold
+    it is `flagged` and its commissions are held until an admin approves (they become
+    payable) or rejects it (they are void). The signup's IP only as a keyed hash."""
 
     __tablename__ = "referrals"
-    __table_args__ = (Index("ix_referrals_partner_id", "partner_id"),)
+    __table_args__ = (
+        Index("ix_referrals_partner_id", "partner_id"),
+        Index("ix_referrals_ip_hash_at", "ip_hash", "at"),
+    )
 
     user_id: Mapped[str] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ip_hash: Mapped[str | None] = mapped_column(String(64))
+    score: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    signals: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Commission(Base):
     """A partner's share of one payment. `pending` until the hold period ends (refunds
-    come in it), then payable; `paid` once a payout carried it. A refund or chargeback
+    come in it), then payable; `paid` once a payout carried it; `held` while its
+    referral is flagged by the fraud guard, `void` once an admin rejected it. A refund or chargeback
     adds a negative row for its share: maturing with the earned row while that is
     unpaid, payable at once (netted by the next payout) when it was paid already.
 

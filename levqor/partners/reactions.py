@@ -14,14 +14,16 @@ from levqor.partners import service
 
 
 def register(events: Events, settings: Settings) -> None:
-    events.subscribe(UserSignedUp, _attribute_referral)
+    events.subscribe(UserSignedUp, partial(_attribute_referral, settings=settings))
     events.subscribe(PaymentRecorded, partial(_earn_commission, settings=settings))
     events.subscribe(PaymentLost, _take_back_commission)
     events.subscribe(PaymentRegained, _restore_commission)
 
 
-async def _attribute_referral(session: AsyncSession, event: UserSignedUp) -> None:
-    await service.attribute(session, user_id=event.user_id, code=event.referral_code)
+async def _attribute_referral(
+    session: AsyncSession, event: UserSignedUp, *, settings: Settings
+) -> None:
+    await service.attribute(session, signed_up=event, settings=settings)
 
 
 async def _earn_commission(

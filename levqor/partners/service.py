@@ -1,7 +1,8 @@
 """Partner program logic: codes and links, clicks, attribution, commissions, payouts.
 
-Fraud guard, by rule rather than by score: a partner cannot refer themselves; a visitor
-(a keyed hash of the IP) counts as one click a day per partner; a commission is held for
+Fraud guard (`fraud.py`): each referred signup is scored, and a flagged one's commissions
+are held for an admin's decision. A visitor (a keyed hash of the IP) counts as one click
+a day per partner; a commission is held for
 `LEVQOR_PARTNER_HOLD_DAYS` so refunds and chargebacks come before the money goes out;
 a refund or chargeback takes its share of commission back as a negative commission,
 which the payout that carries the commission (or, once paid, the next one) nets out.
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor import errors
 from levqor.accounts import service as accounts
+from levqor.accounts.events import UserSignedUp
 from levqor.audit import service as audit
 from levqor.billing import service as billing
 from levqor.billing.events import PaymentLost, PaymentRecorded, PaymentRegained
@@ -27,6 +29,7 @@ from levqor.billing.gateway import StripeUnavailable
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.logging import get_logger
+from levqor.partners import fraud
 from levqor.partners.models import Commission, Partner, Payout, Referral, ReferralClick
 
 if TYPE_CHECKING:
@@ -102,31 +105,51 @@ async def count_click(
     return True
 
 
-async def attribute(session: AsyncSession, *, user_id: str, code: str | None) -> bool:
+async def attribute(
+    session: AsyncSession, *, signed_up: UserSignedUp, settings: Settings
+) -> Referral | None:
     """Credit a new account's signup to the partner whose code brought it (body `ref` or
-    the referral cookie); an unknown code, or a partner's own, is ignored."""
+    the referral cookie), scored by the fraud guard; an unknown code is ignored."""
+    code = signed_up.referral_code
     if not code:
-        return False
+        return None
     partner = await find_by_code(session, code.strip().lower())
-    if partner is None or partner.user_id == user_id:
-        return False
-    session.add(Referral(user_id=user_id, partner_id=partner.id))
-    return True
+    if partner is None:
+        return None
+    signals = await fraud.signup_signals(session, partner=partner, signed_up=signed_up)
+    referral = Referral(
+        user_id=signed_up.user_id,
+        partner_id=partner.id,
+        ip_hash=signed_up.ip_hash,
+        signals=[],
+        score=0,
+        status=fraud.OK,
+    )
+    session.add(referral)
+    await fraud.judge(session, referral, signals, settings=settings)
+    return referral
 
 
 async def on_payment(
     session: AsyncSession, *, payment: PaymentRecorded, settings: Settings
 ) -> None:
-    """The referring partner's commission on a payment (none if the payer came alone)."""
-    partner = await session.scalar(
-        select(Partner)
-        .join(Referral, Referral.partner_id == Partner.id)
-        .where(Referral.user_id == payment.user_id)
+    """The referring partner's commission on a payment (none if the payer came alone):
+    held while the fraud guard has the referral flagged, none once it was rejected. A
+    first payment very soon after the signup is a signal of its own."""
+    referral = await session.scalar(
+        select(Referral).where(Referral.user_id == payment.user_id).with_for_update()
     )
-    if partner is None:
+    partner = await session.get(Partner, referral.partner_id) if referral else None
+    if referral is None or partner is None:
         return
+    if not await billing.has_paid_before(
+        session, user_id=payment.user_id, payment_id=payment.payment_id
+    ):
+        fast = fraud.purchase_signal(referral, utcnow())
+        await fraud.judge(session, referral, [fast] if fast else [], settings=settings)
     amount = payment.amount_cents * partner.commission_bp // 10_000
-    if amount <= 0:
+    status = fraud.commission_status(referral)
+    if amount <= 0 or status == "void":
         return
     session.add(
         Commission(
@@ -135,6 +158,7 @@ async def on_payment(
             payment_id=payment.payment_id,
             amount_cents=amount,
             currency=payment.currency,
+            status=status,
             available_at=utcnow() + timedelta(days=settings.partner_hold_days),
         )
     )
@@ -158,10 +182,10 @@ async def reverse_for_refund(session: AsyncSession, *, lost: PaymentLost) -> int
         share = billing.share_of(
             commission.amount_cents, lost.amount_cents, lost.before_cents, lost.after_cents
         )
-        if share <= 0:
+        if share <= 0 or commission.status == "void":
             continue
         reversed_total += share
-        unpaid = commission.status == "pending" and commission.payout_id is None
+        unpaid = commission.status in ("pending", "held") and commission.payout_id is None
         session.add(
             Commission(
                 partner_id=commission.partner_id,
@@ -169,6 +193,8 @@ async def reverse_for_refund(session: AsyncSession, *, lost: PaymentLost) -> int
                 payment_id=lost.payment_id,
                 amount_cents=-share,
                 currency=commission.currency,
+                # Held with a held commission: the two are decided (and net out) together.
+                status="held" if commission.status == "held" else "pending",
                 available_at=commission.available_at if unpaid else utcnow(),
             )
         )
@@ -240,10 +266,11 @@ async def commission_totals(
     session: AsyncSession, *, partner_id: str | None = None
 ) -> dict[str, int]:
     """Commission in cents, one partner's or everyone's: pending (in the hold period),
-    approved (payable), paid."""
-    totals = {"pending": 0, "approved": 0, "paid": 0}
+    approved (payable), paid, and held (its referral flagged by the fraud guard, under
+    review). Void commissions (a rejected referral) are not counted."""
+    totals = {"pending": 0, "approved": 0, "paid": 0, "held": 0}
     state = _commission_state()
-    query = select(state, func.sum(Commission.amount_cents))
+    query = select(state, func.sum(Commission.amount_cents)).where(Commission.status != "void")
     if partner_id is not None:
         query = query.where(Commission.partner_id == partner_id)
     rows = await session.execute(query.group_by(state))
@@ -255,6 +282,7 @@ async def commission_totals(
 def _commission_state() -> Any:
     return case(
         (Commission.status == "paid", "paid"),
+        (Commission.status == "held", "held"),
         (Commission.payout_id.is_not(None), "approved"),
         (Commission.available_at <= utcnow(), "approved"),
         else_="pending",

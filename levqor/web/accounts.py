@@ -63,6 +63,7 @@ async def signup(
             name=body.name,
             marketing_consent=body.marketing_consent,
             referral_code=request.cookies.get(accounts.REFERRAL_COOKIE),
+            device=request.cookies.get(DEVICE_COOKIE),
         )
     except errors.LevqorError as exc:
         problems = {str(exc.extra.get("field") or "email"): exc.detail}

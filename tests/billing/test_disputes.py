@@ -55,13 +55,13 @@ async def test_a_dispute_takes_credits_and_commission_and_a_win_gives_credits_ba
     assert (await deliver(client, opened)).json()["duplicate"] is True
     assert await credits(client, buyer) == 50
     seen = (await client.get("/api/v1/partners/me", headers=partner.headers)).json()
-    assert seen["commission_cents"] == {"pending": 0, "approved": 0, "paid": 0}
+    assert seen["commission_cents"] == {"pending": 0, "approved": 0, "paid": 0, "held": 0}
 
     won = dispute(payment, "charge.dispute.closed", status="won")
     await deliver(client, won)
     # The money came back: so does the partner's share (before, it stayed taken).
     seen = (await client.get("/api/v1/partners/me", headers=partner.headers)).json()
-    assert seen["commission_cents"] == {"pending": 1600, "approved": 0, "paid": 0}
+    assert seen["commission_cents"] == {"pending": 1600, "approved": 0, "paid": 0, "held": 0}
     await deliver(client, dispute(payment, "charge.dispute.closed", status="won"))  # new id
     assert await credits(client, buyer) == 50 + 10_000
     ledger = (await client.get("/api/v1/billing/ledger", headers=buyer.headers)).json()["data"]

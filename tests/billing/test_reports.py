@@ -69,7 +69,7 @@ async def test_revenue_counts_mrr_paying_users_the_funnel_and_commission(
     assert body["refunded_this_month_cents"] == 100
     assert body["funnel"] == {"signups": 5, "activated": 1, "paying": 2, "subscribed": 1}
     # 20% of 10.00, less 20% of the 1.00 refunded; held 30 days.
-    assert body["partner_commission_cents"] == {"pending": 180, "approved": 0, "paid": 0}
+    assert body["partner_commission_cents"] == {"pending": 180, "approved": 0, "paid": 0, "held": 0}
 
 
 async def test_refunded_this_month_counts_refunds_made_this_month(

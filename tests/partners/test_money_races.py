@@ -137,7 +137,7 @@ async def test_a_500_keeps_the_payout_and_after_a_day_a_lookup_decides_before_re
     assert lookups == [f"/v1/transfers?transfer_group={kept.id}&limit=1"]
     assert len(stripe_peer.executed("/v1/transfers")) == 2  # the 500, then the transfer
     seen = await figures(client, partner)
-    assert seen["commission_cents"] == {"pending": 0, "approved": 0, "paid": 1600}
+    assert seen["commission_cents"] == {"pending": 0, "approved": 0, "paid": 1600, "held": 0}
 
 
 async def test_a_transfer_found_by_its_group_after_a_day_is_not_sent_again(

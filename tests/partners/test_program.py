@@ -93,7 +93,7 @@ async def test_a_referred_payment_earns_commission_that_a_payout_sends_once(
 
     seen = await figures(client, partner)
     assert seen["conversions"] == 1
-    assert seen["commission_cents"] == {"pending": 0, "approved": 1600, "paid": 0}
+    assert seen["commission_cents"] == {"pending": 0, "approved": 1600, "paid": 0, "held": 0}
 
     run = await client.post("/api/v1/admin/payouts/run", headers=admin.headers)
     assert run.status_code == 200, run.text
@@ -108,7 +108,7 @@ async def test_a_referred_payment_earns_commission_that_a_payout_sends_once(
     assert again.json()["payouts"] == []
     assert stripe_peer.paths().count("/v1/transfers") == 1
     seen = await figures(client, partner)
-    assert seen["commission_cents"] == {"pending": 0, "approved": 0, "paid": 1600}
+    assert seen["commission_cents"] == {"pending": 0, "approved": 0, "paid": 1600, "held": 0}
     assert [p["id"] for p in seen["payouts"]] == [payout["id"]]
     log = (
         await client.get(
@@ -166,7 +166,7 @@ async def test_a_failed_transfer_leaves_the_commission_owed_for_the_next_run(
     assert paid.exit_code == 0, paid.output
     assert "paid" in paid.output
     seen = await figures(client, partner)
-    assert seen["commission_cents"] == {"pending": 0, "approved": 0, "paid": 1600}
+    assert seen["commission_cents"] == {"pending": 0, "approved": 0, "paid": 1600, "held": 0}
     assert sorted(p["status"] for p in seen["payouts"]) == ["failed", "paid"]
 
 
