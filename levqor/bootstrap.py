@@ -8,8 +8,8 @@ from levqor import metrics
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
 from levqor.billing import reactions as billing_reactions
+from levqor.billing import reconcile, spend_guard
 from levqor.billing import reports as money_reports
-from levqor.billing import spend_guard
 from levqor.billing.gateway import StripeGateway
 from levqor.compliance import hooks as compliance_hooks
 from levqor.compliance import reactions as compliance_reactions
@@ -21,6 +21,8 @@ from levqor.jobs import reactions as jobs_reactions
 from levqor.jobs.hooks import JobHooks
 from levqor.ops import alerts, anomalies, backups, reports, rollback, slo, watchdog
 from levqor.partners import reactions as partners_reactions
+from levqor.partners import service as partners_service
+from levqor.periodic import TickTask
 from levqor.runtime import Runtime
 from levqor.web import seo, social
 
@@ -80,6 +82,16 @@ def subscribed_events(settings: Settings) -> Events:
     return events
 
 
+def _money_tasks(db: Database, settings: Settings) -> tuple[TickTask, ...]:
+    """With Stripe configured: missed webhook events applied hourly, partners paid monthly."""
+    if settings.stripe_secret_key is None:
+        return ()
+    return (
+        reconcile.tick_task(db, settings),
+        partners_service.payouts_tick_task(db, settings),
+    )
+
+
 def job_hooks(db: Database, settings: Settings) -> JobHooks:
     """What the engine takes from the packages above it (see `jobs.hooks`)."""
     return JobHooks(
@@ -91,6 +103,7 @@ def job_hooks(db: Database, settings: Settings) -> JobHooks:
             social.tick_task(db, settings, db.key_ring),
             money_reports.snapshot_task(db),
             spend_guard.tick_task(db, settings),
+            *_money_tasks(db, settings),
             watchdog.tick_task(db, settings),
             slo.tick_task(db, settings),
             anomalies.tick_task(db, settings),

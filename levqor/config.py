@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     partner_hold_days: int = Field(30, ge=0)
     partner_payout_minimum_cents: int = Field(5000, ge=1)
     partner_cookie_days: int = Field(30, ge=1)
+    # The day of the month (UTC) the scheduler pays partners; 0: only by hand.
+    partner_payout_day: int = Field(1, ge=0, le=28)
     # The fraud guard's score at which a referral is flagged and its commissions held
     # for review (see levqor/partners/fraud.py for the signals); 0 turns it off.
     partner_fraud_threshold: int = Field(50, ge=0)

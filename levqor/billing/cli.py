@@ -1,10 +1,12 @@
-"""`levqor spend-guard` (today's LLM spend and the pauses the guard made; resume them)
+"""`levqor billing reconcile` (apply the Stripe events the webhook missed), `levqor
+spend-guard` (today's LLM spend and the pauses the guard made; resume them)
 and `levqor costs` (what running the business costs, and the users that cover it)."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -13,8 +15,10 @@ from rich.table import Table
 
 from levqor import clikit
 from levqor.accounts import service as accounts
-from levqor.billing import reports, spend_guard
+from levqor.billing import reconcile, reports, spend_guard
+from levqor.errors import LevqorError
 
+billing_app = typer.Typer(help="Billing: Stripe reconciliation.", no_args_is_help=True)
 spend_guard_app = typer.Typer(
     help="The LLM spend guard: today's spend, pauses, resuming.", no_args_is_help=True
 )
@@ -131,3 +135,39 @@ def _money(cents: int, currency: str) -> str:
 async def _costs(context: typer.Context) -> reports.Costs:
     async with clikit.open_runtime(context) as runtime, runtime.db.session(write=False) as session:
         return await reports.costs(session, settings=runtime.settings)
+
+
+@billing_app.command("reconcile")
+def reconcile_command(
+    context: typer.Context,
+    since: datetime | None = typer.Option(
+        None,
+        "--since",
+        help="From when (ISO 8601, UTC if no zone); by default where the last run started.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Apply every Stripe event since then that the webhook missed (each counts once)."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    try:
+        report = asyncio.run(_reconcile(context, since))
+    except LevqorError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from exc
+    if as_json:
+        console.print_json(
+            data={"since": report.since.isoformat(), "seen": report.seen, "applied": report.applied}
+        )
+        return
+    console.print(
+        f"Stripe made {report.seen} events since {report.since:%Y-%m-%d %H:%M} UTC; "
+        f"{len(report.applied)} were missing here and are applied now."
+    )
+
+
+async def _reconcile(context: typer.Context, since: datetime | None) -> reconcile.Reconciled:
+    async with clikit.open_runtime(context) as runtime:
+        return await reconcile.reconcile(
+            runtime.db, runtime.stripe, runtime.settings, since=since, actor="cli"
+        )

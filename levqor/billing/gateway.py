@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from levqor import errors
@@ -176,6 +177,19 @@ class StripeGateway:
                 {"transfer_group": payout_id, "limit": 1}
             )
         return str(listed.data[0].id) if listed.data else None
+
+    async def events_since(self, since: datetime, types: list[str]) -> list[dict[str, Any]]:
+        """Every event of `types` Stripe created since `since`, oldest first, as the
+        plain JSON a webhook delivers (Stripe keeps events 30 days)."""
+        params: Any = {"created": {"gte": int(since.timestamp())}, "limit": 100}
+        if types:
+            params["types"] = types[:20]
+        found = []
+        with _as_unavailable():
+            page = await self.client.v1.events.list_async(params)
+            async for event in page.auto_paging_iter():
+                found.append(event.to_dict())
+        return sorted(found, key=lambda event: (event.get("created") or 0, event["id"]))
 
     async def _call(
         self, service_path: str, params: dict[str, Any], *, idempotency_key: str | None = None

@@ -129,6 +129,9 @@ class Refund(Base):
     amount_cents: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     credits_reversed: Mapped[int] = mapped_column(Integer)
+    commission_reversed_cents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # `failed` or `canceled` when Stripe could not complete it: what it took came back.
+    status: Mapped[str] = mapped_column(String(16), default="succeeded", server_default="succeeded")
     # Free text an admin writes (it may name the customer): sealed like other PII.
     reason: Mapped[str] = mapped_column("reason_encrypted", Sealed, info=ENCRYPTED)
     issued_by: Mapped[str] = mapped_column(String(32))

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor import errors, events
 from levqor.audit import service as audit
 from levqor.billing import service
-from levqor.billing.events import PaymentLost
+from levqor.billing.events import PaymentLost, PaymentRegained
 from levqor.billing.models import Payment, Refund, RefundRequest
 from levqor.db.base import new_id
 
@@ -162,6 +162,7 @@ async def record(
         amount_cents=amount,
         currency=payment.currency,
         credits_reversed=taken,
+        commission_reversed_cents=reversed_cents,
         reason=reason,
         issued_by=admin_id,
     )
@@ -202,6 +203,44 @@ async def take_back_share(
     lost = PaymentLost(payment.id, payment.amount_cents, before_cents, after_cents)
     answers = await events.publish(session, lost)
     return taken, sum(cents for cents in answers if isinstance(cents, int))
+
+
+async def undo(session: AsyncSession, *, refund_id: str, status: str) -> Refund | None:
+    """A refund Stripe failed or cancelled after making it: the money stayed with us, so
+    the payment counts it again, and the credits and commission it took come back.
+    None when the refund is unknown here or was undone already."""
+    refund = await session.get(Refund, refund_id, with_for_update=True)
+    if refund is None or refund.status != "succeeded":
+        return None
+    payment = await session.get(Payment, refund.payment_id, with_for_update=True)
+    assert payment is not None
+    refund.status = status[:16]
+    payment.refunded_cents = max(0, payment.refunded_cents - refund.amount_cents)
+    payment.status = "partially_refunded" if payment.refunded_cents else "succeeded"
+    if refund.credits_reversed:
+        await service.grant(
+            session,
+            user_id=payment.user_id,
+            credits=refund.credits_reversed,
+            reason=service.REFUND_UNDONE,
+            payment_id=payment.id,
+        )
+    if refund.commission_reversed_cents:
+        await events.publish(session, PaymentRegained(payment.id, refund.commission_reversed_cents))
+    await audit.record(
+        session,
+        actor="stripe",
+        action="refund_undone",
+        object_id=payment.user_id,
+        detail={
+            "refund_id": refund.id,
+            "status": refund.status,
+            "amount_cents": refund.amount_cents,
+            "credits_returned": refund.credits_reversed,
+            "commission_returned_cents": refund.commission_reversed_cents,
+        },
+    )
+    return refund
 
 
 async def recent(session: AsyncSession, *, limit: int = 20) -> list[Refund]:

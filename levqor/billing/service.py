@@ -54,6 +54,7 @@ PLAN_CREDITS = "plan_credits"
 REFUND = "refund"
 DISPUTE = "dispute"
 DISPUTE_WON = "dispute_won"
+REFUND_UNDONE = "refund_undone"  # Stripe failed or cancelled a refund: credits back
 OWED = "refund_owed"  # taken back after being spent: owed, repaid by the next grant
 OWED_REPAID = "owed_repaid"
 # Stripe statuses in which a subscription still gives its plan.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, cast
@@ -22,13 +23,14 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import events
+from levqor import events, mail
 from levqor.accounts import service as accounts
 from levqor.accounts.models import User
 from levqor.audit import service as audit
 from levqor.billing import plans, refunds, service
 from levqor.billing import stripe_views as views
 from levqor.billing.events import PaymentRecorded, PaymentRegained
+from levqor.billing.gateway import StripeGateway
 from levqor.billing.models import (
     Dispute,
     Invoice,
@@ -53,16 +55,56 @@ Handler = Callable[[AsyncSession, Json, Settings, datetime | None], Awaitable[No
 
 
 async def receive(runtime: Runtime, *, payload: bytes, signature: str | None) -> bool:
-    """A webhook delivery, end to end; False when the event was applied before.
+    """A webhook delivery, end to end; False when the event was applied before."""
+    event = runtime.stripe.verify_event(payload, signature)
+    return await receive_event(runtime.db, runtime.stripe, runtime.settings, event)
+
+
+async def receive_event(
+    db: Database, stripe: StripeGateway, settings: Settings, event: dict[str, Any]
+) -> bool:
+    """Apply one Stripe event (delivered, or found by `reconcile`) in its own transaction,
+    then send what it asked to send once committed (an e-mail); False if applied before.
 
     A subscription still billing an account erased here is cancelled at Stripe first:
     if that fails the error answers the delivery, so Stripe sends the event again."""
-    event = runtime.stripe.verify_event(payload, signature)
-    orphan = await orphaned_subscription(runtime.db, event)
+    orphan = await orphaned_subscription(db, event)
     if orphan is not None:
-        await runtime.stripe.cancel_subscription(orphan)
-    async with runtime.db.session(write=True) as session, session.begin():
-        return await apply(session, event=event, settings=runtime.settings, cancelled_orphan=orphan)
+        await stripe.cancel_subscription(orphan)
+    async with db.session(write=True) as session:
+        async with session.begin():
+            applied = await apply(session, event=event, settings=settings, cancelled_orphan=orphan)
+        notices: list[Notice] = session.info.pop(NOTICES, [])
+    for notice in notices:
+        await _send(settings, notice)
+    return applied
+
+
+NOTICES = "levqor_billing_notices"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An e-mail to a customer, sent once the event that caused it is committed."""
+
+    to: str
+    subject: str
+    text: str
+
+
+def _notify(session: AsyncSession, notice: Notice) -> None:
+    session.info.setdefault(NOTICES, []).append(notice)
+
+
+async def _send(settings: Settings, notice: Notice) -> None:
+    """Best effort: the event is applied whatever the mail server says."""
+    if not mail.configured(settings):
+        log.warning("billing_notice_not_sent", reason="mail is not configured")
+        return
+    try:
+        await mail.send(settings, to=notice.to, subject=notice.subject, text=notice.text)
+    except mail.MailFailed as exc:
+        log.warning("billing_notice_not_sent", reason=exc.detail)
 
 
 async def orphaned_subscription(db: Database, event: dict[str, Any]) -> str | None:
@@ -133,7 +175,9 @@ async def _checkout_completed(
         return
     pack = plans.PACKS.get(checkout.pack or "")
     if not checkout.paid or pack is None:
-        return
+        return  # not paid yet (a delayed method: `async_payment_succeeded` comes later)
+    if await session.scalar(select(Payment.id).where(Payment.checkout_session == checkout.id)):
+        return  # granted already (completed paid, then the delayed-payment event too)
     payment = Payment(
         user_id=user_id,
         kind="pack",
@@ -219,6 +263,71 @@ def invoice_credits(invoice: views.Invoice, plan: plans.Plan) -> int:
                 line_plan.price_cents
             )
     return (plan.credits_per_month if period else 0) + max(0, math.floor(prorated))
+
+
+async def _invoice_failed(
+    session: AsyncSession, obj: Json, settings: Settings, _at: datetime | None
+) -> None:
+    """A subscription's payment failed: no credits; the subscription is past due (the
+    plan stays while Stripe retries the card), and the customer is told by e-mail."""
+    invoice = views.Invoice.of(obj, settings.stripe_price_plans)
+    user_id = await _user_for(session, invoice.owner)
+    if user_id is None or not invoice.subscription_id:
+        return
+    known = await session.get(Subscription, invoice.subscription_id)
+    if known is not None and known.status != "canceled":
+        known.status = "past_due"
+    await audit.record(
+        session,
+        actor="stripe",
+        action="invoice_payment_failed",
+        object_id=user_id,
+        detail={"invoice_id": invoice.id, "subscription_id": invoice.subscription_id},
+    )
+    user = await session.get(User, user_id)
+    if user is not None:
+        _notify(
+            session,
+            Notice(
+                to=user.email,
+                subject="Your Levqor payment did not go through",
+                text=(
+                    "We could not take the payment for your Levqor plan. Stripe will try "
+                    "the card again over the next days; to pay now or change the card, "
+                    f"open billing: {settings.public_url}/app/billing\n\n"
+                    "Your plan stays active meanwhile. No credits arrive until it is paid."
+                ),
+            ),
+        )
+
+
+async def _checkout_payment_failed(
+    session: AsyncSession, obj: Json, _settings: Settings, _at: datetime | None
+) -> None:
+    """A delayed payment method (a bank debit) failed after the checkout: nothing was
+    granted, so nothing is taken; recorded for the operator."""
+    checkout = views.Checkout.of(obj)
+    user_id = await _user_for(session, checkout.owner)
+    if user_id is not None:
+        await audit.record(
+            session,
+            actor="stripe",
+            action="checkout_payment_failed",
+            object_id=user_id,
+            detail={"checkout_session": checkout.id, "pack": checkout.pack},
+        )
+
+
+async def _refund_changed(
+    session: AsyncSession, obj: Json, settings: Settings, at: datetime | None
+) -> None:
+    """`refund.updated` or `refund.failed`: a refund Stripe failed or cancelled gives
+    back what it took; one that went through is recorded if it was not yet."""
+    refund = views.MoneyBack.of(obj)
+    if refund.status in ("failed", "canceled"):
+        await refunds.undo(session, refund_id=refund.id, status=refund.status)
+        return
+    await _refund_created(session, obj, settings, at)
 
 
 async def _subscription_changed(
@@ -430,11 +539,16 @@ async def _account_exists(session: AsyncSession, user_id: str) -> bool:
 
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": _checkout_completed,
+    "checkout.session.async_payment_succeeded": _checkout_completed,
+    "checkout.session.async_payment_failed": _checkout_payment_failed,
     "invoice.paid": _invoice_paid,
+    "invoice.payment_failed": _invoice_failed,
     "customer.subscription.created": _subscription_changed,
     "customer.subscription.updated": _subscription_changed,
     "customer.subscription.deleted": _subscription_changed,
     "refund.created": _refund_created,
+    "refund.updated": _refund_changed,
+    "refund.failed": _refund_changed,
     "charge.dispute.created": _dispute_opened,
     "charge.dispute.closed": _dispute_closed,
 }

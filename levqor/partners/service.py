@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, select, update
@@ -23,14 +23,17 @@ from levqor import errors
 from levqor.accounts import service as accounts
 from levqor.accounts.events import UserSignedUp
 from levqor.audit import service as audit
+from levqor.audit.models import AuditEntry
 from levqor.billing import service as billing
 from levqor.billing.events import PaymentLost, PaymentRecorded, PaymentRegained
-from levqor.billing.gateway import StripeUnavailable
+from levqor.billing.gateway import StripeGateway, StripeUnavailable
 from levqor.config import Settings
 from levqor.db.base import utcnow
+from levqor.db.engine import Database
 from levqor.logging import get_logger
 from levqor.partners import fraud
 from levqor.partners.models import Commission, Partner, Payout, Referral, ReferralClick
+from levqor.periodic import TickTask, at_most_every
 
 if TYPE_CHECKING:
     from levqor.runtime import Runtime
@@ -44,6 +47,8 @@ PAYOUT_ACCOUNT = re.compile(r"^acct_\w{1,60}$")
 # Stripe may forget an idempotency key (and its saved answer) 24 hours after first use;
 # a payout unsettled that long is looked up by its transfer group before it is sent again.
 KEYS_KEPT = timedelta(hours=23)
+PAYOUTS_RUN = "payouts_run"  # every run leaves one audit row
+SCHEDULER = "scheduler"
 
 
 class AlreadyPartner(errors.Conflict):
@@ -301,22 +306,66 @@ async def run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
     Runs are serialised: a second one at the same moment (the CLI and the admin API,
     two schedulers) waits, then finds nothing owed. A payout is settled only while it
     is still `processing`, so one sent twice is booked once."""
-    async with runtime.db.exclusive("levqor_payouts"):
-        return await _run_payouts(runtime, actor=actor)
+    return await pay_partners(runtime.db, runtime.stripe, runtime.settings, actor=actor)
 
 
-async def _run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
-    async with runtime.db.session(write=True) as session, session.begin():
-        await _set_aside(session, settings=runtime.settings)
-    async with runtime.db.session(write=False) as session:
+async def pay_partners(
+    db: Database, stripe: StripeGateway, settings: Settings, *, actor: str
+) -> list[Payout]:
+    """`run_payouts` without a Runtime (the scheduler's tick has none)."""
+    async with db.exclusive("levqor_payouts"):
+        return await _run_payouts(db, stripe, settings, actor=actor)
+
+
+async def scheduled_payouts(
+    db: Database, stripe: StripeGateway, settings: Settings, *, now: datetime | None = None
+) -> list[Payout] | None:
+    """The monthly run: on `LEVQOR_PARTNER_PAYOUT_DAY` (UTC), once a month whatever the
+    number of schedulers; None when it is not the day or this month's run happened."""
+    now = now or utcnow()
+    if settings.partner_payout_day == 0 or now.day != settings.partner_payout_day:
+        return None
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    async with db.exclusive("levqor_payouts"):
+        async with db.session(write=False) as session:
+            ran = await session.scalar(
+                select(AuditEntry.id)
+                .where(
+                    AuditEntry.action == PAYOUTS_RUN,
+                    AuditEntry.actor == SCHEDULER,
+                    AuditEntry.at >= month_start,
+                )
+                .limit(1)
+            )
+        if ran is not None:
+            return None
+        return await _run_payouts(db, stripe, settings, actor=SCHEDULER)
+
+
+def payouts_tick_task(db: Database, settings: Settings, *, every_s: float = 3600) -> TickTask:
+    """For the scheduler: `scheduled_payouts` at most every `every_s`."""
+    stripe = StripeGateway(settings)
+
+    async def run() -> object:
+        return await scheduled_payouts(db, stripe, settings)
+
+    return at_most_every(every_s, run)
+
+
+async def _run_payouts(
+    db: Database, stripe: StripeGateway, settings: Settings, *, actor: str
+) -> list[Payout]:
+    async with db.session(write=True) as session, session.begin():
+        await _set_aside(session, settings=settings)
+    async with db.session(write=False) as session:
         waiting = list(await session.scalars(select(Payout).where(Payout.status == "processing")))
     done = []
     for payout in waiting:
         transfer_id, failure = None, None
         try:
             if utcnow() - payout.created_at >= KEYS_KEPT:
-                transfer_id = await runtime.stripe.find_transfer(payout.id)
-            transfer_id = transfer_id or await runtime.stripe.transfer(
+                transfer_id = await stripe.find_transfer(payout.id)
+            transfer_id = transfer_id or await stripe.transfer(
                 amount_cents=payout.amount_cents,
                 currency=payout.currency,
                 destination=payout.destination,
@@ -329,10 +378,21 @@ async def _run_payouts(runtime: Runtime, *, actor: str) -> list[Payout]:
             failure = exc.detail
         except errors.LevqorError as exc:
             failure = exc.detail
-        async with runtime.db.session(write=True) as session, session.begin():
+        async with db.session(write=True) as session, session.begin():
             settled = await _settle(session, payout.id, transfer_id, failure, actor=actor)
         if settled is not None:
             done.append(settled)
+    async with db.session(write=True) as session, session.begin():
+        await audit.record(
+            session,
+            actor=actor,
+            action=PAYOUTS_RUN,
+            detail={
+                "paid": sum(1 for payout in done if payout.status == "paid"),
+                "failed": sum(1 for payout in done if payout.status == "failed"),
+                "paid_cents": sum(p.amount_cents for p in done if p.status == "paid"),
+            },
+        )
     return done
 
 

@@ -179,3 +179,36 @@ async def test_a_transfer_that_timed_out_after_stripe_made_it_is_paid_once(
     assert len(stripe_peer.executed("/v1/transfers")) == 1
     keys = {r["headers"]["idempotency-key"] for r in stripe_peer.requests}
     assert keys == {kept.id}
+
+
+async def test_the_scheduler_pays_partners_on_the_payout_day_once_a_month(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, stripe_peer: Any
+) -> None:
+    from levqor.jobs.scheduler import Scheduler
+
+    admin = await signup()
+    await make_admin(runtime, admin)
+    await owed_partner(client, signup, account="acct_partner1")
+    fifteenth = utcnow().replace(day=15)
+    payday = runtime.settings.model_copy(update={"partner_payout_day": 15})
+    not_today = fifteenth.replace(day=14)
+    assert (
+        await partners.scheduled_payouts(runtime.db, runtime.stripe, payday, now=not_today) is None
+    )
+    paid = await partners.scheduled_payouts(runtime.db, runtime.stripe, payday, now=fifteenth)
+    assert [(p.status, p.amount_cents) for p in paid or []] == [("paid", 1600)]
+    await owed_partner(client, signup, account="acct_partner2")
+    assert (
+        await partners.scheduled_payouts(runtime.db, runtime.stripe, payday, now=fifteenth) is None
+    )
+    log = await client.get(
+        "/api/v1/admin/audit", headers=admin.headers, params={"action": "payouts_run"}
+    )
+    [run] = log.json()["data"]
+    assert (run["actor"], run["detail"]["paid"], run["detail"]["paid_cents"]) == (
+        "scheduler",
+        1,
+        1600,
+    )
+    await Scheduler(runtime).tick(utcnow())  # the hourly task: no second run this month
+    assert len(stripe_peer.executed("/v1/transfers")) == 1
