@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     infra_monthly_cents: int = Field(0, ge=0)
     partner_commission_bp: int = Field(2000, ge=0, le=10_000)
     partner_hold_days: int = Field(30, ge=0)
+    # Commission is earned on a referred customer's payments for this many (30-day)
+    # months from their first payment; 0: for as long as they pay.
+    partner_commission_months: int = Field(12, ge=0)
     partner_payout_minimum_cents: int = Field(5000, ge=1)
     partner_cookie_days: int = Field(30, ge=1)
     # The day of the month (UTC) the scheduler pays partners; 0: only by hand.

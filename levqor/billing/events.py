@@ -42,3 +42,11 @@ class SpendResumed:
     user's, or with None everyone's)."""
 
     user_id: str | None
+
+
+@dataclass(frozen=True)
+class ConnectAccountUpdated:
+    """Stripe says whether a connected account (a partner's) can receive payouts."""
+
+    account_id: str
+    payouts_enabled: bool

@@ -169,6 +169,33 @@ class StripeGateway:
         )
         return str(transfer["id"])
 
+    async def create_connect_account(self, *, partner_id: str, email: str) -> str:
+        """An Express connected account for a partner (once: keyed by the partner)."""
+        account = await self._call(
+            "accounts",
+            {
+                "type": "express",
+                "email": email,
+                "capabilities": {"transfers": {"requested": True}},
+                "metadata": {"partner_id": partner_id},
+            },
+            idempotency_key=f"connect-{partner_id}",
+        )
+        return str(account["id"])
+
+    async def onboarding_link(self, *, account_id: str, refresh_url: str, return_url: str) -> str:
+        """A single-use Stripe-hosted onboarding URL for a connected account."""
+        link = await self._call(
+            "account_links",
+            {
+                "account": account_id,
+                "type": "account_onboarding",
+                "refresh_url": refresh_url,
+                "return_url": return_url,
+            },
+        )
+        return str(link["url"])
+
     async def find_transfer(self, payout_id: str) -> str | None:
         """The transfer made for a payout, if any (by its transfer group): how a payout
         is known to be paid once Stripe may have forgotten its idempotency key."""

@@ -443,6 +443,14 @@ async def count_payers(session: AsyncSession, *, among: Select[Any]) -> int:
     return int(payers or 0)
 
 
+async def first_payment_at(session: AsyncSession, *, user_id: str) -> datetime | None:
+    """When the user first paid (a pack or a plan's invoice), if ever."""
+    found: datetime | None = await session.scalar(
+        select(func.min(Payment.created_at)).where(Payment.user_id == user_id)
+    )
+    return found
+
+
 async def has_paid_before(session: AsyncSession, *, user_id: str, payment_id: str) -> bool:
     """Whether the user paid before the payment `payment_id` (any other payment)."""
     found = await session.scalar(

@@ -29,7 +29,7 @@ from levqor.accounts.models import User
 from levqor.audit import service as audit
 from levqor.billing import plans, refunds, service
 from levqor.billing import stripe_views as views
-from levqor.billing.events import PaymentRecorded, PaymentRegained
+from levqor.billing.events import ConnectAccountUpdated, PaymentRecorded, PaymentRegained
 from levqor.billing.gateway import StripeGateway
 from levqor.billing.models import (
     Dispute,
@@ -453,6 +453,15 @@ async def _dispute_closed(
     )
 
 
+async def _account_updated(
+    session: AsyncSession, obj: Json, _settings: Settings, _at: datetime | None
+) -> None:
+    """A connected account changed (Connect): whether it may receive payouts now."""
+    if obj.get("id"):
+        updated = ConnectAccountUpdated(str(obj["id"]), bool(obj.get("payouts_enabled")))
+        await events.publish(session, updated)
+
+
 async def _payment_for(session: AsyncSession, money: views.MoneyBack) -> Payment | None:
     """The payment a refund or dispute is about: by our metadata, else its intent."""
     if money.payment_id:
@@ -551,4 +560,5 @@ HANDLERS: dict[str, Handler] = {
     "refund.failed": _refund_changed,
     "charge.dispute.created": _dispute_opened,
     "charge.dispute.closed": _dispute_closed,
+    "account.updated": _account_updated,
 }

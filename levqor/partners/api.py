@@ -15,6 +15,7 @@ from levqor.accounts.api_deps import (
     AdminUserAutocommit,
     AnonymousLimit,
     CurrentUser,
+    CurrentUserAutocommit,
     client_ip,
 )
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
@@ -27,14 +28,10 @@ link_router = APIRouter(include_in_schema=False)
 
 
 class JoinIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Nothing to give: the Stripe account for payouts is made through
+    `POST /api/v1/partners/me/connect`."""
 
-    payout_account: str | None = Field(
-        None,
-        max_length=64,
-        pattern=r"^acct_[A-Za-z0-9]{1,59}$",
-        description="Your Stripe Connect account id (acct_…) for payouts.",
-    )
+    model_config = ConfigDict(extra="forbid")
 
 
 class PartnerOut(BaseModel):
@@ -48,12 +45,7 @@ async def join(
     principal: CurrentUser, session: SessionDep, runtime: RuntimeDep, body: JoinIn | None = None
 ) -> PartnerOut:
     """Join the partner program: a referral code and link of your own."""
-    partner = await service.join(
-        session,
-        user_id=principal.user.id,
-        settings=runtime.settings,
-        payout_account=body.payout_account if body else None,
-    )
+    partner = await service.join(session, user_id=principal.user.id, settings=runtime.settings)
     return PartnerOut(
         id=partner.id, code=partner.code, link=service.link(runtime.settings, partner.code)
     )
@@ -82,6 +74,7 @@ class PartnerMe(BaseModel):
     code: str
     link: str
     payout_account: str | None
+    payouts_enabled: bool  # Stripe lets payouts go to the account
     commission_percent: float
     clicks: int
     signups: int
@@ -100,6 +93,7 @@ async def me(principal: CurrentUser, session: ReadSessionDep, runtime: RuntimeDe
         code=found.partner.code,
         link=found.link,
         payout_account=found.partner.payout_account,
+        payouts_enabled=found.partner.payouts_enabled,
         commission_percent=found.partner.commission_bp / 100,
         clicks=found.clicks,
         signups=found.signups,
@@ -210,3 +204,41 @@ async def reject_referral(referral_id: str, admin: AdminUser, session: SessionDe
         session, user_id=referral_id, approve=False, admin_id=admin.user.id
     )
     return ReferralRead.of(decided)
+
+
+class ConnectOut(BaseModel):
+    url: str = Field(description="Stripe's onboarding page: single use, valid for minutes.")
+    account_id: str
+    payouts_enabled: bool
+
+
+@router.post("/me/connect", responses=errors.documented(404, 502))
+async def connect(principal: CurrentUserAutocommit, runtime: RuntimeDep) -> ConnectOut:
+    """Set up payouts: your Stripe Express account (created once) and a fresh link to
+    Stripe's onboarding; payouts start when Stripe says the account can receive them."""
+    link = await service.connect(runtime, user_id=principal.user.id)
+    return ConnectOut(
+        url=link.url, account_id=link.account_id, payouts_enabled=link.payouts_enabled
+    )
+
+
+class CommissionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    commission_bp: int = Field(ge=0, le=10_000, description="Basis points of each payment.")
+
+
+class PartnerRateOut(BaseModel):
+    id: str
+    commission_percent: float
+
+
+@admin_router.put("/partners/{partner_id}/commission", responses=errors.documented(404))
+async def set_commission(
+    partner_id: str, body: CommissionIn, admin: AdminUser, session: SessionDep
+) -> PartnerRateOut:
+    """One partner's commission rate, from now on (audited)."""
+    partner = await service.set_commission(
+        session, partner_id=partner_id, commission_bp=body.commission_bp, admin_id=admin.user.id
+    )
+    return PartnerRateOut(id=partner.id, commission_percent=partner.commission_bp / 100)

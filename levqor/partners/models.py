@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import Base, UTCDateTime, new_id, utcnow
@@ -20,7 +20,10 @@ class Partner(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("ptn"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
+    # The Stripe Connect (Express) account Levqor created for them; payouts go there only
+    # once Stripe says it can receive them (`account.updated`).
     payout_account: Mapped[str | None] = mapped_column(String(64))
+    payouts_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     commission_bp: Mapped[int] = mapped_column(Integer)  # basis points of each payment
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -7,7 +7,12 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts.events import UserSignedUp
-from levqor.billing.events import PaymentLost, PaymentRecorded, PaymentRegained
+from levqor.billing.events import (
+    ConnectAccountUpdated,
+    PaymentLost,
+    PaymentRecorded,
+    PaymentRegained,
+)
 from levqor.config import Settings
 from levqor.events import Events
 from levqor.partners import service
@@ -18,6 +23,7 @@ def register(events: Events, settings: Settings) -> None:
     events.subscribe(PaymentRecorded, partial(_earn_commission, settings=settings))
     events.subscribe(PaymentLost, _take_back_commission)
     events.subscribe(PaymentRegained, _restore_commission)
+    events.subscribe(ConnectAccountUpdated, _account_updated)
 
 
 async def _attribute_referral(
@@ -38,3 +44,7 @@ async def _take_back_commission(session: AsyncSession, event: PaymentLost) -> in
 
 async def _restore_commission(session: AsyncSession, event: PaymentRegained) -> None:
     await service.restore_commission(session, regained=event)
+
+
+async def _account_updated(session: AsyncSession, event: ConnectAccountUpdated) -> None:
+    await service.on_account_updated(session, updated=event)

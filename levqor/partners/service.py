@@ -10,7 +10,6 @@ which the payout that carries the commission (or, once paid, the next one) nets 
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,10 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor import errors
 from levqor.accounts import service as accounts
 from levqor.accounts.events import UserSignedUp
+from levqor.accounts.models import User
 from levqor.audit import service as audit
 from levqor.audit.models import AuditEntry
 from levqor.billing import service as billing
-from levqor.billing.events import PaymentLost, PaymentRecorded, PaymentRegained
+from levqor.billing.events import (
+    ConnectAccountUpdated,
+    PaymentLost,
+    PaymentRecorded,
+    PaymentRegained,
+)
 from levqor.billing.gateway import StripeGateway, StripeUnavailable
 from levqor.config import Settings
 from levqor.db.base import utcnow
@@ -43,7 +48,6 @@ log = get_logger("levqor.partners")
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes (0/o, 1/l/i)
 CLICK_WINDOW = timedelta(days=1)
 REFERRAL_COOKIE = accounts.REFERRAL_COOKIE
-PAYOUT_ACCOUNT = re.compile(r"^acct_\w{1,60}$")
 # Stripe may forget an idempotency key (and its saved answer) 24 hours after first use;
 # a payout unsettled that long is looked up by its transfer group before it is sent again.
 KEYS_KEPT = timedelta(hours=23)
@@ -63,21 +67,98 @@ def link(settings: Settings, code: str) -> str:
     return f"{settings.public_url}/r/{code}"
 
 
-async def join(
-    session: AsyncSession, *, user_id: str, settings: Settings, payout_account: str | None
-) -> Partner:
+async def join(session: AsyncSession, *, user_id: str, settings: Settings) -> Partner:
+    """Join the program: a code of one's own. Payouts need a Stripe account, made
+    through `connect` (a partner cannot name an arbitrary one)."""
     if await session.scalar(select(Partner.id).where(Partner.user_id == user_id)):
         raise AlreadyPartner("You are in the partner program already.")
-    if payout_account is not None and not PAYOUT_ACCOUNT.match(payout_account):
-        raise errors.InvalidRequest("payout_account must be a Stripe account id (acct_…).")
     partner = Partner(
         user_id=user_id,
         code="".join(secrets.choice(CODE_ALPHABET) for _ in range(10)),
-        payout_account=payout_account,
         commission_bp=settings.partner_commission_bp,
+        payouts_enabled=False,
     )
     session.add(partner)
     await audit.record(session, actor=user_id, action="partner_joined", object_id=partner.id)
+    return partner
+
+
+@dataclass(frozen=True)
+class ConnectLink:
+    url: str  # Stripe's onboarding page, single use, valid for minutes
+    account_id: str
+    payouts_enabled: bool
+
+
+async def connect(runtime: Runtime, *, user_id: str) -> ConnectLink:
+    """Stripe Connect onboarding: the partner's Express account, created once, and a
+    fresh link to Stripe's onboarding for it. Payouts start when Stripe says the
+    account can receive them (`account.updated`)."""
+    async with runtime.db.session(write=False) as session:
+        partner = await session.scalar(select(Partner).where(Partner.user_id == user_id))
+        owner = await session.get(User, user_id)
+    if partner is None or owner is None:
+        raise NotPartner("You are not in the partner program; POST /api/v1/partners to join.")
+    account_id = partner.payout_account
+    if account_id is None:
+        account_id = await runtime.stripe.create_connect_account(
+            partner_id=partner.id, email=owner.email
+        )
+        async with runtime.db.session(write=True) as session, session.begin():
+            await session.execute(
+                update(Partner)
+                .where(Partner.id == partner.id, Partner.payout_account.is_(None))
+                .values(payout_account=account_id, payouts_enabled=False)
+            )
+            await audit.record(
+                session,
+                actor=user_id,
+                action="partner_connect_created",
+                object_id=user_id,
+                detail={"partner_id": partner.id, "account_id": account_id},
+            )
+    base = f"{runtime.settings.public_url}/app/partner"
+    url = await runtime.stripe.onboarding_link(
+        account_id=account_id, refresh_url=f"{base}?connect=again", return_url=base
+    )
+    return ConnectLink(
+        url, account_id, partner.payouts_enabled and partner.payout_account == account_id
+    )
+
+
+async def on_account_updated(session: AsyncSession, *, updated: ConnectAccountUpdated) -> None:
+    """Stripe's word on a partner's account: payouts go to it only while enabled."""
+    partner = await session.scalar(
+        select(Partner).where(Partner.payout_account == updated.account_id).with_for_update()
+    )
+    if partner is None or partner.payouts_enabled == updated.payouts_enabled:
+        return
+    partner.payouts_enabled = updated.payouts_enabled
+    await audit.record(
+        session,
+        actor="stripe",
+        action="partner_payouts_enabled" if updated.payouts_enabled else "partner_payouts_disabled",
+        object_id=partner.user_id,
+        detail={"partner_id": partner.id, "account_id": updated.account_id},
+    )
+
+
+async def set_commission(
+    session: AsyncSession, *, partner_id: str, commission_bp: int, admin_id: str
+) -> Partner:
+    """An admin's rate for one partner (basis points of each payment), audited; it
+    applies to payments from now on."""
+    partner = await session.get(Partner, partner_id, with_for_update=True)
+    if partner is None:
+        raise errors.NotFound(f"No partner {partner_id}.")
+    before, partner.commission_bp = partner.commission_bp, commission_bp
+    await audit.record(
+        session,
+        actor=admin_id,
+        action="partner_commission_changed",
+        object_id=partner.user_id,
+        detail={"partner_id": partner.id, "from_bp": before, "to_bp": commission_bp},
+    )
     return partner
 
 
@@ -152,6 +233,8 @@ async def on_payment(
     ):
         fast = fraud.purchase_signal(referral, utcnow())
         await fraud.judge(session, referral, [fast] if fast else [], settings=settings)
+    if not await _within_terms(session, payment=payment, settings=settings):
+        return
     amount = payment.amount_cents * partner.commission_bp // 10_000
     status = fraud.commission_status(referral)
     if amount <= 0 or status == "void":
@@ -167,6 +250,19 @@ async def on_payment(
             available_at=utcnow() + timedelta(days=settings.partner_hold_days),
         )
     )
+
+
+async def _within_terms(
+    session: AsyncSession, *, payment: PaymentRecorded, settings: Settings
+) -> bool:
+    """Commission is recurring for `LEVQOR_PARTNER_COMMISSION_MONTHS` (30-day months)
+    from the customer's first payment; 0 means for as long as they pay."""
+    if settings.partner_commission_months <= 0:
+        return True
+    first = await billing.first_payment_at(session, user_id=payment.user_id)
+    if first is None:
+        return True
+    return utcnow() - first < timedelta(days=30 * settings.partner_commission_months)
 
 
 async def reverse_for_refund(session: AsyncSession, *, lost: PaymentLost) -> int:
@@ -413,8 +509,8 @@ async def _set_aside(session: AsyncSession, *, settings: Settings) -> None:
     )
     for partner_id, currency in owed.all():
         partner = await session.get(Partner, partner_id)
-        if partner is None or partner.payout_account is None:
-            continue  # erased, or no account to pay into yet: it waits
+        if partner is None or partner.payout_account is None or not partner.payouts_enabled:
+            continue  # erased, or no account that Stripe lets us pay into yet: it waits
         payout = Payout(
             partner_id=partner_id,
             user_id=partner.user_id,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from levqor import errors
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
@@ -16,6 +16,10 @@ from levqor.web.rendering import redirect, render
 from levqor.web.session import Owner
 
 router = APIRouter(prefix="/app", include_in_schema=False)
+PROBLEMS = {  # what a failed trip to Stripe's onboarding says on the page
+    "billing_not_configured": "Payouts are not set up on this server (Stripe is not configured).",
+    "stripe_error": "Stripe did not answer; try again in a minute.",
+}
 Csrf = Annotated[None, Depends(csrf.verify)]
 
 
@@ -27,7 +31,11 @@ async def partner_page(
         summary = await partners.summary(session, user_id=owner.id, settings=runtime.settings)
     except partners.NotPartner:
         summary = None
-    context = {"summary": summary, "currency": runtime.settings.billing_currency}
+    context = {
+        "summary": summary,
+        "currency": runtime.settings.billing_currency,
+        "problem": PROBLEMS.get(request.query_params.get("problem") or ""),
+    }
     return render(request, "partner.html", {**context, "noindex": True})
 
 
@@ -38,16 +46,20 @@ async def join(
     owner: Owner,
     session: SessionDep,
     runtime: RuntimeDep,
-    payout_account: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     try:
-        await partners.join(
-            session,
-            user_id=owner.id,
-            settings=runtime.settings,
-            payout_account=payout_account.strip() or None,
-        )
+        await partners.join(session, user_id=owner.id, settings=runtime.settings)
     except errors.LevqorError as exc:
         context = {"summary": None, "problem": exc.detail, "noindex": True}
         return render(request, "partner.html", context, status_code=exc.status)
     return redirect(request, "/app/partner")
+
+
+@router.post("/partner/connect", response_class=HTMLResponse)
+async def connect(request: Request, _csrf: Csrf, owner: Owner, runtime: RuntimeDep) -> Response:
+    """Off to Stripe's onboarding for the partner's payout account."""
+    try:
+        link = await partners.connect(runtime, user_id=owner.id)
+    except errors.LevqorError as exc:
+        return redirect(request, f"/app/partner?problem={exc.code}")
+    return RedirectResponse(link.url, status_code=303)

@@ -19,11 +19,15 @@ from tests.stripe_kit import deliver, pack_paid
 
 
 async def partner_and_admin(
-    client: httpx.AsyncClient, signup: Any, runtime: Runtime, email: str | None = None
+    client: httpx.AsyncClient,
+    signup: Any,
+    runtime: Runtime,
+    stripe_peer: Any,
+    email: str | None = None,
 ) -> tuple[Any, str, Any]:
     partner, admin = await signup(email), await signup()
     await make_admin(runtime, admin)
-    code = (await join(client, partner, payout_account="acct_partner1"))["code"]
+    code = (await join(client, partner, stripe_peer, "acct_partner1"))["code"]
     return partner, code, admin
 
 
@@ -52,7 +56,7 @@ async def referrals(client: httpx.AsyncClient, admin: Any, **params: str) -> lis
 async def test_a_disposable_address_is_flagged_held_and_approving_pays_it(
     client: httpx.AsyncClient, signup: Any, runtime: Runtime, app: FastAPI, stripe_peer: Any
 ) -> None:
-    partner, code, admin = await partner_and_admin(client, signup, runtime)
+    partner, code, admin = await partner_and_admin(client, signup, runtime, stripe_peer)
     throwaway = await signup_from(app, "127.9.0.1", "buyer@mailinator.com", code)
     clean = await signup_from(app, "127.9.0.2", "someone@example.org", code)
     await deliver(client, pack_paid(throwaway.id, pack="credits_10k", amount=8000))
@@ -94,7 +98,7 @@ async def test_the_partners_own_address_with_gmail_dots_and_a_tag_is_rejected_an
     client: httpx.AsyncClient, signup: Any, runtime: Runtime, app: FastAPI, stripe_peer: Any
 ) -> None:
     partner, code, admin = await partner_and_admin(
-        client, signup, runtime, email="jane.doe@gmail.com"
+        client, signup, runtime, stripe_peer, email="jane.doe@gmail.com"
     )
     again = await signup_from(app, "127.9.0.3", "JaneDoe+deal@googlemail.com", code)
     await deliver(client, pack_paid(again.id, pack="credits_10k", amount=8000))
@@ -114,11 +118,11 @@ async def test_the_partners_own_address_with_gmail_dots_and_a_tag_is_rejected_an
 
 
 async def test_a_signup_from_the_partners_own_ip_or_browser_is_flagged(
-    client: httpx.AsyncClient, signup: Any, runtime: Runtime, app: FastAPI
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, app: FastAPI, stripe_peer: Any
 ) -> None:
     """The partner's own requests (joining the program, logging in) came from the test
     client's 127.0.0.1; the login left a device cookie in that browser."""
-    partner, code, admin = await partner_and_admin(client, signup, runtime)
+    partner, code, admin = await partner_and_admin(client, signup, runtime, stripe_peer)
     same_ip = await signup_from(app, "127.0.0.1", "neighbour@example.org", code)
     login = await client.post(
         "/api/v1/auth/login", json={"email": partner.email, "password": PASSWORD}
@@ -134,18 +138,23 @@ async def test_a_signup_from_the_partners_own_ip_or_browser_is_flagged(
 
 
 async def test_many_signups_from_one_ip_are_flagged_from_the_third(
-    client: httpx.AsyncClient, signup: Any, runtime: Runtime, app: FastAPI
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime, app: FastAPI, stripe_peer: Any
 ) -> None:
-    _partner, code, admin = await partner_and_admin(client, signup, runtime)
+    _partner, code, admin = await partner_and_admin(client, signup, runtime, stripe_peer)
     made = [await signup_from(app, "127.9.0.5", f"p{n}@example.org", code) for n in range(3)]
     statuses = {r["id"]: r["status"] for r in await referrals(client, admin)}
     assert [statuses[account.id] for account in made] == ["ok", "ok", "flagged"]
 
 
 async def test_the_fraud_log_lists_every_decision_with_its_signals(
-    client: httpx.AsyncClient, signup: Any, runtime: Runtime, app: FastAPI, cli_env: Any
+    client: httpx.AsyncClient,
+    signup: Any,
+    runtime: Runtime,
+    app: FastAPI,
+    cli_env: Any,
+    stripe_peer: Any,
 ) -> None:
-    _partner, code, admin = await partner_and_admin(client, signup, runtime)
+    _partner, code, admin = await partner_and_admin(client, signup, runtime, stripe_peer)
     first = await signup_from(app, "127.9.0.6", "a@mailinator.com", code)
     await signup_from(app, "127.9.0.7", "b@mailinator.com", code)
     await client.post(f"/api/v1/admin/referrals/{first.id}/reject", headers=admin.headers)

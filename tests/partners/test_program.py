@@ -15,14 +15,38 @@ from levqor.partners.models import Commission, Payout
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
 from tests.factories import make_admin, refund
-from tests.stripe_kit import deliver, pack_paid
+from tests.stripe_kit import deliver, event, pack_paid
 
 
-async def join(client: httpx.AsyncClient, account: Any, **body: Any) -> dict[str, Any]:
-    answer = await client.post("/api/v1/partners", headers=account.headers, json=body or None)
+async def join(
+    client: httpx.AsyncClient, account: Any, stripe_peer: Any = None, payout_account: str = ""
+) -> dict[str, Any]:
+    """Join the program; with `payout_account`, also onboard through Stripe Connect."""
+    answer = await client.post("/api/v1/partners", headers=account.headers)
     assert answer.status_code == 201, answer.text
     joined: dict[str, Any] = answer.json()
+    if payout_account:
+        await onboard(client, account, stripe_peer, payout_account)
     return joined
+
+
+async def onboard(
+    client: httpx.AsyncClient, account: Any, stripe_peer: Any, payout_account: str
+) -> None:
+    """Stripe Connect, as Stripe answers it: the account `payout_account` made, its
+    onboarding link, and then `account.updated` saying it can receive payouts."""
+    stripe_peer.reply(200, {"id": payout_account, "object": "account"})
+    stripe_peer.reply(200, {"object": "account_link", "url": "https://connect.test/x"})
+    answer = await client.post("/api/v1/partners/me/connect", headers=account.headers)
+    assert answer.status_code == 200, answer.text
+    assert (await deliver(client, account_updated(payout_account, enabled=True))).status_code == 200
+
+
+def account_updated(account_id: str, *, enabled: bool) -> dict[str, Any]:
+    return event(
+        "account.updated",
+        {"id": account_id, "object": "account", "payouts_enabled": enabled},
+    )
 
 
 async def figures(client: httpx.AsyncClient, account: Any) -> dict[str, Any]:
@@ -48,7 +72,7 @@ async def test_joining_gives_a_code_and_link_once(client: httpx.AsyncClient, sig
         await client.get("/api/v1/partners/me", headers=stranger.headers), 404, "not_a_partner"
     )
     bad = await client.post(
-        "/api/v1/partners", headers=stranger.headers, json={"payout_account": "iban:DE00"}
+        "/api/v1/partners", headers=stranger.headers, json={"payout_account": "acct_x"}
     )
     assert_problem(bad, 422, "invalid_request")
 
@@ -86,7 +110,7 @@ async def test_a_referred_payment_earns_commission_that_a_payout_sends_once(
 ) -> None:
     partner, admin = await signup(), await signup()
     await make_admin(runtime, admin)
-    code = (await join(client, partner, payout_account="acct_partner1"))["code"]
+    code = (await join(client, partner, stripe_peer, "acct_partner1"))["code"]
     customer = await referred_customer(client, signup, code)
     await deliver(client, pack_paid(customer.id, pack="credits_10k", amount=8000))
     await deliver(client, pack_paid((await signup()).id))  # not referred: no commission
@@ -125,7 +149,7 @@ async def test_below_the_minimum_or_without_an_account_nothing_is_paid(
     admin = await signup()
     await make_admin(runtime, admin)
     small, unpayable = await signup(), await signup()
-    small_code = (await join(client, small, payout_account="acct_small"))["code"]
+    small_code = (await join(client, small, stripe_peer, "acct_small"))["code"]
     unpayable_code = (await join(client, unpayable))["code"]
     await deliver(client, pack_paid((await signup(ref=small_code)).id))  # 200 cents < 1,000
     big = pack_paid((await signup(ref=unpayable_code)).id, pack="credits_10k", amount=8000)
@@ -150,7 +174,7 @@ async def test_a_failed_transfer_leaves_the_commission_owed_for_the_next_run(
     }.items():
         monkeypatch.setenv(f"LEVQOR_{name}", value)
     partner = await signup()
-    code = (await join(client, partner, payout_account="acct_partner1"))["code"]
+    code = (await join(client, partner, stripe_peer, "acct_partner1"))["code"]
     customer = await signup(ref=code)
     await deliver(client, pack_paid(customer.id, pack="credits_10k", amount=8000))
     stripe_peer.reply(
@@ -175,7 +199,7 @@ async def test_a_refund_takes_back_commission_unpaid_or_from_the_next_payout(
 ) -> None:
     partner, admin = await signup(), await signup()
     await make_admin(runtime, admin)
-    code = (await join(client, partner, payout_account="acct_partner1"))["code"]
+    code = (await join(client, partner, stripe_peer, "acct_partner1"))["code"]
     customer = await signup(ref=code)
     await deliver(client, pack_paid(customer.id, pack="credits_10k", amount=8000))
     async with runtime.db.session(write=False) as session:
