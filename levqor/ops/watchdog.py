@@ -7,8 +7,8 @@ scheduler about once a minute and said through `ops.alerts`.
   row is gone (the worker came back and stopped, or upkeep forgot it);
 - runs that failed into the dead-letter queue: one summary per window
   (`LEVQOR_ALERT_DEAD_LETTER_WINDOW_S`), never one alert per job;
-- a spend-guard pause; a partner payout that failed, or still unsure after an hour:
-  one alert each.
+- a spend-guard pause; a partner payout that failed, or still unsure after an hour; a
+  referral the fraud guard flagged: one alert each.
 
 Conditions carry a `key`, so a check that keeps finding the same problem counts it on
 the open alert instead of sending it again.
@@ -28,6 +28,7 @@ from levqor.db.engine import Database
 from levqor.jobs import queue
 from levqor.ops import alerts
 from levqor.ops.models import Alert
+from levqor.partners import fraud
 from levqor.partners import service as partners
 from levqor.periodic import TickTask, at_most_every
 
@@ -47,6 +48,7 @@ async def check(db: Database, settings: Settings, now: datetime | None = None) -
         raised.append(await _dead_letters(session, settings, now))
         raised += await _spend_pauses(session, settings, now)
         raised += await _payouts(session, settings, now)
+        raised += await _flagged_referrals(session, settings, now)
     new = [each.alert for each in raised if each is not None and each.new]
     if new:
         await alerts.deliver_due(db, settings)
@@ -200,6 +202,34 @@ async def _payouts(
             continue
         found.append(
             await alerts.record(session, settings, "warning", title, body, key=key, once=True)
+        )
+    return found
+
+
+async def _flagged_referrals(
+    session: AsyncSession, settings: Settings, now: datetime
+) -> list[alerts.Recorded | None]:
+    """A referral the fraud guard flagged: its commission waits for a decision."""
+    found: list[alerts.Recorded | None] = []
+    for referral in await fraud.referrals(session, status=fraud.FLAGGED, limit=50):
+        if referral.at < now - LOOK_BACK:
+            continue
+        signals = ", ".join(str(signal["name"]) for signal in referral.signals)
+        body = (
+            f"The referral of {referral.user_id} by partner {referral.partner_id} scored "
+            f"{referral.score} ({signals}); its commission is held until an admin approves "
+            "or rejects it on /admin."
+        )
+        found.append(
+            await alerts.record(
+                session,
+                settings,
+                "warning",
+                "A referral was flagged",
+                body,
+                key=f"referral_flagged:{referral.user_id}",
+                once=True,
+            )
         )
     return found
 

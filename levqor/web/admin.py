@@ -3,12 +3,14 @@ guard and the audit log, with charts as SVG."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from levqor import errors
 from levqor.accounts.models import ROLE_ADMIN
 from levqor.audit import service as audit
 from levqor.billing import refunds, reports, spend_guard
@@ -16,6 +18,7 @@ from levqor.db.base import utcnow
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.jobs import queue
 from levqor.ops import alerts, anomalies, backups, channels, slo
+from levqor.partners import fraud
 from levqor.partners import service as partners
 from levqor.web import csrf
 from levqor.web.charts import bar_chart
@@ -95,6 +98,7 @@ async def dashboard(
             "backups": await backups.listed(runtime.db, limit=10),
             "alert_channels": sorted(channels.configured(settings)),
             "payouts": await partners.recent_payouts(session, limit=20),
+            "flagged": await fraud.referrals(session, status=fraud.FLAGGED, limit=50),
             "noindex": True,
         },
     )
@@ -107,6 +111,27 @@ async def run_payouts(request: Request, _csrf: Csrf, owner: Owner, runtime: Runt
         return forbidden(request)
     await partners.run_payouts(runtime, actor=owner.id)
     return redirect(request, "/admin#payouts")
+
+
+@router.post("/referrals/{referral_id}/{verdict}")
+async def decide_referral(
+    request: Request,
+    _csrf: Csrf,
+    owner: Owner,
+    session: SessionDep,
+    referral_id: Annotated[str, Path(max_length=64)],
+    verdict: Literal["approve", "reject"],
+) -> Response:
+    """A flagged referral approved (its held commission becomes payable) or rejected
+    (void), from the fraud guard's section."""
+    if owner.role != ROLE_ADMIN:
+        return forbidden(request)
+    # Decided meanwhile (in another tab): nothing changes, the section shows what stands.
+    with contextlib.suppress(errors.NotFound, fraud.NotFlagged):
+        await fraud.decide(
+            session, user_id=referral_id, approve=verdict == "approve", admin_id=owner.id
+        )
+    return redirect(request, "/admin#referrals")
 
 
 @router.post("/spend-guard/resume")

@@ -15,7 +15,7 @@ from levqor.jobs.models import FAILED, Job, WorkerBeat
 from levqor.jobs.scheduler import Scheduler
 from levqor.ops import watchdog
 from levqor.ops.models import Alert
-from levqor.partners.models import Payout
+from levqor.partners.models import Partner, Payout, Referral
 from levqor.runtime import Runtime
 from tests.factories import make_admin, make_workflow, start
 
@@ -107,10 +107,10 @@ async def test_a_silent_worker_is_alerted_and_its_return_resolves_it(runtime: Ru
     assert (gone.severity, gone.title) == ("resolved", "A silent worker is gone")
 
 
-async def test_a_spend_pause_a_failed_and_an_unsure_payout_are_each_alerted_once(
+async def test_a_pause_failed_and_unsure_payouts_and_a_flagged_referral_are_alerted_once(
     signup: Any, runtime: Runtime
 ) -> None:
-    user = await signup()
+    user, referred = await signup(), await signup()
     async with runtime.db.write() as session, session.begin():
         session.add(
             SpendPause(
@@ -142,10 +142,24 @@ async def test_a_spend_pause_a_failed_and_an_unsure_payout_are_each_alerted_once
                     created_at=utcnow() - timedelta(hours=hours_ago),
                 )
             )
+        partner = Partner(user_id=user.id, code="wcode", commission_bp=2000)
+        session.add(partner)
+        await session.flush()
+        signal = {"name": "partner_ip", "weight": 60, "detail": "an IP the partner used"}
+        session.add(
+            Referral(
+                user_id=referred.id,
+                partner_id=partner.id,
+                signals=[signal],
+                score=60,
+                status="flagged",
+            )
+        )
     raised = await watchdog.check(runtime.db, runtime.settings)
     assert sorted(alert.title for alert in raised) == [
         "A partner payout failed",
         "A partner payout is unsure",
+        "A referral was flagged",
         "LLM spend paused",
     ]
     by_title = {alert.title: alert for alert in raised}

@@ -15,6 +15,7 @@ from levqor.billing.models import LlmUsage, Payment, SpendPause
 from levqor.db.base import utcnow
 from levqor.jobs.scheduler import Scheduler
 from levqor.ops import alerts, backups
+from levqor.partners.models import Partner, Referral
 from levqor.runtime import Runtime
 from tests.factories import TRANSFORM, make_admin, signed_in
 from tests.factories import save_page_workflow as save
@@ -181,3 +182,49 @@ async def test_refunds_and_payouts_are_listed_and_payouts_can_be_run(
     assert "No payout yet." in page
     ran = await client.post("/admin/payouts/run", data={"csrf_token": token})
     assert (ran.status_code, ran.headers["location"]) == (303, "/admin#payouts")
+
+
+async def test_a_flagged_referral_is_approved_or_rejected_from_the_page(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    token = await admin_session(client, runtime, "judge@example.com")
+    async with runtime.db.write() as session, session.begin():
+        partner_user, *referred = [
+            User(email=f"{name}@example.com", email_index=name, password_hash="x")
+            for name in ("owner", "fishy", "fishier")
+        ]
+        session.add_all([partner_user, *referred])
+        await session.flush()
+        partner = Partner(user_id=partner_user.id, code="pcode", commission_bp=2000)
+        session.add(partner)
+        await session.flush()
+        signal = {"name": "disposable_email", "weight": 50, "detail": "mailinator.com"}
+        for user in referred:
+            session.add(
+                Referral(
+                    user_id=user.id,
+                    partner_id=partner.id,
+                    signals=[signal],
+                    score=50,
+                    status="flagged",
+                )
+            )
+    page = (await client.get("/admin")).text
+    section = page.split('id="referrals"')[1].split("<h2")[0]
+    assert "disposable_email (50): mailinator.com" in section
+    approve, reject = referred[0].id, referred[1].id
+    done = await client.post(f"/admin/referrals/{approve}/approve", data={"csrf_token": token})
+    assert (done.status_code, done.headers["location"]) == (303, "/admin#referrals")
+    await client.post(f"/admin/referrals/{reject}/reject", data={"csrf_token": token})
+    again = await client.post(f"/admin/referrals/{reject}/approve", data={"csrf_token": token})
+    assert again.status_code == 303  # decided already: nothing changes
+    refused = await client.post(f"/admin/referrals/{approve}/reject", data={})
+    assert refused.status_code == 403
+    async with runtime.db.read() as session:
+        statuses = {
+            referral.user_id: referral.status
+            for referral in (await session.scalars(select(Referral))).all()
+        }
+    assert statuses == {approve: "approved", reject: "rejected"}
+    page = (await client.get("/admin")).text
+    assert "No referral is waiting for a decision." in page
