@@ -23,6 +23,17 @@ def _iso_only(value: Any) -> Any:
 # A point in time as ISO 8601 with an offset (`2026-11-29T09:00:00Z`).
 IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
 
+
+def _a_json_number(value: Any) -> Any:
+    """JSON's integer: `3000` and `3000.0` are one; `true` and `"3000"` are not numbers."""
+    if isinstance(value, bool | str):
+        raise ValueError("expected an integer")
+    return value
+
+
+# An integer as JSON Schema means it (Pydantic would also read `false` and `"3000"`).
+JsonInt = Annotated[int, BeforeValidator(_a_json_number)]
+
 # The dot-atom form email-validator accepts (RFC 5322 without quoting), a domain of
 # labels, and a top-level domain of letters.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"

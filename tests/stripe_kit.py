@@ -41,6 +41,16 @@ def answer_like_stripe(peer: Any) -> None:
     peer.route("POST", "/v1/refunds", 200, {"id": "re_test_1", "object": "refund"})
     peer.route("POST", "/v1/transfers", 200, {"id": "tr_test_1", "object": "transfer"})
     peer.route("DELETE", "/v1/subscriptions/", 200, {"id": "sub_x", "object": "subscription"})
+    peer.route("POST", "/v1/accounts", 200, {"id": "acct_test1", "object": "account"})
+    peer.route(
+        "POST",
+        "/v1/account_links",
+        200,
+        {"object": "account_link", "url": "https://connect.test/onboarding"},
+    )
+    empty = {"object": "list", "data": [], "has_more": False}
+    peer.route("GET", "/v1/events", 200, empty | {"url": "/v1/events"})
+    peer.route("GET", "/v1/transfers", 200, empty | {"url": "/v1/transfers"})
 
 
 @pytest.fixture

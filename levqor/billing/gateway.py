@@ -106,11 +106,11 @@ class StripeGateway:
             {"email": email, "metadata": {"user_id": user_id}},
             idempotency_key=f"customer-{user_id}",
         )
-        return str(customer["id"])
+        return _field(customer, "id")
 
     async def create_checkout(self, params: dict[str, Any]) -> tuple[str, str]:
         session = await self._call("checkout.sessions", params)
-        return str(session["id"]), str(session["url"])
+        return _field(session, "id"), _field(session, "url")
 
     async def portal(self, *, customer_id: str, return_url: str) -> str:
         """A Stripe customer portal session: change or cancel the plan, update the card,
@@ -118,7 +118,7 @@ class StripeGateway:
         session = await self._call(
             "billing_portal.sessions", {"customer": customer_id, "return_url": return_url}
         )
-        return str(session["url"])
+        return _field(session, "url")
 
     async def cancel_subscription(self, subscription_id: str) -> None:
         """Cancel at once; one Stripe no longer knows (cancelled already) is done."""
@@ -151,7 +151,7 @@ class StripeGateway:
             {"payment_intent": payment_intent, "amount": amount_cents, "metadata": metadata},
             idempotency_key=key,
         )
-        return str(refund["id"])
+        return _field(refund, "id")
 
     async def transfer(
         self, *, amount_cents: int, currency: str, destination: str, payout_id: str
@@ -167,7 +167,7 @@ class StripeGateway:
             },
             idempotency_key=payout_id,
         )
-        return str(transfer["id"])
+        return _field(transfer, "id")
 
     async def create_connect_account(self, *, partner_id: str, email: str) -> str:
         """An Express connected account for a partner (once: keyed by the partner)."""
@@ -181,7 +181,7 @@ class StripeGateway:
             },
             idempotency_key=f"connect-{partner_id}",
         )
-        return str(account["id"])
+        return _field(account, "id")
 
     async def onboarding_link(self, *, account_id: str, refresh_url: str, return_url: str) -> str:
         """A single-use Stripe-hosted onboarding URL for a connected account."""
@@ -194,7 +194,7 @@ class StripeGateway:
                 "return_url": return_url,
             },
         )
-        return str(link["url"])
+        return _field(link, "url")
 
     async def find_transfer(self, payout_id: str) -> str | None:
         """The transfer made for a payout, if any (by its transfer group): how a payout
@@ -203,7 +203,10 @@ class StripeGateway:
             listed = await self.client.v1.transfers.list_async(
                 {"transfer_group": payout_id, "limit": 1}
             )
-        return str(listed.data[0].id) if listed.data else None
+        try:
+            return str(listed.data[0].id) if listed.data else None
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise StripeUnavailable("Stripe answered something that is not a list.") from exc
 
     async def events_since(self, since: datetime, types: list[str]) -> list[dict[str, Any]]:
         """Every event of `types` Stripe created since `since`, oldest first, as the
@@ -214,8 +217,14 @@ class StripeGateway:
         found = []
         with _as_unavailable():
             page = await self.client.v1.events.list_async(params)
-            async for event in page.auto_paging_iter():
-                found.append(event.to_dict())
+            try:
+                async for event in page.auto_paging_iter():
+                    found.append(event.to_dict())
+            except (AttributeError, KeyError, TypeError) as exc:
+                raise StripeUnavailable(
+                    "Stripe answered something that is not a list of events."
+                ) from exc
+        found = [event for event in found if isinstance(event.get("id"), str) and "type" in event]
         return sorted(found, key=lambda event: (event.get("created") or 0, event["id"]))
 
     async def _call(
@@ -227,6 +236,18 @@ class StripeGateway:
         options: Any = {"idempotency_key": idempotency_key} if idempotency_key else {}
         with _as_unavailable():
             return await service.create_async(params, options)
+
+
+def _field(answer: Any, name: str) -> str:
+    """A field Stripe's answer must carry; an answer without it is a Stripe failure (an
+    unsure one: something may have been made), never a crash here."""
+    try:
+        value = answer[name]
+    except (KeyError, TypeError, IndexError) as exc:
+        raise StripeUnavailable(f"Stripe answered without `{name}`.") from exc
+    if not value:
+        raise StripeUnavailable(f"Stripe answered an empty `{name}`.")
+    return str(value)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from levqor.accounts.api_deps import (
 from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
 from levqor.partners import fraud, service
 from levqor.partners.models import Referral
+from levqor.types import JsonInt
 
 router = APIRouter(prefix="/api/v1/partners", tags=["partners"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -225,7 +226,7 @@ async def connect(principal: CurrentUserAutocommit, runtime: RuntimeDep) -> Conn
 class CommissionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    commission_bp: int = Field(ge=0, le=10_000, description="Basis points of each payment.")
+    commission_bp: JsonInt = Field(ge=0, le=10_000, description="Basis points of each payment.")
 
 
 class PartnerRateOut(BaseModel):

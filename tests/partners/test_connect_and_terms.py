@@ -71,6 +71,17 @@ async def test_connect_creates_one_express_account_and_payouts_wait_until_it_is_
     assert unknown.status_code == 200
 
 
+async def test_a_stripe_answer_without_an_account_id_is_a_502_not_a_crash(
+    client: httpx.AsyncClient, signup: Any, stripe_peer: Any
+) -> None:
+    partner = await signup()
+    await join(client, partner)
+    stripe_peer.reply(200, {"object": "account"})
+    answer = await client.post("/api/v1/partners/me/connect", headers=partner.headers)
+    assert_problem(answer, 502, "stripe_error")
+    assert (await figures(client, partner))["payout_account"] is None
+
+
 async def test_a_partner_can_no_longer_paste_an_account_id(
     client: httpx.AsyncClient, signup: Any
 ) -> None:
@@ -115,6 +126,13 @@ async def test_an_admin_sets_a_partners_rate_audited(
         json={"commission_bp": 9000},
     )
     assert_problem(refused, 403, "forbidden")
+    for wrong in (False, 10_001, "3000"):
+        bad = await client.put(
+            f"/api/v1/admin/partners/{joined['id']}/commission",
+            headers=admin.headers,
+            json={"commission_bp": wrong},
+        )
+        assert_problem(bad, 422, "invalid_request")
     await deliver(
         client, pack_paid((await signup(ref=joined["code"])).id, pack="credits_10k", amount=8000)
     )
