@@ -86,9 +86,10 @@ def _money_tasks(db: Database, settings: Settings) -> tuple[TickTask, ...]:
     """With Stripe configured: missed webhook events applied hourly, partners paid monthly."""
     if settings.stripe_secret_key is None:
         return ()
+    stripe = StripeGateway(settings)
     return (
-        reconcile.tick_task(db, settings),
-        partners_service.payouts_tick_task(db, settings),
+        reconcile.tick_task(db, stripe, settings),
+        partners_service.payouts_tick_task(db, stripe, settings),
     )
 
 

@@ -95,9 +95,10 @@ async def _default_since(db: Database, now: datetime) -> datetime:
     return now - FIRST_LOOK_BACK
 
 
-def tick_task(db: Database, settings: Settings, *, every_s: float = 3600) -> TickTask:
+def tick_task(
+    db: Database, stripe: StripeGateway, settings: Settings, *, every_s: float = 3600
+) -> TickTask:
     """For the scheduler: reconcile at most every `every_s` (when Stripe is configured)."""
-    stripe = StripeGateway(settings)
 
     async def run() -> object:
         return await reconcile(db, stripe, settings)

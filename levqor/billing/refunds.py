@@ -205,6 +205,28 @@ async def take_back_share(
     return taken, sum(cents for cents in answers if isinstance(cents, int))
 
 
+async def give_back(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    payment_id: str,
+    credits: int,
+    commission_cents: int,
+    reason: str,
+) -> int:
+    """Undo `take_back_share` (a refund that failed, a dispute won): the credits it took
+    (repaying first any owed) and the partner's commission. The credits given back, 0
+    when the account is gone."""
+    balance = None
+    if credits:
+        balance = await service.grant(
+            session, user_id=user_id, credits=credits, reason=reason, payment_id=payment_id
+        )
+    if commission_cents:
+        await events.publish(session, PaymentRegained(payment_id, commission_cents))
+    return credits if balance is not None else 0
+
+
 async def undo(session: AsyncSession, *, refund_id: str, status: str) -> Refund | None:
     """A refund Stripe failed or cancelled after making it: the money stayed with us, so
     the payment counts it again, and the credits and commission it took come back.
@@ -217,16 +239,14 @@ async def undo(session: AsyncSession, *, refund_id: str, status: str) -> Refund 
     refund.status = status[:16]
     payment.refunded_cents = max(0, payment.refunded_cents - refund.amount_cents)
     payment.status = "partially_refunded" if payment.refunded_cents else "succeeded"
-    if refund.credits_reversed:
-        await service.grant(
-            session,
-            user_id=payment.user_id,
-            credits=refund.credits_reversed,
-            reason=service.REFUND_UNDONE,
-            payment_id=payment.id,
-        )
-    if refund.commission_reversed_cents:
-        await events.publish(session, PaymentRegained(payment.id, refund.commission_reversed_cents))
+    await give_back(
+        session,
+        user_id=payment.user_id,
+        payment_id=payment.id,
+        credits=refund.credits_reversed,
+        commission_cents=refund.commission_reversed_cents,
+        reason=service.REFUND_UNDONE,
+    )
     await audit.record(
         session,
         actor="stripe",

@@ -443,20 +443,21 @@ async def count_payers(session: AsyncSession, *, among: Select[Any]) -> int:
     return int(payers or 0)
 
 
-async def first_payment_at(session: AsyncSession, *, user_id: str) -> datetime | None:
-    """When the user first paid (a pack or a plan's invoice), if ever."""
-    found: datetime | None = await session.scalar(
-        select(func.min(Payment.created_at)).where(Payment.user_id == user_id)
-    )
-    return found
+async def payments_so_far(session: AsyncSession, *, user_id: str) -> tuple[int, datetime | None]:
+    """How many payments the user has made (the one being recorded included) and when
+    the first was."""
+    count, first = (
+        await session.execute(
+            select(func.count(), func.min(Payment.created_at)).where(Payment.user_id == user_id)
+        )
+    ).one()
+    return int(count), first
 
 
-async def has_paid_before(session: AsyncSession, *, user_id: str, payment_id: str) -> bool:
-    """Whether the user paid before the payment `payment_id` (any other payment)."""
-    found = await session.scalar(
-        select(Payment.id).where(Payment.user_id == user_id, Payment.id != payment_id).limit(1)
-    )
-    return found is not None
+def payment_ids_of(user_id: str) -> Select[Any]:
+    """The ids of a user's payments, as a subquery for the packages above (partners'
+    commissions name the payment they came from)."""
+    return select(Payment.id).where(Payment.user_id == user_id)
 
 
 async def has_paid(session: AsyncSession, *, user_id: str) -> bool:

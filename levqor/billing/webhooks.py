@@ -29,7 +29,7 @@ from levqor.accounts.models import User
 from levqor.audit import service as audit
 from levqor.billing import plans, refunds, service
 from levqor.billing import stripe_views as views
-from levqor.billing.events import ConnectAccountUpdated, PaymentRecorded, PaymentRegained
+from levqor.billing.events import ConnectAccountUpdated, PaymentRecorded
 from levqor.billing.gateway import StripeGateway
 from levqor.billing.models import (
     Dispute,
@@ -424,19 +424,14 @@ async def _dispute_closed(
         payment = await session.get(Payment, known.payment_id, with_for_update=True)
         if payment is not None:
             payment.disputed_cents = max(0, payment.disputed_cents - known.amount_cents)
-        if known.credits_reversed:
-            balance = await service.grant(
-                session,
-                user_id=known.user_id,
-                credits=known.credits_reversed,
-                reason=service.DISPUTE_WON,
-                payment_id=known.payment_id,
-            )
-            returned = known.credits_reversed if balance is not None else 0
-        if known.commission_reversed_cents:
-            await events.publish(
-                session, PaymentRegained(known.payment_id, known.commission_reversed_cents)
-            )
+        returned = await refunds.give_back(
+            session,
+            user_id=known.user_id,
+            payment_id=known.payment_id,
+            credits=known.credits_reversed,
+            commission_cents=known.commission_reversed_cents,
+            reason=service.DISPUTE_WON,
+        )
     await audit.record(
         session,
         actor="stripe",

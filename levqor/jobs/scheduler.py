@@ -50,6 +50,7 @@ def latest_fire(cron: str, timezone: str, now: datetime) -> datetime:
 
 
 LEADER_LOCK = "levqor_scheduler"
+HELD_CHECK = timedelta(seconds=30)
 FORGET_WORKERS_AFTER = timedelta(days=1)  # a worker row silent this long is long dead
 
 
@@ -57,6 +58,7 @@ class Scheduler:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.last_upkeep: datetime | None = None
+        self.last_held_check: datetime | None = None
         self._leadership: Any = None  # an asyncpg connection holding the lock
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -130,7 +132,11 @@ class Scheduler:
 
     async def _release_held(self, now: datetime) -> int:
         """Held runs whose hold ran out (a spend-guard pause ended at UTC midnight) go
-        back to the queue."""
+        back to the queue; checked at most every `HELD_CHECK`, not on every tick (a
+        write transaction each second would contend with the workers on SQLite)."""
+        if self.last_held_check is not None and now - self.last_held_check < HELD_CHECK:
+            return 0
+        self.last_held_check = now
         try:
             async with self.runtime.db.transaction() as connection:
                 return await queue.release_held(connection, now=now, user_id=None, due_only=True)

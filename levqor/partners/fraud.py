@@ -35,7 +35,7 @@ from levqor.accounts.events import UserSignedUp
 from levqor.accounts.models import User
 from levqor.audit import service as audit
 from levqor.audit.models import AuditEntry
-from levqor.billing.models import Payment
+from levqor.billing import service as billing
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.logging import get_logger
@@ -240,7 +240,7 @@ async def decisions(session: AsyncSession, *, limit: int = 500) -> list[AuditEnt
 def _unpaid_of(referral: Referral) -> Any:
     """The unpaid commissions earned on the referred user's payments."""
     return Commission.payment_id.in_(
-        select(Payment.id).where(Payment.user_id == referral.user_id)
+        billing.payment_ids_of(referral.user_id)
     ) & Commission.payout_id.is_(None)
 
 

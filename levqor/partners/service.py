@@ -228,12 +228,11 @@ async def on_payment(
     partner = await session.get(Partner, referral.partner_id) if referral else None
     if referral is None or partner is None:
         return
-    if not await billing.has_paid_before(
-        session, user_id=payment.user_id, payment_id=payment.payment_id
-    ):
+    count, first = await billing.payments_so_far(session, user_id=payment.user_id)
+    if count <= 1:
         fast = fraud.purchase_signal(referral, utcnow())
         await fraud.judge(session, referral, [fast] if fast else [], settings=settings)
-    if not await _within_terms(session, payment=payment, settings=settings):
+    if not _within_terms(first, settings=settings):
         return
     amount = payment.amount_cents * partner.commission_bp // 10_000
     status = fraud.commission_status(referral)
@@ -252,15 +251,10 @@ async def on_payment(
     )
 
 
-async def _within_terms(
-    session: AsyncSession, *, payment: PaymentRecorded, settings: Settings
-) -> bool:
+def _within_terms(first: datetime | None, *, settings: Settings) -> bool:
     """Commission is recurring for `LEVQOR_PARTNER_COMMISSION_MONTHS` (30-day months)
     from the customer's first payment; 0 means for as long as they pay."""
-    if settings.partner_commission_months <= 0:
-        return True
-    first = await billing.first_payment_at(session, user_id=payment.user_id)
-    if first is None:
+    if settings.partner_commission_months <= 0 or first is None:
         return True
     return utcnow() - first < timedelta(days=30 * settings.partner_commission_months)
 
@@ -438,9 +432,10 @@ async def scheduled_payouts(
         return await _run_payouts(db, stripe, settings, actor=SCHEDULER)
 
 
-def payouts_tick_task(db: Database, settings: Settings, *, every_s: float = 3600) -> TickTask:
+def payouts_tick_task(
+    db: Database, stripe: StripeGateway, settings: Settings, *, every_s: float = 3600
+) -> TickTask:
     """For the scheduler: `scheduled_payouts` at most every `every_s`."""
-    stripe = StripeGateway(settings)
 
     async def run() -> object:
         return await scheduled_payouts(db, stripe, settings)
