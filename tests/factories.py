@@ -173,15 +173,27 @@ async def seed(runtime: Runtime, *, users: int, jobs_each: int, tag: str = "q") 
             )
 
 
-async def claim_as(runtime: Runtime, worker: str, limit: int, per_user: int = 1000) -> list[str]:
+async def claim_as(
+    runtime: Runtime,
+    worker: str,
+    limit: int,
+    per_user: int = 1000,
+    *,
+    concurrency: int | None = None,
+) -> list[str]:
+    """Claim as `worker`; with its `concurrency`, one user is also capped by the fleet
+    (the workers that beat in the last minute)."""
+    now = utcnow()
     async with runtime.db.session(write=True) as session, session.begin():
         claimed = await queue.claim(
             session,
             worker_id=worker,
             limit=limit,
             lease=LEASE,
-            now=utcnow(),
+            now=now,
             max_running_per_user=per_user,
+            concurrency=concurrency,
+            alive_since=now - timedelta(minutes=1),
         )
     return [job.id for job in claimed]
 

@@ -41,6 +41,17 @@ class Job(Base):
             postgresql_where=text(WAITING_SQL),
             sqlite_where=text(WAITING_SQL),
         ),
+        # The same, per user: a claim on PostgreSQL takes each open user's next runs
+        # from here, never walking the backlog of a user already at the limit.
+        Index(
+            "ix_jobs_user_waiting",
+            "user_id",
+            text("priority DESC"),
+            "run_at",
+            "id",
+            postgresql_where=text(WAITING_SQL),
+            sqlite_where=text(WAITING_SQL),
+        ),
         # Running jobs are few: per-user counts, heartbeats and the expired-lease sweep.
         Index(
             "ix_jobs_running",

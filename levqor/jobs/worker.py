@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import func, select
@@ -58,9 +58,7 @@ class Worker:
         self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = timedelta(seconds=settings.job_lease_s)
         self.heartbeat_s = settings.worker_heartbeat_s
-        # One user never takes every slot of a worker: with one worker (`levqor up`) the
-        # user limit alone would let one tenant's slow steps stall everybody else.
-        self.per_user = min(settings.max_running_jobs_per_user, max(1, concurrency - 1))
+        self.per_user = settings.max_running_jobs_per_user
         self.poll_interval_s = settings.worker_poll_interval_s
         self.shutdown_timeout_s = settings.worker_shutdown_timeout_s
         self.http = http or safety.guarded_client(settings.allow_private_urls)
@@ -181,6 +179,8 @@ class Worker:
                     lease=self.lease,
                     now=utcnow(),
                     max_running_per_user=self.per_user,
+                    concurrency=self.concurrency,
+                    alive_since=self._alive_since(),
                 )
         finally:
             self.claiming -= 1
@@ -268,6 +268,11 @@ class Worker:
         if self.came_up_short:
             self.wake.set()
 
+    def _alive_since(self, now: datetime | None = None) -> datetime:
+        """Workers that beat since then are alive: silent for two beats and a half is
+        dead (a beat may be late, not twice)."""
+        return (now or utcnow()) - timedelta(seconds=self.heartbeat_s * 2.5)
+
     async def _sleep(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
         await asyncio.wait(
@@ -295,8 +300,7 @@ class Worker:
                 log.exception("vacuum_failed")
 
     async def _upkeep(self) -> None:
-        """Beat, renew this worker's leases and requeue the jobs of workers that died
-        (silent for two beats and a half: a beat may be late, not twice)."""
+        """Beat, renew this worker's leases and requeue the jobs of workers that died."""
         now = utcnow()
         async with self.runtime.db.session(write=True) as session, session.begin():
             await queue.beat(
@@ -324,7 +328,7 @@ class Worker:
             recovered = await queue.recover_lost(
                 session,
                 now=now,
-                silent_since=now - timedelta(seconds=self.heartbeat_s * 2.5),
+                silent_since=self._alive_since(now),
                 max_crashes=self.runtime.settings.job_max_crashes,
             )
         if recovered:

@@ -59,7 +59,7 @@ def _without_expression_indexes(obj: Any, name: str | None, kind: str, *_: Any) 
     return not (kind == "index" and name in EXPRESSION_INDEXES)
 
 
-EXPRESSION_INDEXES = {"ix_jobs_waiting"}
+EXPRESSION_INDEXES = {"ix_jobs_waiting", "ix_jobs_user_waiting"}
 
 
 async def _differences(settings: Settings) -> list[Any]:
@@ -100,6 +100,9 @@ def check_round_trip(settings: Settings) -> None:
     assert "priority DESC" in waiting
     assert "'queued'" in waiting
     assert "'retrying'" in waiting
+    by_user = asyncio.run(_index_definitions(settings))["ix_jobs_user_waiting"]
+    assert "user_id, priority DESC" in by_user
+    assert "'retrying'" in by_user
     assert migrate.current_revision_sync(settings) == migrate.head_revision()
 
     migrate.downgrade(settings, "base")

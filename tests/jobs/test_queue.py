@@ -11,7 +11,8 @@ from sqlalchemy import func, select, text, update
 
 from levqor.db.base import utcnow
 from levqor.jobs import queue
-from levqor.jobs.models import CANCELLED, FAILED, RUNNING, Job, JobStep
+from levqor.jobs.models import CANCELLED, FAILED, RUNNING, RUNNING_SQL, WAITING_SQL, Job, JobStep
+from levqor.jobs.queue import statements
 from levqor.runtime import Runtime
 from levqor.workflows.models import Workflow
 from tests.factories import LEASE, claim_as, seed
@@ -47,11 +48,45 @@ async def test_a_batch_respects_the_per_user_limit(runtime: Runtime) -> None:
 async def test_one_users_backlog_does_not_starve_the_others(runtime: Runtime) -> None:
     await seed(runtime, users=1, jobs_each=200, tag="busy")  # older: first in line
     await seed(runtime, users=1, jobs_each=5, tag="late")
-    # The backlog fills this round's candidates, but only up to that user's limit ...
-    assert len(await claim_as(runtime, "w1", 10, per_user=3)) == 3
-    # ... and from the next round on that user is left out, so the newcomer runs.
-    assert len(await claim_as(runtime, "w2", 10, per_user=3)) == 3
+    # The backlog runs only up to that user's limit, and the newcomer runs too: in the
+    # same claim on PostgreSQL (each user's runs are reached directly), in the next one
+    # on SQLite (the backlog filled the first claim's candidates; its user is then left
+    # out).
+    first = await claim_as(runtime, "w1", 10, per_user=3)
+    second = await claim_as(runtime, "w2", 10, per_user=3)
+    assert len(first) + len(second) == 6
     assert await running_per_user(runtime) == [3, 3]
+
+
+async def beat_as(runtime: Runtime, worker: str, concurrency: int, at: datetime) -> None:
+    async with runtime.db.session(write=True) as session, session.begin():
+        await queue.beat(
+            session, worker_id=worker, host="h", pid=1, concurrency=concurrency, now=at
+        )
+
+
+async def test_one_user_never_takes_every_slot_of_a_lone_worker(runtime: Runtime) -> None:
+    await seed(runtime, users=1, jobs_each=20, tag="busy")
+    await seed(runtime, users=1, jobs_each=1, tag="late")
+    # A worker of 4 slots, alone: the busy user gets 3 even though the setting allows 10,
+    assert len(await claim_as(runtime, "w1", 3, per_user=10, concurrency=4)) == 3
+    # and the last slot goes to the other user.
+    assert len(await claim_as(runtime, "w1", 1, per_user=10, concurrency=4)) == 1
+    assert await running_per_user(runtime) == [1, 3]
+
+
+async def test_the_fleets_slots_bound_one_user_not_one_workers(runtime: Runtime) -> None:
+    await seed(runtime, users=1, jobs_each=30)
+    await beat_as(runtime, "w1", 10, utcnow())
+    await beat_as(runtime, "w2", 10, utcnow())
+    await beat_as(runtime, "dead", 100, utcnow() - timedelta(minutes=5))  # not counted
+    # Two live workers of 10: one user may hold 19 slots, more than one worker has.
+    assert len(await claim_as(runtime, "w1", 10, per_user=1000, concurrency=10)) == 10
+    assert len(await claim_as(runtime, "w2", 10, per_user=1000, concurrency=10)) == 9
+    assert await running_per_user(runtime) == [19]
+    # The setting still binds when it is lower.
+    await seed(runtime, users=1, jobs_each=30, tag="second")
+    assert len(await claim_as(runtime, "w1", 10, per_user=5, concurrency=10)) == 5
 
 
 async def test_a_batch_of_writes_keeps_only_the_jobs_still_held(runtime: Runtime) -> None:
@@ -231,3 +266,11 @@ async def test_a_dead_workers_jobs_keep_counting_against_the_user_until_requeued
         assert await recover(connection, now=utcnow()) == 3
     assert len(await claim_as(runtime, "next", 10, per_user=3)) == 3
     assert await running_per_user(runtime) == [3]
+
+
+def test_the_postgres_claim_names_the_partial_indexes_predicates() -> None:
+    # The planner uses ix_jobs_user_waiting and ix_jobs_running only for queries that
+    # spell their predicates the same way.
+    claim = str(statements.POSTGRES_CLAIM)
+    assert WAITING_SQL in claim
+    assert RUNNING_SQL in claim

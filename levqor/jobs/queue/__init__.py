@@ -76,8 +76,12 @@ async def claim(
     lease: timedelta,
     now: datetime,
     max_running_per_user: int,
+    concurrency: int | None = None,
+    alive_since: datetime | None = None,
 ) -> list[Claimed]:
-    """Take up to `limit` due jobs, at most `max_running_per_user` running per user.
+    """Take up to `limit` due jobs, at most `max_running_per_user` running per user, and
+    when the claimer gives its `concurrency`, at most the fleet's slots less one (the
+    claimer's and those of the workers that beat since `alive_since`).
 
     One statement: candidates are read past users already at their limit, over-read so
     one user's backlog cannot fill a whole batch, ranked per user, and the best `limit`
@@ -85,8 +89,9 @@ async def claim(
     PostgreSQL each see only committed claims, so a user can briefly exceed the limit by
     one batch per concurrent claimer.)
     """
+    postgres = backend_for(session).dialect == "postgresql"
     rows = await session.execute(
-        statements.CLAIM,
+        statements.POSTGRES_CLAIM if postgres else statements.CLAIM,
         {
             "now": now,
             "worker": worker_id,
@@ -94,6 +99,8 @@ async def claim(
             "limit": limit,
             "over_read": limit * CANDIDATES_PER_SLOT,
             "per_user": max_running_per_user,
+            "concurrency": max_running_per_user + 1 if concurrency is None else concurrency,
+            "alive_since": now if alive_since is None else alive_since,
         },
     )
     claimed = [Claimed(*row) for row in rows]

@@ -56,10 +56,29 @@ from levqor.jobs.models import (
 CHANNEL = "levqor_jobs"
 
 
+def _per_user_cap() -> Any:
+    """A user's running jobs are capped by the setting and, below it, by the fleet's
+    slots less one: one tenant's slow steps never take every slot there is (with one
+    worker, as under `levqor up`, that is every slot of that worker). The fleet is this
+    claimer's `concurrency` plus that of the other workers alive since `alive_since`."""
+    workers = workers_table.c
+    setting = bindparam("per_user", type_=Integer)
+    others = (
+        select(func.coalesce(func.sum(workers.concurrency), 0))
+        .where(
+            workers.heartbeat_at >= bindparam("alive_since", type_=UTCDateTime),
+            workers.id != bindparam("worker"),
+        )
+        .scalar_subquery()
+    )
+    spare = bindparam("concurrency", type_=Integer) + others - 1
+    return case((spare < 1, 1), (spare < setting, spare), else_=setting)
+
+
 def _claim() -> Any:
     jobs = jobs_table
     now = bindparam("now", type_=UTCDateTime)
-    per_user = bindparam("per_user", type_=Integer)
+    per_user = _per_user_cap()
     # Every running job counts, its lease expired or not: a dead worker's jobs hold
     # their user's slots until they are requeued (within two heartbeats), so the
     # limit holds during recovery too.
@@ -131,6 +150,65 @@ def _claim() -> Any:
 
 
 CLAIM = _claim()
+
+
+# PostgreSQL: the users with waiting runs are found by a skip scan of
+# ix_jobs_user_waiting, one probe per user, not per run (the probes order by all of its
+# columns, so no other index of user_id, which also holds finished runs, serves them).
+# Each user still under the cap gives at most its room's worth of its next due runs,
+# locked, straight from that index. A user at the limit costs one probe however long
+# its backlog: the portable CLAIM above walks that backlog on every claim.
+# (`= ANY(ARRAY(…))` keeps the update on the primary key: a generic plan cannot see how
+# small LIMIT :limit is, and would hash the whole table.)
+POSTGRES_CLAIM = (
+    text(
+        """
+WITH RECURSIVE waiting_users(user_id) AS (
+    (SELECT user_id FROM jobs WHERE status IN ('queued', 'retrying')
+     ORDER BY user_id, priority DESC, run_at, id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.user_id FROM jobs j
+            WHERE j.status IN ('queued', 'retrying') AND j.user_id > w.user_id
+            ORDER BY j.user_id, j.priority DESC, j.run_at, j.id LIMIT 1)
+    FROM waiting_users w WHERE w.user_id IS NOT NULL
+), fleet AS (
+    SELECT CAST(:concurrency AS integer) - 1 + coalesce(sum(concurrency), 0) AS spare
+    FROM workers WHERE heartbeat_at >= :alive_since AND id <> :worker
+), cap AS (
+    SELECT greatest(1, least(spare, CAST(:per_user AS integer))) AS n FROM fleet
+), open_users AS (
+    SELECT w.user_id, cap.n - coalesce(
+        (SELECT count(*) FROM jobs r WHERE r.user_id = w.user_id AND r.status = 'running'), 0
+    ) AS room
+    FROM waiting_users w CROSS JOIN cap
+    WHERE w.user_id IS NOT NULL
+), candidates AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM open_users u CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at FROM jobs j
+        WHERE j.user_id = u.user_id AND j.status IN ('queued', 'retrying') AND j.run_at <= :now
+        ORDER BY j.user_id, j.priority DESC, j.run_at, j.id
+        LIMIT least(u.room, CAST(:limit AS integer))
+        FOR UPDATE SKIP LOCKED
+    ) c
+    WHERE u.room > 0
+), chosen AS (
+    SELECT id FROM candidates ORDER BY priority DESC, run_at, id LIMIT :limit
+)
+UPDATE jobs SET status = 'running', lease_owner = :worker, lease_expires_at = :until,
+    attempts = jobs.attempts + 1, started_at = coalesce(jobs.started_at, :now)
+WHERE jobs.id = ANY(ARRAY(SELECT id FROM chosen))
+RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.workflow_version, jobs.input,
+    jobs.attempts, jobs.callback_url, jobs.crashes, jobs.replays
+"""
+    )
+    .bindparams(
+        bindparam("now", type_=UTCDateTime),
+        bindparam("until", type_=UTCDateTime),
+        bindparam("alive_since", type_=UTCDateTime),
+    )
+    .columns(input=JSON)
+)
 
 
 @cache
