@@ -5,10 +5,12 @@
 
 Each backend gets a fresh database with one user and a one-step no-op workflow
 (`transform`). For each burn-down, jobs are inserted in bulk, then `levqor worker`
-processes work them off; finished jobs stay in the table (history is kept). CPU per job
-counts the workers and, on PostgreSQL, every server process. Latency (enqueue to start)
-is measured with idle workers (a job every 50 ms) and at half the measured burn-down
-rate. End-to-end runs through the webhook are in `bench/runs.py`. Prints one JSON report.
+processes work them off; finished jobs stay in the table (history is kept). Two rates:
+from spawning the workers (their start-up counts, as it does for anyone who starts a
+worker to drain a queue) and steady (first claim to last job). CPU per job counts the
+workers from process start and, on PostgreSQL, every server process. Latency runs from
+enqueue to the step body's start, with idle workers (a job every 50 ms) and at half the
+steady rate. End-to-end runs through the webhook are in `bench/runs.py`. Prints one JSON report.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, text
@@ -133,17 +136,22 @@ async def unfinished(settings: Settings) -> bool:
     return found is not None
 
 
-async def processing_window(settings: Settings) -> float:
-    """Seconds from the first job's start to the last one's end, as the database saw."""
+async def timeline(settings: Settings) -> tuple[datetime, datetime, datetime] | None:
+    """The first job's claim, the first job's end and the last job's end, as the
+    database saw them."""
     runtime = build_runtime(settings)
     async with runtime.db.read() as session:
-        first, last = (
-            await session.execute(select(func.min(Job.started_at), func.max(Job.finished_at)))
+        first_start, first_end, last_end = (
+            await session.execute(
+                select(
+                    func.min(Job.started_at), func.min(Job.finished_at), func.max(Job.finished_at)
+                )
+            )
         ).one()
     await runtime.close()
-    if first is None or last is None:
-        return float("nan")
-    return float((last - first).total_seconds())
+    if first_start is None or first_end is None or last_end is None:
+        return None
+    return first_start, first_end, last_end
 
 
 def cpu_seconds(pid: int) -> float:
@@ -204,28 +212,34 @@ async def burn_down(
 ) -> dict[str, Any]:
     await clear(settings)
     rate = await enqueue(settings, *ids, jobs)
+    spawned_at = utcnow()
     workers = start_workers(env, args.workers, args.concurrency)
     cpu_before = sum(cpu_seconds(w.pid) for w in workers)
     db_before = postgres_cpu_seconds() if postgres else 0.0
     started = time.perf_counter()
     while time.perf_counter() - started < args.timeout:
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.05)
         if not await unfinished(settings):
             break
-    elapsed = time.perf_counter() - started
     worker_cpu = sum(cpu_seconds(w.pid) for w in workers) - cpu_before
     db_cpu = (postgres_cpu_seconds() - db_before) if postgres else 0.0
     stop(workers)
     done = await succeeded(settings)
-    window = await processing_window(settings)
+    seen = await timeline(settings)
+    if seen is None:
+        raise SystemExit("no job finished: see the workers' log")
+    first_start, first_end, last_end = seen
     return {
         "jobs": jobs,
         "completed": done,
         "enqueue_jobs_per_s": round(rate, 1),
-        # From the workers' first job to their last: what the queue sustains.
-        "burn_down_jobs_per_s": round(done / window, 1),
-        # Including the worker processes' start-up (about a second of imports).
-        "wall_s_with_startup": round(elapsed, 2),
+        # From spawning the worker processes to the last job's end: start-up counts.
+        "from_spawn_jobs_per_s": round(done / (last_end - spawned_at).total_seconds(), 1),
+        # From the first claim to the last job's end: what running workers sustain.
+        "steady_jobs_per_s": round(done / (last_end - first_start).total_seconds(), 1),
+        # Spawn to the first job done: imports, connecting, the first claim.
+        "worker_start_s": round((first_end - spawned_at).total_seconds(), 3),
+        # Worker CPU from process start (start-up included) to the last job.
         "cpu_ms_per_job": {
             "workers": round(worker_cpu * 1000 / max(done, 1), 3),
             "database": round(db_cpu * 1000 / max(done, 1), 3),
@@ -246,7 +260,7 @@ async def latency(
     settings: Settings, ids: tuple[str, str], *, count: int, per_second: float, tick_s: float
 ) -> dict[str, Any]:
     """Enqueue `count` jobs at `per_second` (in ticks of `tick_s`), each insert with a
-    NOTIFY as the API sends; report how long each waited to start."""
+    NOTIFY as the API sends; report how long each waited until its step's body began."""
     runtime = build_runtime(settings)
     queued: list[str] = []
     per_tick = max(1, round(per_second * tick_s))
@@ -263,9 +277,15 @@ async def latency(
         next_tick += max(tick_s, len(batch) / per_second)
         await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
     await asyncio.sleep(2)
+    # To the step body's start (its checkpoint's started_at), not the job's: that is
+    # stamped before the claim statement is even sent.
     async with runtime.db.read() as session:
         rows = (
-            await session.execute(select(Job.created_at, Job.started_at).where(Job.id.in_(queued)))
+            await session.execute(
+                select(Job.created_at, JobStep.started_at)
+                .join(JobStep, JobStep.job_id == Job.id)
+                .where(Job.id.in_(queued))
+            )
         ).all()
     await runtime.close()
     waits = sorted((start - created).total_seconds() * 1000 for created, start in rows if start)
@@ -315,7 +335,7 @@ async def bench(
         await burn_down(settings, env, ids, jobs, args, postgres=database_url is not None)
         for jobs in args.jobs
     ]
-    capacity = min(run["burn_down_jobs_per_s"] for run in runs)
+    capacity = min(run["steady_jobs_per_s"] for run in runs)
     return {
         "backend": name,
         "burn_down": runs,

@@ -1,13 +1,16 @@
 """End-to-end runs: webhook -> one `http_request` step -> a local HTTP server.
 
-    python bench/runs.py [--backend sqlite|postgres|both] [--duration 10] [--connections 50]
+    python bench/runs.py [--backend sqlite|postgres|both] [--duration 30] [--connections 50]
                          [--metrics on|off|compare] [--reps 3]
 
 sqlite: `levqor up` (API, worker and scheduler in one process), started from nothing:
 time to first answer and resident memory are measured too. postgres: `levqor serve`
-plus `levqor worker` processes. wrk posts to the workflow's webhook URL; the report gives
-the webhook's answer latency, and runs/s counted from the first accepted call until every
-accepted run has succeeded. `--metrics compare` runs each backend with Prometheus
+plus `levqor worker` processes. wrk posts to the workflow's webhook URL for `--duration`
+seconds; the report gives the webhook's answer latency, the runs finished per second
+during the load and the backlog left when it stopped (sustained throughput), and runs/s
+from the first accepted call until every accepted run has succeeded (end to end, drain
+included). The step's target keeps connections alive with TCP_NODELAY, as real services
+do (peer-bench's echo server). `--metrics compare` runs each backend with Prometheus
 metrics on and off (`LEVQOR_METRICS_ENABLED`), alternating, `--reps` times each, and
 reports the medians and the cost of the metrics in percent. Prints JSON.
 """
@@ -176,6 +179,12 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         hook_path, headers = webhook_workflow(url, target)
         started = time.perf_counter()
         result = drive(url, hook_path, args)
+        load_ended = time.perf_counter()
+        # What was finished when the load stopped is what the service sustains; what
+        # it accepted beyond that is backlog, not throughput.
+        during_load = finished(url, headers)
+        result["runs_finished_per_s_during_load"] = round(during_load / args.duration, 1)
+        result["backlog_at_load_end"] = result["accepted"] - during_load
         while finished(url, headers) < result["accepted"]:
             if time.perf_counter() - started > args.timeout:
                 break
@@ -183,6 +192,7 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
         result["runs_succeeded"] = finished(url, headers)
         result["end_to_end_runs_per_s"] = round(result["runs_succeeded"] / elapsed, 1)
+        result["drain_s_after_load"] = round(time.perf_counter() - load_ended, 1)
     return result
 
 
@@ -269,7 +279,7 @@ def bench_postgres(
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")

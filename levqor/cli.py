@@ -9,13 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from levqor import __version__, clikit
-from levqor import serve as server
 from levqor.accounts import cli as accounts_cli
-from levqor.app import create_app
 from levqor.billing import cli as billing_cli
 from levqor.bootstrap import build_runtime
 from levqor.compliance import cli as compliance_cli
@@ -98,6 +95,10 @@ def up(
         )
     else:
         say("  Log in with your admin account (`levqor create-admin` makes another).")
+    import uvicorn  # the web stack is imported by the commands that serve it, not by all
+
+    from levqor.app import create_app
+
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -135,6 +136,8 @@ def serve(
     workers: int = typer.Option(os.cpu_count() or 2, help="API processes."),
 ) -> None:
     """The API alone, for production: several processes behind one port."""
+    from levqor import serve as server
+
     settings = load_settings()  # generates missing secrets once, before the workers start
     configure_logging(settings.log_level, json=settings.log_json)
     console.print(

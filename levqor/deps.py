@@ -1,18 +1,26 @@
-"""FastAPI dependencies every router shares: the runtime and the request's session."""
+"""FastAPI dependencies every router shares: the runtime, the request's session, and
+the query parameters of a page."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.audit import service as audit
 from levqor.errors import LevqorError
 from levqor.runtime import Runtime
+from levqor.types import CURSOR_PATTERN
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Cursor = Annotated[
+    str | None,
+    Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the page before."),
+]
+Limit = Annotated[int, Query(ge=1, le=200, description="Items a page.")]
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -51,11 +50,6 @@ Email = Annotated[
 # A keyset cursor: the last row's time (microseconds since the epoch) and id. Plain, not
 # opaque: any value of this shape is a valid place to continue from.
 CURSOR_PATTERN = r"^[0-9]{1,16}~(?:[a-z]{1,8}_[a-z0-9]{1,40}|[0-9]{1,18})$"
-Cursor = Annotated[
-    str | None,
-    Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the page before."),
-]
-Limit = Annotated[int, Query(ge=1, le=200, description="Items a page.")]
 
 Item = TypeVar("Item")
 

@@ -28,8 +28,8 @@ from levqor.accounts.schemas import (
     TokensOut,
     UserRead,
 )
-from levqor.deps import RuntimeDep, SessionDep
-from levqor.types import Cursor, Limit, Page
+from levqor.deps import Cursor, Limit, RuntimeDep, SessionDep
+from levqor.types import Page
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"], dependencies=[AnonymousLimit])
 router = APIRouter(prefix="/api/v1", tags=["accounts"])

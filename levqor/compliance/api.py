@@ -16,9 +16,9 @@ from levqor.audit import service as audit
 from levqor.compliance import exports, privacy
 from levqor.compliance.models import DataExport
 from levqor.db.base import utcnow
-from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
+from levqor.deps import Cursor, Limit, ReadSessionDep, RuntimeDep, SessionDep
 from levqor.runtime import Runtime
-from levqor.types import Cursor, IsoDatetime, Limit, Page
+from levqor.types import IsoDatetime, Page
 
 
 def _key(runtime: Runtime) -> str:

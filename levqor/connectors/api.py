@@ -12,8 +12,8 @@ from levqor.accounts.api_deps import CurrentUser
 from levqor.connectors import registry, service
 from levqor.connectors.models import Credential
 from levqor.connectors.schemas import CredentialIn, CredentialRead
-from levqor.deps import RuntimeDep, SessionDep
-from levqor.types import Cursor, Limit, Page
+from levqor.deps import Cursor, Limit, RuntimeDep, SessionDep
+from levqor.types import Page
 
 router = APIRouter(prefix="/api/v1", tags=["connectors"])
 

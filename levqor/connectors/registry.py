@@ -10,11 +10,17 @@ import levqor.connectors
 from levqor import errors
 from levqor.connectors.base import Action, Connector
 
+# The package's own machinery, not connectors: not imported here (a worker has no use
+# for the API routes, and importing them costs its start-up a web framework).
+MACHINERY = {"api", "base", "errors", "models", "netio", "registry", "safety", "schemas", "service"}
+
 
 def _discover() -> dict[str, Connector]:
     """Every module of this package that declares `CONNECTOR` (or `CONNECTORS`)."""
     found: dict[str, Connector] = {}
     for module_info in sorted(pkgutil.iter_modules(levqor.connectors.__path__)):
+        if module_info.name in MACHINERY:
+            continue
         module = importlib.import_module(f"levqor.connectors.{module_info.name}")
         declared = getattr(module, "CONNECTORS", ())
         single = getattr(module, "CONNECTOR", None)

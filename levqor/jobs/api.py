@@ -12,7 +12,7 @@ from levqor import errors, metrics
 from levqor.accounts.api_deps import CurrentUser, IdempotencyDep, enforce
 from levqor.accounts.kit import Principal
 from levqor.accounts.ratelimit import Policy
-from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
+from levqor.deps import Cursor, Limit, ReadSessionDep, RuntimeDep, SessionDep
 from levqor.idempotency.api import Idempotency
 from levqor.jobs import callbacks, service
 from levqor.jobs.models import HELD, RETRYING, Job, JobStep
@@ -28,7 +28,6 @@ from levqor.jobs.schemas import (
     StepRead,
 )
 from levqor.runtime import Runtime
-from levqor.types import Cursor, Limit
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 hooks_router = APIRouter(tags=["triggers"])

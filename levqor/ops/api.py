@@ -17,12 +17,12 @@ from levqor import __version__
 from levqor.accounts.api_deps import AdminUser, client_ip
 from levqor.billing import reports
 from levqor.db.base import utcnow
-from levqor.deps import ReadSessionDep, RuntimeDep
+from levqor.deps import Cursor, Limit, ReadSessionDep, RuntimeDep
 from levqor.errors import PROBLEM_JSON, Forbidden, Unauthorized, problem
 from levqor.jobs import queue
 from levqor.ops import alerts, anomalies, backups, service, slo
 from levqor.partners import service as partners
-from levqor.types import Cursor, Limit, Page
+from levqor.types import Page
 
 router = APIRouter(tags=["health"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])

@@ -15,11 +15,10 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from levqor import errors
-from levqor.deps import ReadSessionDep, RuntimeDep, SessionDep
+from levqor.deps import Cursor, ReadSessionDep, RuntimeDep, SessionDep
 from levqor.jobs import service as jobs
 from levqor.jobs.models import FINAL_STATES
 from levqor.jobs.schemas import RunIn
-from levqor.types import Cursor
 from levqor.web import csrf
 from levqor.web.public import readable
 from levqor.web.rendering import redirect, render

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from levqor.accounts.api_deps import CurrentUser, IdempotencyDep
-from levqor.deps import RuntimeDep, SessionDep
+from levqor.deps import Cursor, Limit, RuntimeDep, SessionDep
 from levqor.runtime import Runtime
-from levqor.types import Cursor, Limit, Page
+from levqor.types import Page
 from levqor.workflows import service
 from levqor.workflows.schemas import (
     PlanIn,
