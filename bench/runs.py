@@ -1,7 +1,7 @@
 """End-to-end runs: webhook -> one `http_request` step -> a local HTTP server.
 
     python bench/runs.py [--backend sqlite|postgres|both] [--duration 30] [--connections 50]
-                         [--metrics on|off|compare] [--reps 3]
+                         [--metrics on|off|compare] [--reps 3] [--intake-backlog-s S]
 
 sqlite: `levqor up` (API, worker and scheduler in one process), started from nothing:
 time to first answer and resident memory are measured too. postgres: `levqor serve`
@@ -87,7 +87,9 @@ def wait_ready(url: str, timeout_s: float = 60) -> float:
     raise TimeoutError("no answer")
 
 
-def environment(data_dir: Path, database_url: str | None) -> dict[str, str]:
+def environment(
+    data_dir: Path, database_url: str | None, args: argparse.Namespace | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_")}
     env.update(
         {
@@ -103,6 +105,8 @@ def environment(data_dir: Path, database_url: str | None) -> dict[str, str]:
     )
     if database_url:
         env["LEVQOR_DATABASE_URL"] = database_url
+    if args is not None and args.intake_backlog_s is not None:
+        env["LEVQOR_INTAKE_BACKLOG_S"] = str(args.intake_backlog_s)
     return env
 
 
@@ -197,7 +201,7 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_up(scratch: Path, args: argparse.Namespace, metrics_on: bool = True) -> dict[str, Any]:
-    env = environment(scratch / f"up-{time.time_ns()}", None)
+    env = environment(scratch / f"up-{time.time_ns()}", None, args)
     env["LEVQOR_METRICS_ENABLED"] = "true" if metrics_on else "false"
     port = free_port()
     process = subprocess.Popen(
@@ -228,7 +232,7 @@ def bench_postgres(
     scratch: Path, args: argparse.Namespace, metrics_on: bool = True
 ) -> dict[str, Any]:
     with postgres_database(args.postgres) as database_url:
-        env = environment(scratch / f"pg-{time.time_ns()}", database_url)
+        env = environment(scratch / f"pg-{time.time_ns()}", database_url, args)
         env["LEVQOR_METRICS_ENABLED"] = "true" if metrics_on else "false"
         subprocess.run(
             [sys.executable, "-m", "levqor", "migrate"],
@@ -284,6 +288,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--metrics", choices=["on", "off", "compare"], default="on")
+    parser.add_argument(
+        "--intake-backlog-s",
+        type=float,
+        default=None,
+        help="LEVQOR_INTAKE_BACKLOG_S for the servers (0: no back-pressure); the default's",
+    )
     parser.add_argument("--reps", type=int, default=3, help="with --metrics compare")
     args = parser.parse_args()
     benches = []

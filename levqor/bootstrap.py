@@ -19,6 +19,7 @@ from levqor.db.engine import Database, create_database
 from levqor.events import Events
 from levqor.jobs import reactions as jobs_reactions
 from levqor.jobs.hooks import JobHooks
+from levqor.jobs.intake import IntakeGuard
 from levqor.ops import alerts, anomalies, backups, reports, rollback, slo, watchdog
 from levqor.partners import reactions as partners_reactions
 from levqor.partners import service as partners_service
@@ -53,6 +54,7 @@ def build_runtime(settings: Settings) -> Runtime:
         redis=redis,
         stripe=StripeGateway(settings),
         job_hooks=job_hooks(db, settings),
+        intake=IntakeGuard(settings),
     )
 
 

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     free_credits: int = Field(50, ge=0)
     run_cost_credits: int = Field(1, ge=0)
     max_running_jobs_per_user: int = Field(10, ge=1)
+    # Intake back-pressure (jobs/intake.py): one user may have this many seconds of the
+    # workers' drain waiting (0: no limit), never fewer than `intake_min_backlog` runs.
+    intake_backlog_s: float = Field(2, ge=0, le=3600)
+    intake_min_backlog: int = Field(200, ge=1, le=1_000_000)
     job_lease_s: float = Field(30, gt=0)
     # Workers beat this often; one silent for two beats is taken for dead and its jobs
     # are requeued (the lease is the fallback for a worker that never beat).

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from levqor.accounts.ratelimit import Limiter
     from levqor.billing.gateway import StripeGateway
     from levqor.jobs.hooks import JobHooks
+    from levqor.jobs.intake import IntakeGuard
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Runtime:
     stripe: StripeGateway
     # What the engine needs from compliance and billing (mail rules, step hooks, upkeep).
     job_hooks: JobHooks
+    # Refuses new runs while the queue holds more than the workers drain in seconds.
+    intake: IntakeGuard
     # Set when a run is queued in this process, so a worker here starts it at once.
     job_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 

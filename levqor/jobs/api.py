@@ -85,6 +85,7 @@ async def _start(
         run_at=run.run_at,
         callback_url=str(run.callback_url) if run.callback_url else None,
         cost=runtime.settings.run_cost_credits,
+        intake=runtime.intake,
     )
     answer = RunQueued(job_id=job.id).model_dump()
     await idempotency.remember(status.HTTP_202_ACCEPTED, answer)
@@ -187,6 +188,7 @@ async def webhook(
             token=token,
             payload=payload,
             cost=runtime.settings.run_cost_credits,
+            intake=runtime.intake,
         )
     except errors.LevqorError:
         metrics.WEBHOOKS.labels("refused").inc()

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from levqor.db.base import ENCRYPTED, Base, UTCDateTime, new_id, utcnow
@@ -110,6 +121,9 @@ class WorkerBeat(Base):
     concurrency: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Runs it finished per second between its last two beats: the fleet's sum is how fast
+    # the queue drains, which intake measures its backlog against.
+    finished_per_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class ScheduleFire(Base):

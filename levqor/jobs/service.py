@@ -16,6 +16,7 @@ from levqor.db import pages
 from levqor.db.base import new_id, utcnow
 from levqor.db.engine import Database
 from levqor.jobs import callbacks, queue
+from levqor.jobs.intake import IntakeGuard
 from levqor.jobs.models import (
     CANCELLED,
     FAILED,
@@ -58,9 +59,13 @@ async def start_run(
     run_at: datetime | None = None,
     callback_url: str | None = None,
     cost: int,
+    intake: IntakeGuard | None = None,
 ) -> Job:
-    """Debit the run's credits and queue it, in the caller's one transaction."""
+    """Debit the run's credits and queue it, in the caller's one transaction; `intake`
+    refuses it first while the user's (or everyone's) backlog is full."""
     workflow = await workflows_service.get(session, user=user, workflow_id=workflow_id)
+    if intake is not None:
+        await intake.admit(session, user_id=user.id)
     job = Job(
         **new_job(
             user_id=user.id,
@@ -106,7 +111,14 @@ def new_job(
 
 
 async def start_from_webhook(
-    db: Database, session: AsyncSession, *, workflow_id: str, token: str, payload: Any, cost: int
+    db: Database,
+    session: AsyncSession,
+    *,
+    workflow_id: str,
+    token: str,
+    payload: Any,
+    cost: int,
+    intake: IntakeGuard | None = None,
 ) -> str:
     """The webhook trigger: the request body becomes the run's input; the new job's id.
 
@@ -114,6 +126,8 @@ async def start_from_webhook(
     own (`queue.enqueue`), the hottest write of the product kept as short as it gets.
     """
     workflow = await workflows_service.get_by_webhook(session, workflow_id=workflow_id, token=token)
+    if intake is not None:
+        await intake.admit(session, user_id=workflow.user_id)
     job = new_job(user_id=workflow.user_id, workflow=workflow, input=payload)
     if not await queue.enqueue(db, job, cost=cost):  # the rare path: say why
         owner = await session.get(User, workflow.user_id)

@@ -81,6 +81,7 @@ class Worker:
         self.releases = 0  # commits of final states so far
         self.deliveries_due = True
         self.next_delivery_poll = 0.0
+        self.last_beat = (time.monotonic(), 0)  # when, and runs finished by then
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker_started", worker=self.worker_id, concurrency=self.concurrency)
@@ -268,6 +269,13 @@ class Worker:
         if self.came_up_short:
             self.wake.set()
 
+    def _finished_per_s(self) -> float:
+        """Runs finished per second since the last beat."""
+        then, finished_then = self.last_beat
+        now, finished = time.monotonic(), self.executor.writer.finished
+        self.last_beat = (now, finished)
+        return (finished - finished_then) / max(now - then, 1e-3)
+
     def _alive_since(self, now: datetime | None = None) -> datetime:
         """Workers that beat since then are alive: silent for two beats and a half is
         dead (a beat may be late, not twice)."""
@@ -310,6 +318,7 @@ class Worker:
                 pid=os.getpid(),
                 concurrency=self.concurrency,
                 now=now,
+                finished_per_s=self._finished_per_s(),
             )
             await queue.heartbeat(
                 session,

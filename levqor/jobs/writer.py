@@ -33,6 +33,7 @@ class JobWriter:
         self._pending: list[tuple[JobWrite, asyncio.Future[bool]]] = []
         self._writing: list[tuple[JobWrite, asyncio.Future[bool]]] = []  # in the commit
         self._flushing: asyncio.Task[None] | None = None
+        self.finished = 0  # runs whose final state this writer committed (the drain rate)
 
     async def write(self, write: JobWrite) -> bool:
         """Commit `write`; False when the worker no longer holds the job (nothing written)."""
@@ -97,6 +98,8 @@ class JobWriter:
         for write, future in batch:
             if not future.done():
                 future.set_result(write.job_id in owned)
+            if write.state is not None and write.state.final and write.job_id in owned:
+                self.finished += 1
         if any(write.state for write, _ in batch):
             self.on_release()
 

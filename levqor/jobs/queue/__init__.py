@@ -182,11 +182,30 @@ async def write_batch(session: Connection, *, worker_id: str, writes: list[JobWr
 
 
 async def beat(
-    session: Connection, *, worker_id: str, host: str, pid: int, concurrency: int, now: datetime
+    session: Connection,
+    *,
+    worker_id: str,
+    host: str,
+    pid: int,
+    concurrency: int,
+    now: datetime,
+    finished_per_s: float = 0.0,
 ) -> None:
-    """Record that `worker_id` is alive now."""
+    """Record that `worker_id` is alive now, and how fast it has been finishing runs."""
     dialect = backend_for(session).dialect
-    await session.execute(statements.beat(dialect, worker_id, host, pid, concurrency, now))
+    await session.execute(
+        statements.beat(dialect, worker_id, host, pid, concurrency, now, finished_per_s)
+    )
+
+
+async def drain_rate(session: Connection, *, alive_since: datetime) -> float:
+    """Runs the live workers finish per second, together (as of their last beats)."""
+    return float(await session.scalar(statements.drain_rate(alive_since)) or 0.0)
+
+
+async def waiting(session: Connection, *, user_id: str | None, up_to: int) -> int:
+    """Waiting runs of `user_id` (everyone's if None), counted no further than `up_to`."""
+    return int(await session.scalar(statements.waiting(user_id, up_to)) or 0)
 
 
 async def last_beat(session: Connection, *, host: str) -> datetime | None:

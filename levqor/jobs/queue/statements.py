@@ -445,13 +445,47 @@ def purge_finished(before: datetime) -> Delete:
     return delete(jobs_table).where(jobs.status.in_(FINAL_STATES), jobs.finished_at < before)
 
 
-def beat(dialect: str, worker_id: str, host: str, pid: int, concurrency: int, now: datetime) -> Any:
+def beat(
+    dialect: str,
+    worker_id: str,
+    host: str,
+    pid: int,
+    concurrency: int,
+    now: datetime,
+    finished_per_s: float,
+) -> Any:
     statement = upsert(dialect, workers_table).values(
-        id=worker_id, host=host, pid=pid, concurrency=concurrency, started_at=now, heartbeat_at=now
+        id=worker_id,
+        host=host,
+        pid=pid,
+        concurrency=concurrency,
+        started_at=now,
+        heartbeat_at=now,
+        finished_per_s=finished_per_s,
     )
+    excluded = statement.excluded
     return statement.on_conflict_do_update(
-        index_elements=["id"], set_={"heartbeat_at": statement.excluded.heartbeat_at}
+        index_elements=["id"],
+        set_={"heartbeat_at": excluded.heartbeat_at, "finished_per_s": excluded.finished_per_s},
     )
+
+
+def drain_rate(alive_since: datetime) -> Select[Any]:
+    """Runs finished per second by the live workers together."""
+    workers = workers_table.c
+    return select(func.coalesce(func.sum(workers.finished_per_s), 0.0)).where(
+        workers.heartbeat_at >= alive_since
+    )
+
+
+def waiting(user_id: str | None, up_to: int) -> Select[Any]:
+    """Waiting runs, one user's or everyone's, counted up to `up_to` (an index range of
+    at most that many entries, however long the queue)."""
+    jobs = jobs_table.c
+    found = select(literal(1)).select_from(jobs_table).where(text(WAITING_SQL))
+    if user_id is not None:
+        found = found.where(jobs.user_id == user_id)
+    return select(func.count()).select_from(found.limit(up_to).subquery())
 
 
 def last_beat(host: str) -> Select[Any]:
