@@ -2,6 +2,7 @@
 
     python bench/runs.py [--backend sqlite|postgres|both] [--duration 30] [--connections 50]
                          [--metrics on|off|compare] [--reps 3] [--intake-backlog-s S]
+                         [--sqlite-synchronous FULL|NORMAL] [--up-worker-processes N]
 
 sqlite: `levqor up` (API, worker and scheduler in one process), started from nothing:
 time to first answer and resident memory are measured too. postgres: `levqor serve`
@@ -107,6 +108,10 @@ def environment(
         env["LEVQOR_DATABASE_URL"] = database_url
     if args is not None and args.intake_backlog_s is not None:
         env["LEVQOR_INTAKE_BACKLOG_S"] = str(args.intake_backlog_s)
+    if args is not None and args.sqlite_synchronous is not None:
+        env["LEVQOR_SQLITE_SYNCHRONOUS"] = args.sqlite_synchronous
+    if args is not None and args.up_worker_processes is not None:
+        env["LEVQOR_UP_WORKER_PROCESSES"] = str(args.up_worker_processes)
     return env
 
 
@@ -166,9 +171,14 @@ def drive(url: str, hook_path: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def finished(url: str, headers: dict[str, str]) -> int:
+    return runs_in(url, headers, "succeeded")
+
+
+def runs_in(url: str, headers: dict[str, str], status: str) -> int:
+    """How many of the user's runs are in `status`, counted through the API."""
     total, cursor = 0, None
     while True:
-        params: dict[str, Any] = {"status": "succeeded", "limit": 200}
+        params: dict[str, Any] = {"status": status, "limit": 200}
         if cursor:
             params["cursor"] = cursor
         page = httpx.get(f"{url}/api/v1/jobs", params=params, headers=headers, timeout=30).json()
@@ -188,7 +198,10 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         # it accepted beyond that is backlog, not throughput.
         during_load = finished(url, headers)
         result["runs_finished_per_s_during_load"] = round(during_load / args.duration, 1)
-        result["backlog_at_load_end"] = result["accepted"] - during_load
+        # Counted on the server: wrk leaves out the calls still in flight when it stops.
+        result["backlog_at_load_end"] = sum(
+            runs_in(url, headers, status) for status in ("queued", "running")
+        )
         while finished(url, headers) < result["accepted"]:
             if time.perf_counter() - started > args.timeout:
                 break
@@ -294,6 +307,8 @@ def main() -> None:
         default=None,
         help="LEVQOR_INTAKE_BACKLOG_S for the servers (0: no back-pressure); the default's",
     )
+    parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], default=None)
+    parser.add_argument("--up-worker-processes", type=int, default=None)
     parser.add_argument("--reps", type=int, default=3, help="with --metrics compare")
     args = parser.parse_args()
     benches = []

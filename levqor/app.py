@@ -22,6 +22,7 @@ from levqor.connectors import api as connectors_api
 from levqor.db import migrate
 from levqor.handlers import register_error_handlers
 from levqor.jobs import api as jobs_api
+from levqor.jobs.processes import WorkerProcesses
 from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
@@ -146,14 +147,26 @@ def _middleware(settings: Settings, latencies: slo.Recorder) -> list[Middleware]
 
 @asynccontextmanager
 async def _embedded_jobs(runtime: Runtime) -> AsyncIterator[None]:
-    """`levqor up`: a worker and the scheduler in the API's own process."""
-    if not runtime.settings.embedded_jobs:
+    """`levqor up`: the scheduler in the API's own process, and the jobs in worker
+    processes beside it (or, with `up_worker_processes` 0, in this process too)."""
+    settings = runtime.settings
+    if not settings.embedded_jobs:
         yield
         return
     stop = asyncio.Event()
-    worker = Worker(runtime, concurrency=runtime.settings.embedded_worker_concurrency)
+    concurrency = settings.embedded_worker_concurrency
+    workers: Worker | WorkerProcesses = (
+        WorkerProcesses(
+            settings,
+            count=settings.up_worker_processes,
+            concurrency=concurrency,
+            wake=runtime.job_wakeup,
+        )
+        if settings.up_worker_processes
+        else Worker(runtime, concurrency=concurrency)
+    )
     tasks = [
-        asyncio.create_task(worker.run(stop)),
+        asyncio.create_task(workers.run(stop)),
         asyncio.create_task(Scheduler(runtime).run(stop)),
     ]
     try:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     redis_retry_interval_s: float = 1.0
     redis_max_connections: int = Field(64, ge=1)
     sqlite_busy_timeout_ms: int = 5000
+    # FULL: a run answered 202 survives a power cut (each commit is synced to disk).
+    # NORMAL: faster commits; a power cut (not a crash of Levqor) can lose the last ones.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     db_pool_size: int = 10
 
     allow_private_urls: CommaList = Field(default_factory=list)
@@ -236,6 +239,9 @@ class Settings(BaseSettings):
     check_schema_on_start: bool = True
     embedded_jobs: bool = False
     embedded_worker_concurrency: int = Field(8, ge=1)
+    # `levqor up` runs its jobs in this many worker processes beside the API (0: in the
+    # API's own process, for one core).
+    up_worker_processes: int = Field(1, ge=0, le=16)
 
     @model_validator(mode="before")
     @classmethod
@@ -333,6 +339,19 @@ def share_metrics_between_processes(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def environment_for(settings: Settings, **values: str) -> dict[str, str]:
+    """This process's environment with `settings`' data folder, address and database
+    (what a command line may have decided) and `values` on top: for a child process
+    that must load the same settings."""
+    env = dict(os.environ)
+    env["LEVQOR_DATA_DIR"] = str(settings.data_dir)
+    env["LEVQOR_PUBLIC_URL"] = settings.public_url
+    if settings.database_url:
+        env["LEVQOR_DATABASE_URL"] = settings.database_url
+    env.update(values)
+    return env
 
 
 def load_settings(**overrides: Any) -> Settings:

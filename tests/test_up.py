@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -99,3 +101,55 @@ def test_links_follow_the_address_up_listens_on(data_dir: Path) -> None:
     # Written to a file, not a terminal: the login example is one unbroken line.
     [example] = [line for line in output.splitlines() if "curl -X POST" in line]
     assert example.rstrip().endswith("""'{"email":"admin@example.com","password":"…"}'""")
+
+
+def children_running_worker(pid: int) -> list[int]:
+    """The processes `levqor up` started that run `levqor worker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"worker" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def admin_token(up: UpProcess) -> str:
+    match = re.search(r"e-mail\s+(\S+)\s+password\s+(\S+)", up.read_log())
+    assert match
+    email, password = match.groups()
+    login = httpx.post(f"{up.url}/api/v1/auth/login", json={"email": email, "password": password})
+    token: str = login.json()["access_token"]
+    return token
+
+
+def test_jobs_run_in_a_worker_process_woken_by_the_api_and_restarted_if_it_dies(
+    data_dir: Path,
+) -> None:
+    # A 60 s poll: a run that finishes in the test's 20 s was woken by the API.
+    up = UpProcess(data_dir, worker_poll_interval_s="60")
+    try:
+        up.wait_ready()
+        [worker] = children_running_worker(up.process.pid)
+        token = admin_token(up)
+        assert_a_workflow_runs(up.url, token)
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            restarted = children_running_worker(up.process.pid)
+            if restarted and restarted != [worker]:
+                break
+            time.sleep(0.05)
+        assert restarted
+        assert restarted != [worker]
+        assert_a_workflow_runs(up.url, token)
+    finally:
+        up.stop()
+    # Stopping `up` stops its worker processes.
+    assert not Path(f"/proc/{restarted[0]}").exists()

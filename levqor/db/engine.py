@@ -158,7 +158,7 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **options)
-        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
+        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms, settings.sqlite_synchronous)
         return engine
     if not autocommit:
         # Writes find their rows by key, so their plans never depend on the values; yet
@@ -168,7 +168,7 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
     return create_async_engine(url, pool_recycle=1800, **options)
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, synchronous: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us emit BEGIN ourselves (pysqlite's own transaction handling is off).
@@ -177,7 +177,9 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # In WAL mode NORMAL syncs only at checkpoints: a power cut can undo the last
+        # commits (a crash of the process cannot). FULL syncs the log at every commit.
+        cursor.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
         # 1 MiB of page cache per connection instead of 2: a pool of them under load
         # held tens of MiB of copies of pages the OS caches once anyway.
         cursor.execute("PRAGMA cache_size=-1024")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,15 +29,42 @@ from levqor.runtime import Runtime
 def worker(
     context: typer.Context,
     concurrency: int = typer.Option(10, min=1, help="Jobs run at once by this process."),
+    wake_stdin: bool = typer.Option(
+        False, "--wake-stdin", help="Wake on each byte read from stdin; stop when it closes."
+    ),
 ) -> None:
     """Run jobs. Start any number, on any hosts sharing the database; SIGTERM stops cleanly."""
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    asyncio.run(
-        _until_signalled(
-            context, lambda runtime, stop: Worker(runtime, concurrency=concurrency).run(stop)
-        )
-    )
+
+    async def work(runtime: Runtime, stop: asyncio.Event) -> None:
+        worker = Worker(runtime, concurrency=concurrency)
+        if wake_stdin:
+            _wake_on_stdin(worker.wake, stop)
+        await worker.run(stop)
+
+    asyncio.run(_until_signalled(context, work))
+
+
+def _wake_on_stdin(wake: asyncio.Event, stop: asyncio.Event) -> None:
+    """`levqor up` writes a byte to its worker processes when it queues a run; its exit
+    closes their stdin, and they stop rather than outlive it."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            got = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if got:
+            wake.set()
+        else:
+            loop.remove_reader(fd)
+            stop.set()
+
+    loop.add_reader(fd, readable)
 
 
 async def _until_signalled(
