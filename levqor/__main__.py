@@ -1,3 +1,3 @@
-from levqor.cli import main
+from levqor.entry import main
 
 main()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from levqor import metrics
 from levqor.accounts.kit import AuthKit
 from levqor.accounts.ratelimit import Limiter, MemoryLimiter, RedisLimiter, ResilientLimiter
 from levqor.billing import reactions as billing_reactions
-from levqor.billing import reconcile, spend_guard
-from levqor.billing import reports as money_reports
+from levqor.billing import spend_guard
 from levqor.billing.gateway import StripeGateway
 from levqor.compliance import hooks as compliance_hooks
 from levqor.compliance import reactions as compliance_reactions
@@ -20,15 +20,13 @@ from levqor.events import Events
 from levqor.jobs import reactions as jobs_reactions
 from levqor.jobs.hooks import JobHooks
 from levqor.jobs.intake import IntakeGuard
-from levqor.ops import alerts, anomalies, backups, reports, rollback, slo, watchdog
 from levqor.partners import reactions as partners_reactions
-from levqor.partners import service as partners_service
-from levqor.periodic import TickTask
 from levqor.runtime import Runtime
-from levqor.web import seo, social
 
 if TYPE_CHECKING:  # imported only when configured: `levqor up` has no Redis
     from redis.asyncio import Redis
+
+    from levqor.periodic import TickTask
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -84,36 +82,47 @@ def subscribed_events(settings: Settings) -> Events:
     return events
 
 
-def _money_tasks(db: Database, settings: Settings) -> tuple[TickTask, ...]:
-    """With Stripe configured: missed webhook events applied hourly, partners paid monthly."""
-    if settings.stripe_secret_key is None:
-        return ()
-    stripe = StripeGateway(settings)
-    return (
-        reconcile.tick_task(db, stripe, settings),
-        partners_service.payouts_tick_task(db, stripe, settings),
-    )
-
-
 def job_hooks(db: Database, settings: Settings) -> JobHooks:
     """What the engine takes from the packages above it (see `jobs.hooks`)."""
     return JobHooks(
         mail_rules=compliance_hooks.SuppressionRules(db, settings),
         step_hooks={"llm": spend_guard.LlmStepGuard(db, settings)},
-        on_tick=(
-            *compliance_hooks.tick_tasks(db, settings),
-            *((seo.tick_task(db, settings),) if settings.indexnow_key else ()),
-            social.tick_task(db, settings, db.key_ring),
-            money_reports.snapshot_task(db),
-            spend_guard.tick_task(db, settings),
-            *_money_tasks(db, settings),
-            watchdog.tick_task(db, settings),
-            slo.tick_task(db, settings),
-            anomalies.tick_task(db, settings),
-            rollback.tick_task(db, settings),
-            reports.daily_task(db, settings),
-            *((backups.tick_task(db, settings),) if settings.backups_enabled else ()),
-            alerts.delivery_task(db, settings),
-        ),
+        build_tick_tasks=functools.partial(tick_tasks, db, settings),
         on_upkeep=compliance_hooks.UPKEEP_TASKS,
+    )
+
+
+def tick_tasks(db: Database, settings: Settings) -> tuple[TickTask, ...]:
+    """What the scheduler runs each tick. Imported here, when a scheduler first ticks: a
+    worker process, started by the dozen, never loads the operations packages."""
+    from levqor.billing import reconcile
+    from levqor.billing import reports as money_reports
+    from levqor.ops import alerts, anomalies, backups, reports, rollback, slo, watchdog
+    from levqor.partners import service as partners_service
+    from levqor.web import seo, social
+
+    # With Stripe configured: missed webhook events applied hourly, partners paid monthly.
+    stripe = StripeGateway(settings) if settings.stripe_secret_key is not None else None
+    money = (
+        ()
+        if stripe is None
+        else (
+            reconcile.tick_task(db, stripe, settings),
+            partners_service.payouts_tick_task(db, stripe, settings),
+        )
+    )
+    return (
+        *compliance_hooks.tick_tasks(db, settings),
+        *((seo.tick_task(db, settings),) if settings.indexnow_key else ()),
+        social.tick_task(db, settings, db.key_ring),
+        money_reports.snapshot_task(db),
+        spend_guard.tick_task(db, settings),
+        *money,
+        watchdog.tick_task(db, settings),
+        slo.tick_task(db, settings),
+        anomalies.tick_task(db, settings),
+        rollback.tick_task(db, settings),
+        reports.daily_task(db, settings),
+        *((backups.tick_task(db, settings),) if settings.backups_enabled else ()),
+        alerts.delivery_task(db, settings),
     )

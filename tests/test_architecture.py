@@ -7,6 +7,8 @@ that no two packages import each other, foundation siblings included.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,25 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return groups
+
+
+PROBE = """
+import sys
+sys.argv = ["levqor", "worker", "--help"]
+from levqor import entry
+try:
+    entry.main()
+except SystemExit:
+    pass
+from levqor.bootstrap import build_runtime  # what the worker builds at start
+heavy = ("fastapi", "uvicorn", "levqor.cli", "levqor.app", "levqor.ops.backups")
+print("LOADED:" + ",".join(sorted(name for name in heavy if name in sys.modules)))
+"""
+
+
+def test_a_worker_process_loads_neither_the_web_stack_nor_the_operator_commands() -> None:
+    """Workers start by the dozen after a deploy: each import they skip is start-up saved."""
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert probe.stdout.splitlines()[-1] == "LOADED:"

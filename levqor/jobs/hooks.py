@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,9 +52,18 @@ class NoMailRules:
 UpkeepTask = Callable[[AsyncSession, datetime], Awaitable[dict[str, int]]]
 
 
+def _no_tick_tasks() -> tuple[TickTask, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class JobHooks:
     mail_rules: MailRules = field(default_factory=NoMailRules)
     step_hooks: Mapping[str, StepHooks] = field(default_factory=dict)
-    on_tick: tuple[TickTask, ...] = ()
+    # Built on first use, by the scheduler: a worker never imports what they need.
+    build_tick_tasks: Callable[[], tuple[TickTask, ...]] = _no_tick_tasks
     on_upkeep: tuple[UpkeepTask, ...] = ()
+
+    @cached_property
+    def on_tick(self) -> tuple[TickTask, ...]:
+        return self.build_tick_tasks()
