@@ -10,7 +10,9 @@ from spawning the workers (their start-up counts, as it does for anyone who star
 worker to drain a queue) and steady (first claim to last job). CPU per job counts the
 workers from process start and, on PostgreSQL, every server process. Latency runs from
 enqueue to the step body's start, with idle workers (a job every 50 ms) and at half the
-steady rate. End-to-end runs through the webhook are in `bench/runs.py`. Prints one JSON report.
+steady rate. BENCH_SQLITE_SYNCHRONOUS=FULL|NORMAL sets SQLite's durability (default: the
+product's, FULL). End-to-end runs through the webhook are in `bench/runs.py`. Prints one
+JSON report.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from levqor.jobs import queue
 from levqor.jobs.models import RUNNING_SQL, SUCCEEDED, WAITING_SQL, Job, JobStep
 from levqor.workflows.models import Workflow, WorkflowVersion
 
+SQLITE_SYNCHRONOUS = os.environ.get("BENCH_SQLITE_SYNCHRONOUS")  # FULL or NORMAL; the default's
 DEFINITION = {"name": "noop", "steps": [{"id": "noop", "connector": "transform", "params": {}}]}
 
 
@@ -61,6 +64,8 @@ def environment(data_dir: Path, database_url: str | None) -> dict[str, str]:
     )
     if database_url:
         env["LEVQOR_DATABASE_URL"] = database_url
+    if SQLITE_SYNCHRONOUS:
+        env["LEVQOR_SQLITE_SYNCHRONOUS"] = SQLITE_SYNCHRONOUS
     return env
 
 
