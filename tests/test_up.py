@@ -153,3 +153,29 @@ def test_jobs_run_in_a_worker_process_woken_by_the_api_and_restarted_if_it_dies(
         up.stop()
     # Stopping `up` stops its worker processes.
     assert not Path(f"/proc/{restarted[0]}").exists()
+
+
+def test_a_worker_process_stops_when_up_dies_without_stopping_it(data_dir: Path) -> None:
+    up = UpProcess(data_dir)
+    try:
+        up.wait_ready()
+        [worker] = children_running_worker(up.process.pid)
+        up.process.kill()  # no SIGTERM, no shutdown: the worker's stdin just closes
+        up.process.wait(timeout=15)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and worker_alive(worker):
+            time.sleep(0.05)
+        assert not worker_alive(worker)
+    finally:
+        if up.process.poll() is None:
+            up.stop()
+        up.log.close()
+
+
+def worker_alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its dead parent's reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -4,8 +4,9 @@ flood of requests cannot starve them of the interpreter (and two cores are used)
 Each child is `levqor worker --wake-stdin`: when this process queues a run, it writes a
 byte to every child's stdin, which wakes the child at once (SQLite has no LISTEN/NOTIFY;
 the child's poll stays as the fallback). A child that exits is started again after a
-pause that doubles up to a minute; the children see their stdin close, and stop, if
-this process dies without stopping them.
+pause that doubles up to a minute (back to a second after a child that ran a minute);
+the children see their stdin close, and stop, if this process dies without stopping
+them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 
 from levqor.config import Settings, environment_for
 from levqor.logging import get_logger
@@ -47,6 +49,7 @@ class WorkerProcesses:
         pause = RESTART_PAUSE_S
         while not stop.is_set():
             child = await self._spawn()
+            started = time.monotonic()
             self.children.append(child)
             ended = asyncio.create_task(child.wait())
             stopping = asyncio.create_task(stop.wait())
@@ -57,6 +60,8 @@ class WorkerProcesses:
                 return
             stopping.cancel()
             self.children.remove(child)
+            if time.monotonic() - started > RESTART_PAUSE_MAX_S:
+                pause = RESTART_PAUSE_S  # it ran a good while: not a crash loop
             log.error(
                 "worker_process_exited", pid=child.pid, code=child.returncode, restart_in_s=pause
             )

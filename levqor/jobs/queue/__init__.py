@@ -3,8 +3,9 @@ every statement in `statements.py`, the PostgreSQL/SQLite differences in `backen
 the values passed around in `states.py`.
 
 Claiming marks up to `limit` due jobs `running` under this worker's lease, in one
-statement (`WITH candidates AS (SELECT … FOR UPDATE SKIP LOCKED) … UPDATE … RETURNING` on
-PostgreSQL; the same without the lock clause on SQLite, whose writers are serial). A
+statement (`WITH RECURSIVE … LATERAL (SELECT … FOR UPDATE SKIP LOCKED) … UPDATE …
+RETURNING` on PostgreSQL; the same plan without the lock clause on SQLite, whose writers
+are serial). A
 running job whose lease expired (its worker died) is put back in the queue by
 `recover_lost`, which every worker runs at start and with each heartbeat: a job whose
 worker stopped beating for two heartbeats (or, failing that, whose lease ran out) is
@@ -65,8 +66,6 @@ __all__ = [
     "succeeded",
 ]
 
-CANDIDATES_PER_SLOT = 2
-
 
 async def claim(
     session: Connection,
@@ -83,21 +82,20 @@ async def claim(
     when the claimer gives its `concurrency`, at most the fleet's slots less one (the
     claimer's and those of the workers that beat since `alive_since`).
 
-    One statement: candidates are read past users already at their limit, over-read so
-    one user's backlog cannot fill a whole batch, ranked per user, and the best `limit`
-    that keep every user within the limit are marked running. (Two claimers racing on
-    PostgreSQL each see only committed claims, so a user can briefly exceed the limit by
-    one batch per concurrent claimer.)
+    One statement (see `statements.POSTGRES_CLAIM`): the users with waiting jobs are
+    found by a skip scan, and each user under the limit gives at most its room's worth
+    of its next jobs, so neither a user's backlog nor a user at the limit costs more
+    than an index probe. (Two claimers racing on PostgreSQL each see only committed
+    claims, so a user can briefly exceed the limit by one batch per concurrent claimer.)
     """
     postgres = backend_for(session).dialect == "postgresql"
     rows = await session.execute(
-        statements.POSTGRES_CLAIM if postgres else statements.CLAIM,
+        statements.POSTGRES_CLAIM if postgres else statements.SQLITE_CLAIM,
         {
             "now": now,
             "worker": worker_id,
             "until": now + lease,
             "limit": limit,
-            "over_read": limit * CANDIDATES_PER_SLOT,
             "per_user": max_running_per_user,
             "concurrency": max_running_per_user + 1 if concurrency is None else concurrency,
             "alive_since": now if alive_since is None else alive_since,

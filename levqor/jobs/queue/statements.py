@@ -56,122 +56,36 @@ from levqor.jobs.models import (
 CHANNEL = "levqor_jobs"
 
 
-def _per_user_cap() -> Any:
-    """A user's running jobs are capped by the setting and, below it, by the fleet's
-    slots less one: one tenant's slow steps never take every slot there is (with one
-    worker, as under `levqor up`, that is every slot of that worker). The fleet is this
-    claimer's `concurrency` plus that of the other workers alive since `alive_since`."""
-    workers = workers_table.c
-    setting = bindparam("per_user", type_=Integer)
-    others = (
-        select(func.coalesce(func.sum(workers.concurrency), 0))
-        .where(
-            workers.heartbeat_at >= bindparam("alive_since", type_=UTCDateTime),
-            workers.id != bindparam("worker"),
-        )
-        .scalar_subquery()
-    )
-    spare = bindparam("concurrency", type_=Integer) + others - 1
-    return case((spare < 1, 1), (spare < setting, spare), else_=setting)
-
-
-def _claim() -> Any:
-    jobs = jobs_table
-    now = bindparam("now", type_=UTCDateTime)
-    per_user = _per_user_cap()
-    # Every running job counts, its lease expired or not: a dead worker's jobs hold
-    # their user's slots until they are requeued (within two heartbeats), so the
-    # limit holds during recovery too.
-    holding = text(RUNNING_SQL)  # ix_jobs_running
-    users_at_limit = (
-        select(jobs.c.user_id)
-        .where(holding)
-        .group_by(jobs.c.user_id)
-        .having(func.count() >= per_user)
-    )
-    due = and_(text(WAITING_SQL), jobs.c.run_at <= now)  # walks ix_jobs_waiting
-    candidates = (
-        select(jobs.c.id, jobs.c.user_id, jobs.c.priority, jobs.c.run_at)
-        .where(due, jobs.c.user_id.not_in(users_at_limit))
-        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-        .limit(bindparam("over_read", type_=Integer))
-        .with_for_update(skip_locked=True)
-        .cte("candidates")
-    )
-    running = (
-        select(jobs.c.user_id, func.count().label("running"))
-        .where(holding, jobs.c.user_id.in_(select(candidates.c.user_id)))
-        .group_by(jobs.c.user_id)
-        .cte("running")
-    )
-    order = (candidates.c.priority.desc(), candidates.c.run_at, candidates.c.id)
-    ranked = (
-        select(
-            candidates.c.id,
-            candidates.c.priority,
-            candidates.c.run_at,
-            (
-                func.row_number().over(partition_by=candidates.c.user_id, order_by=order)
-                + func.coalesce(running.c.running, 0)
-            ).label("slot"),
-        )
-        .outerjoin(running, running.c.user_id == candidates.c.user_id)
-        .cte("ranked")
-    )
-    chosen = (
-        select(ranked.c.id)
-        .where(ranked.c.slot <= per_user)
-        .order_by(ranked.c.priority.desc(), ranked.c.run_at, ranked.c.id)
-        .limit(bindparam("limit", type_=Integer))
-        .cte("chosen")
-    )
-    return (
-        update(jobs)
-        .where(jobs.c.id == chosen.c.id)
-        .values(
-            status=RUNNING,
-            lease_owner=bindparam("worker"),
-            lease_expires_at=bindparam("until", type_=UTCDateTime),
-            attempts=jobs.c.attempts + 1,
-            started_at=func.coalesce(jobs.c.started_at, now),
-        )
-        .returning(
-            jobs.c.id,
-            jobs.c.user_id,
-            jobs.c.workflow_id,
-            jobs.c.workflow_version,
-            jobs.c.input,
-            jobs.c.attempts,
-            jobs.c.callback_url,
-            jobs.c.crashes,
-            jobs.c.replays,
-        )
-    )
-
-
-CLAIM = _claim()
-
-
-# PostgreSQL: the users with waiting runs are found by a skip scan of
-# ix_jobs_user_waiting, one probe per user, not per run (the probes order by all of its
-# columns, so no other index of user_id, which also holds finished runs, serves them).
-# Each user still under the cap gives at most its room's worth of its next due runs,
-# locked, straight from that index. A user at the limit costs one probe however long
-# its backlog: the portable CLAIM above walks that backlog on every claim.
-# (`= ANY(ARRAY(…))` keeps the update on the primary key: a generic plan cannot see how
-# small LIMIT :limit is, and would hash the whole table.)
-POSTGRES_CLAIM = (
-    text(
-        """
+# The users with waiting runs, one index probe each (a skip scan of ix_jobs_user_waiting;
+# NULL ends the list).
+WAITING_USERS = """
 WITH RECURSIVE waiting_users(user_id) AS (
-    (SELECT user_id FROM jobs WHERE status IN ('queued', 'retrying')
-     ORDER BY user_id, priority DESC, run_at, id LIMIT 1)
+    SELECT (SELECT user_id FROM jobs WHERE status IN ('queued', 'retrying')
+            ORDER BY user_id, priority DESC, run_at, id LIMIT 1)
     UNION ALL
     SELECT (SELECT j.user_id FROM jobs j
             WHERE j.status IN ('queued', 'retrying') AND j.user_id > w.user_id
             ORDER BY j.user_id, j.priority DESC, j.run_at, j.id LIMIT 1)
     FROM waiting_users w WHERE w.user_id IS NOT NULL
-), fleet AS (
+)"""
+
+# Claiming, one statement per dialect. Up to :limit due runs become this worker's; one
+# user holds at most :per_user running runs, and never every slot of the live workers
+# (:concurrency, this claimer's, plus that of the workers that beat since :alive_since,
+# less one: one tenant's slow steps cannot stall everybody else).
+#
+# PostgreSQL: the users with waiting runs are found by a skip scan of
+# ix_jobs_user_waiting, one probe per user, not per run (the probes order by all of its
+# columns, so no other index of user_id, which also holds finished runs, serves them).
+# Each user still under the cap gives at most its room's worth of its next due runs,
+# locked, straight from that index. A user at the limit costs one probe however long
+# its backlog (a filter on the waiting index in priority order walked it every claim).
+# (`= ANY(ARRAY(…))` keeps the update on the primary key: a generic plan cannot see how
+# small LIMIT :limit is, and would hash the whole table.)
+POSTGRES_CLAIM = (
+    text(
+        WAITING_USERS  # noqa: S608  (a constant: nothing outside is formatted in)
+        + """, fleet AS (
     SELECT CAST(:concurrency AS integer) - 1 + coalesce(sum(concurrency), 0) AS spare
     FROM workers WHERE heartbeat_at >= :alive_since AND id <> :worker
 ), cap AS (
@@ -200,6 +114,55 @@ UPDATE jobs SET status = 'running', lease_owner = :worker, lease_expires_at = :u
 WHERE jobs.id = ANY(ARRAY(SELECT id FROM chosen))
 RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.workflow_version, jobs.input,
     jobs.attempts, jobs.callback_url, jobs.crashes, jobs.replays
+"""
+    )
+    .bindparams(
+        bindparam("now", type_=UTCDateTime),
+        bindparam("until", type_=UTCDateTime),
+        bindparam("alive_since", type_=UTCDateTime),
+    )
+    .columns(input=JSON)
+)
+
+
+# SQLite: the same plan without LATERAL (each open user's next runs come through a
+# correlated `IN (… LIMIT :limit)`, on ix_jobs_user_waiting by name: the planner
+# preferred walking ix_jobs_waiting past other users' runs; then each user's room is
+# kept by rank) and without row locks (its writers are serial).
+SQLITE_CLAIM = (
+    text(
+        WAITING_USERS  # noqa: S608  (a constant: nothing outside is formatted in)
+        + """, fleet AS (
+    SELECT :concurrency - 1 + coalesce(sum(concurrency), 0) AS spare
+    FROM workers WHERE heartbeat_at >= :alive_since AND id <> :worker
+), cap AS (
+    SELECT max(1, min(spare, :per_user)) AS n FROM fleet
+), open_users AS (
+    SELECT w.user_id, cap.n - (
+        SELECT count(*) FROM jobs r WHERE r.user_id = w.user_id AND r.status = 'running'
+    ) AS room
+    FROM waiting_users w CROSS JOIN cap
+    WHERE w.user_id IS NOT NULL
+), candidates AS (
+    SELECT j.id, j.priority, j.run_at, u.room, row_number() OVER (
+        PARTITION BY j.user_id ORDER BY j.priority DESC, j.run_at, j.id
+    ) AS slot
+    FROM open_users u JOIN jobs j ON j.id IN (
+        SELECT c.id FROM jobs c INDEXED BY ix_jobs_user_waiting
+        WHERE c.user_id = u.user_id AND c.status IN ('queued', 'retrying') AND c.run_at <= :now
+        ORDER BY c.user_id, c.priority DESC, c.run_at, c.id
+        LIMIT :limit
+    )
+    WHERE u.room > 0
+), chosen AS (
+    SELECT id FROM candidates WHERE slot <= room ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+UPDATE jobs SET status = 'running', lease_owner = :worker, lease_expires_at = :until,
+    attempts = attempts + 1, started_at = coalesce(started_at, :now)
+WHERE id IN (SELECT id FROM chosen)
+RETURNING id, user_id, workflow_id, workflow_version, input, attempts, callback_url,
+    crashes, replays
 """
     )
     .bindparams(
