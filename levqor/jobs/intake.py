@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,8 +77,8 @@ class IntakeGuard:
         now = time.monotonic()
         if now < until:
             return rate
-        alive_since = utcnow() - timedelta(seconds=self.settings.worker_heartbeat_s * 2.5)
-        rate = await queue.drain_rate(session, alive_since=alive_since)
+        alive = queue.alive_since(utcnow(), heartbeat_s=self.settings.worker_heartbeat_s)
+        rate = await queue.drain_rate(session, alive_since=alive)
         self._rate = (rate, now + RATE_TTL_S)
         return rate
 

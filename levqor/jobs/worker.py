@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import func, select
@@ -58,7 +58,6 @@ class Worker:
         self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = timedelta(seconds=settings.job_lease_s)
         self.heartbeat_s = settings.worker_heartbeat_s
-        self.per_user = settings.max_running_jobs_per_user
         self.poll_interval_s = settings.worker_poll_interval_s
         self.shutdown_timeout_s = settings.worker_shutdown_timeout_s
         self.http = http or safety.guarded_client(settings.allow_private_urls)
@@ -179,9 +178,9 @@ class Worker:
                     limit=free,
                     lease=self.lease,
                     now=utcnow(),
-                    max_running_per_user=self.per_user,
+                    max_running_per_user=self.runtime.settings.max_running_jobs_per_user,
                     concurrency=self.concurrency,
-                    alive_since=self._alive_since(),
+                    alive_since=queue.alive_since(utcnow(), heartbeat_s=self.heartbeat_s),
                 )
         finally:
             self.claiming -= 1
@@ -276,11 +275,6 @@ class Worker:
         self.last_beat = (now, finished)
         return (finished - finished_then) / max(now - then, 1e-3)
 
-    def _alive_since(self, now: datetime | None = None) -> datetime:
-        """Workers that beat since then are alive: silent for two beats and a half is
-        dead (a beat may be late, not twice)."""
-        return (now or utcnow()) - timedelta(seconds=self.heartbeat_s * 2.5)
-
     async def _sleep(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
         await asyncio.wait(
@@ -337,7 +331,7 @@ class Worker:
             recovered = await queue.recover_lost(
                 session,
                 now=now,
-                silent_since=self._alive_since(now),
+                silent_since=queue.alive_since(now, heartbeat_s=self.heartbeat_s),
                 max_crashes=self.runtime.settings.job_max_crashes,
             )
         if recovered:

@@ -196,6 +196,12 @@ async def beat(
     )
 
 
+def alive_since(now: datetime, *, heartbeat_s: float) -> datetime:
+    """Workers that beat since then are alive: one silent for two beats and a half is
+    dead (a beat may be late, not twice)."""
+    return now - timedelta(seconds=heartbeat_s * 2.5)
+
+
 async def drain_rate(session: Connection, *, alive_since: datetime) -> float:
     """Runs the live workers finish per second, together (as of their last beats)."""
     return float(await session.scalar(statements.drain_rate(alive_since)) or 0.0)
