@@ -1,6 +1,10 @@
 """What compliance gives the engine (`jobs.hooks.JobHooks`, wired at start-up): the
 suppression list and unsubscribe links for mail steps, export builds on each scheduler
-tick, and the pruning of expired exports at upkeep."""
+tick, and the pruning of expired exports at upkeep.
+
+`exports` (and the erasure registry behind it, which loads every domain's models) is
+imported by the two scheduler tasks when they first run: a worker, started by the dozen,
+only ever needs the suppression list."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor.compliance import exports, service
+from levqor.compliance import service
 from levqor.config import Settings
 from levqor.db.engine import Database
 from levqor.jobs.hooks import UpkeepTask
@@ -35,12 +39,16 @@ class SuppressionRules:
 
 def tick_tasks(db: Database, settings: Settings) -> tuple[TickTask, ...]:
     async def build_exports() -> object:
+        from levqor.compliance import exports
+
         return await exports.build_pending(db, settings=settings)
 
     return (build_exports,)
 
 
 async def _prune_exports(session: AsyncSession, now: datetime) -> dict[str, int]:
+    from levqor.compliance import exports
+
     return {"data_exports": await exports.prune(session, now=now)}
 
 

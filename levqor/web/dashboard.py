@@ -26,6 +26,7 @@ from levqor.web.session import LoginRequired, Owner
 from levqor.workflows import planner, preflight
 from levqor.workflows import service as workflows
 from levqor.workflows.definition import InvalidDefinition, WorkflowDefinition
+from levqor.workflows.planner import service as planner_service
 from levqor.workflows.schemas import PlanIn
 
 router = APIRouter(prefix="/app", include_in_schema=False)
@@ -76,7 +77,7 @@ async def draft(
     context: dict[str, Any] = {"prompt": prompt, "noindex": True}
     try:
         answers = PlanIn(prompt=prompt, answers=_answers(await request.form())).answers
-        drafted = await workflows.plan(
+        drafted = await planner_service.plan(
             session, settings=runtime.settings, user=owner, prompt=prompt
         )
     except ValidationError as exc:

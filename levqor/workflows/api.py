@@ -11,6 +11,7 @@ from levqor.deps import Cursor, Limit, RuntimeDep, SessionDep
 from levqor.runtime import Runtime
 from levqor.types import Page
 from levqor.workflows import service
+from levqor.workflows.planner import service as planner_service
 from levqor.workflows.schemas import (
     PlanIn,
     PlanInputRead,
@@ -208,7 +209,7 @@ async def plan_workflow(
 ) -> PlanRead:
     """Plain words -> a validated workflow draft (not saved). While the spend guard
     pauses your LLM calls, the rules planner answers instead."""
-    drafted = await service.plan(
+    drafted = await planner_service.plan(
         session,
         settings=runtime.settings,
         user=principal.user,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,15 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from levqor import errors
 from levqor.accounts.models import User
 from levqor.accounts.tokens import sha256_hex
-from levqor.billing import spend_guard
-from levqor.config import Settings
-from levqor.connectors import llm
 from levqor.db import pages
 from levqor.db.base import utcnow
-from levqor.workflows import planner
 from levqor.workflows.definition import WorkflowDefinition, check
 from levqor.workflows.models import Workflow, WorkflowVersion
-from levqor.workflows.planner.plans import Plan
 
 
 @dataclass(frozen=True)
@@ -350,25 +344,3 @@ async def schedule_fired(session: AsyncSession, *, workflow_id: str) -> None:
         .where(Workflow.id == workflow_id)
         .values(schedule_failures=0, updated_at=Workflow.updated_at)  # not a user's edit
     )
-
-
-async def plan(
-    session: AsyncSession,
-    *,
-    settings: Settings,
-    user: User,
-    prompt: str,
-    answers: Mapping[str, str] | None = None,
-) -> Plan:
-    """Plain words -> a validated draft (not saved): the LLM planner when one is
-    configured and the spend guard lets the user spend (its cost recorded), else the
-    rules. `answers` fill in the details a draft asks for (its `inputs`, by name)."""
-    server = llm.server_from_settings(settings)
-    if server is not None and await spend_guard.active_pause(session, user_id=user.id):
-        server = None
-    drafted = await planner.plan(prompt, server)
-    if drafted.usage:
-        await spend_guard.record_usage(
-            session, settings=settings, user_id=user.id, purpose="plan", usage=drafted.usage
-        )
-    return planner.answer(drafted, answers or {})
