@@ -33,7 +33,7 @@ from levqor.jobs.models import JobStep
 from levqor.jobs.queue import Claimed, JobState, Outcome, StepCheckpoint
 from levqor.jobs.retry import backoff_s
 from levqor.jobs.steps import StepEnvironment
-from levqor.jobs.writer import JobWriter
+from levqor.jobs.writer import Claimer, JobWriter
 from levqor.logging import get_logger
 from levqor.workflows import service as workflows_service
 from levqor.workflows import templates
@@ -74,6 +74,7 @@ class Executor:
         settings: Settings,
         hooks: JobHooks | None = None,
         on_release: Callable[[], None] = lambda: None,
+        claimer: Claimer | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -81,7 +82,7 @@ class Executor:
             db, http, cipher=cipher, settings=settings, hooks=hooks or JobHooks()
         )
         self.worker_id = worker_id
-        self.writer = JobWriter(db, worker_id=worker_id, on_release=on_release)
+        self.writer = JobWriter(db, worker_id=worker_id, on_release=on_release, claimer=claimer)
         self.sandbox = SandboxPool(
             size=settings.template_sandboxes,
             memory_mb=settings.template_memory_mb,

@@ -4,7 +4,9 @@ Waking: a new run sets `wake` (in the same process for `levqor up`, by LISTEN/NO
 PostgreSQL), and so does a finishing job once half the slots are free: claiming waits
 for room for a batch rather than paying a transaction per freed slot. Failing those, the
 worker polls every `poll_interval_s`; callback deliveries are claimed on that poll, or at
-once when one of this worker's own jobs queued one.
+once when one of this worker's own jobs queued one. Under load on PostgreSQL the claim
+rides along with the writes of the jobs that just ended (`JobWriter`, `reserve`): the
+loop claims itself only when no write is going out.
 
 Shutdown (SIGTERM): stop claiming, let running jobs finish for up to
 `shutdown_timeout_s`, then hand back the rest so another worker resumes them from their
@@ -30,7 +32,7 @@ from levqor.db.engine import unavailable
 from levqor.jobs import callbacks, listener, queue
 from levqor.jobs.executor import Executor
 from levqor.jobs.models import CallbackDelivery
-from levqor.jobs.queue import Claimed
+from levqor.jobs.queue import Claimed, ClaimRequest
 from levqor.jobs.retry import backoff_s
 from levqor.logging import get_logger
 from levqor.runtime import Runtime
@@ -69,6 +71,7 @@ class Worker:
             settings=settings,
             hooks=runtime.job_hooks,
             on_release=self._released,
+            claimer=self,
         )
         self.running: dict[str, asyncio.Task[None]] = {}
         self.sending: dict[str, asyncio.Task[None]] = {}  # callback deliveries
@@ -76,7 +79,9 @@ class Worker:
         self.wake = runtime.job_wakeup
         self.claim_batch = max(1, concurrency // 2)
         self.came_up_short = False  # the last claim found fewer jobs than free slots
-        self.claiming = 0  # claims in flight
+        self.claims: list[ClaimRequest] = []  # in flight
+        self.reserved = 0  # slots held by claims in flight
+        self.stopping = False
         self.releases = 0  # commits of final states so far
         self.deliveries_due = True
         self.next_delivery_poll = 0.0
@@ -109,6 +114,7 @@ class Worker:
                 if not claimed:
                     await self._sleep(stop)
         finally:
+            self.stopping = True
             beat.cancel()
             if vacuum is not None:
                 vacuum.cancel()
@@ -164,32 +170,71 @@ class Worker:
             *([flushing] if flushing is not None else []),
         ]
 
+    @property
+    def free(self) -> int:
+        return self.concurrency - len(self.running) - self.reserved
+
     async def _start_jobs(self) -> int:
-        free = self.concurrency - len(self.running)
-        if free <= 0:
+        free = self.free
+        if free <= 0 or self._writes_will_claim():
             return 0
         releases_before = self.releases
-        self.claiming += 1  # until its jobs are in `running`, upkeep must not orphan them
+        request = self._reserve(free)
+        jobs: list[Claimed] = []
         try:
             async with self.runtime.db.one_statement() as connection:  # the claim is one
-                jobs = await queue.claim(
-                    connection,
-                    worker_id=self.worker_id,
-                    limit=free,
-                    lease=self.lease,
-                    now=utcnow(),
-                    max_running_per_user=self.runtime.settings.max_running_jobs_per_user,
-                    concurrency=self.concurrency,
-                    alive_since=queue.alive_since(utcnow(), heartbeat_s=self.heartbeat_s),
-                )
+                jobs = await queue.take(connection, request)
         finally:
-            self.claiming -= 1
-        self.came_up_short = len(jobs) < free
+            self.claimed(request, jobs)
         if self.came_up_short and self.releases != releases_before:
             self.wake.set()  # a release landed while we claimed: it may have freed a user
+        return len(jobs)
+
+    def _writes_will_claim(self) -> bool:
+        """A write is going out and will carry a claim: leave the claim to it."""
+        return (
+            self.executor.writer.claimer is not None
+            and self.executor.writer.flushing is not None
+            and not self.came_up_short
+        )
+
+    def reserve(self) -> ClaimRequest | None:
+        """The claim a write going out carries (see `JobWriter`): the free slots, unless
+        this worker is stopping or its last claim found the queue empty (a new run wakes
+        the loop, which claims it)."""
+        free = self.free
+        if free <= 0 or self.stopping or self.came_up_short:
+            return None
+        return self._reserve(free)
+
+    def _reserve(self, limit: int) -> ClaimRequest:
+        # Until its jobs are in `running`, their slots are held and upkeep must not
+        # orphan them.
+        now = utcnow()
+        request = ClaimRequest(
+            worker_id=self.worker_id,
+            limit=limit,
+            lease=self.lease,
+            now=now,
+            max_running_per_user=self.runtime.settings.max_running_jobs_per_user,
+            concurrency=self.concurrency,
+            alive_since=queue.alive_since(now, heartbeat_s=self.heartbeat_s),
+        )
+        self.reserved += limit
+        self.claims.append(request)
+        return request
+
+    def claimed(self, request: ClaimRequest, jobs: list[Claimed]) -> None:
+        """Start what a claim took; its slots are no longer held."""
+        self.reserved -= request.limit
+        self.claims.remove(request)
+        self.came_up_short = len(jobs) < request.limit
         for job in jobs:
             self.running[job.id] = asyncio.create_task(self._execute(job))
-        return len(jobs)
+
+    def writes_idle(self) -> None:
+        if self.free >= self.claim_batch or self.came_up_short:
+            self.wake.set()
 
     async def drain(self, *, timeout_s: float = 30) -> None:
         """Run until nothing is due or running (tests and one-shot use)."""
@@ -231,7 +276,7 @@ class Worker:
             self.running.pop(job.id, None)
             if job.callback_url:
                 self.deliveries_due = True
-            if self.deliveries_due or self.concurrency - len(self.running) >= self.claim_batch:
+            if self.deliveries_due or self.free >= self.claim_batch:
                 self.wake.set()
 
     async def _crashed(self, job: Claimed, exc: Exception) -> None:
@@ -321,13 +366,19 @@ class Worker:
                 lease=self.lease,
                 now=now,
             )
-            if not self.claiming:
-                mine = {*self.running, *self.executor.writer.unwritten()}
-                orphans = await queue.release(
-                    session, worker_id=self.worker_id, now=now, keep=list(mine)
-                )
-                if orphans:
-                    log.warning("jobs_orphaned", worker=self.worker_id, jobs=orphans)
+            # A claim in flight has taken jobs that are not in `running` yet: only
+            # jobs leased before the oldest such claim can be orphans.
+            mine = {*self.running, *self.executor.writer.unwritten()}
+            orphans = await queue.release(
+                session,
+                worker_id=self.worker_id,
+                now=now,
+                keep=list(mine),
+                leased_before=min((claim.now for claim in self.claims), default=None),
+                lease=self.lease,
+            )
+            if orphans:
+                log.warning("jobs_orphaned", worker=self.worker_id, jobs=orphans)
             recovered = await queue.recover_lost(
                 session,
                 now=now,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from levqor.db.base import utcnow
 from levqor.jobs import queue
@@ -272,3 +273,95 @@ def test_the_claims_name_the_partial_indexes_predicates(claim: Any) -> None:
     # spell their predicates the same way.
     assert WAITING_SQL in str(claim)
     assert RUNNING_SQL in str(claim)
+
+
+def finished(job_id: str, now: datetime) -> queue.JobWrite:
+    step = queue.StepCheckpoint(
+        step_id="only",
+        position=0,
+        status="succeeded",
+        output={"done": job_id},
+        error=None,
+        attempts=1,
+        started_at=now,
+        finished_at=now,
+    )
+    return queue.JobWrite(job_id, step=step, state=queue.succeeded({"done": job_id}, now))
+
+
+async def write_and_claim_as(
+    runtime: Runtime, worker: str, writes: list[queue.JobWrite], limit: int, per_user: int
+) -> tuple[set[str], list[str]]:
+    now = utcnow()
+    claim = queue.ClaimRequest(
+        worker_id=worker,
+        limit=limit,
+        lease=LEASE,
+        now=now,
+        max_running_per_user=per_user,
+        concurrency=per_user + 1,
+        alive_since=now,
+    )
+    async with runtime.db.one_statement() as connection:
+        owned, claimed = await queue.write_and_claim(connection, writes=writes, claim=claim)
+    return owned, [job.id for job in claimed]
+
+
+async def test_a_write_carries_the_next_claim_in_one_statement(runtime: Runtime) -> None:
+    if not queue.can_claim_with_writes(runtime.db):
+        pytest.skip("PostgreSQL only: SQLite's worker claims on its own")
+    await seed(runtime, users=1, jobs_each=6)
+    first = await claim_as(runtime, "w1", 2, per_user=2)
+    now = utcnow()
+    # The user is at their limit of 2; both running jobs finish in this very statement,
+    # so the claim riding along may take 2 more (the snapshot still shows them running).
+    owned, claimed = await write_and_claim_as(
+        runtime, "w1", [finished(job_id, now) for job_id in first], limit=5, per_user=2
+    )
+    assert owned == set(first)
+    assert len(claimed) == 2
+    assert not set(claimed) & set(first)
+    async with runtime.db.read() as session:
+        jobs = {job.id: job for job in await session.scalars(select(Job))}
+        rows = (await session.execute(select(JobStep.job_id, JobStep.output))).all()
+    steps: dict[str, Any] = {job_id: output for job_id, output in rows}
+    assert {job_id: jobs[job_id].status for job_id in first} == dict.fromkeys(first, "succeeded")
+    assert {job_id: jobs[job_id].result for job_id in first} == {
+        job_id: {"done": job_id} for job_id in first
+    }
+    assert steps == {job_id: {"done": job_id} for job_id in first}
+    assert {(jobs[job_id].status, jobs[job_id].lease_owner) for job_id in claimed} == {
+        (RUNNING, "w1")
+    }
+    assert await running_per_user(runtime) == [2]
+
+
+async def test_a_checkpoint_carrying_a_claim_keeps_its_jobs_slot(runtime: Runtime) -> None:
+    if not queue.can_claim_with_writes(runtime.db):
+        pytest.skip("PostgreSQL only: SQLite's worker claims on its own")
+    await seed(runtime, users=1, jobs_each=5)
+    [job_id] = await claim_as(runtime, "w1", 1, per_user=2)
+    now = utcnow()
+    checkpoint = queue.JobWrite(job_id, step=finished(job_id, now).step)
+    stolen = finished("job_not_mine", now)
+    owned, claimed = await write_and_claim_as(
+        runtime, "w1", [checkpoint, stolen], limit=5, per_user=2
+    )
+    # The job goes on running, so only one more fits under the limit of 2; a write for a
+    # job this worker does not hold changes nothing.
+    assert owned == {job_id}
+    assert len(claimed) == 1
+    assert await running_per_user(runtime) == [2]
+
+
+async def test_a_failed_write_claims_nothing(runtime: Runtime) -> None:
+    if not queue.can_claim_with_writes(runtime.db):
+        pytest.skip("PostgreSQL only: SQLite's worker claims on its own")
+    await seed(runtime, users=1, jobs_each=3)
+    [job_id] = await claim_as(runtime, "w1", 1)
+    now = utcnow()
+    bad = queue.JobWrite(job_id, state=queue.JobState("not-a-status" * 10, finished_at=now))
+    with pytest.raises(DBAPIError):
+        await write_and_claim_as(runtime, "w1", [bad], limit=2, per_user=10)
+    # The statement failed whole: the job is still running and nothing else was claimed.
+    assert await running_per_user(runtime) == [1]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from levqor.bootstrap import build_runtime
 from levqor.config import Settings
@@ -64,23 +65,31 @@ async def test_a_free_slot_is_refilled_without_waiting_for_the_poll(
     assert elapsed < 10  # one lost wake-up alone would cost the 30 s poll
 
 
-async def test_a_job_its_worker_no_longer_runs_is_handed_back_at_the_next_beat(
-    client: httpx.AsyncClient, signup: Any, runtime: Any
-) -> None:
-    """A job whose task ended without writing its state (the database was away when it
-    tried) is held by nobody: the next beat hands it back, unless a write for it is
-    still queued (then the write decides)."""
+async def queue_runs(client: httpx.AsyncClient, signup: Any, count: int) -> None:
+    """A new account's one-step workflow, run `count` times (queued, no worker yet)."""
     account = await signup()
     created = await client.post(
         "/api/v1/workflows",
         headers=account.headers,
         json={"definition": {"name": "w", "steps": [{"id": "a", "connector": "transform"}]}},
     )
-    for _ in range(2):
+    for _ in range(count):
         await client.post(
             f"/api/v1/workflows/{created.json()['id']}/runs", json={}, headers=account.headers
         )
+
+
+async def test_a_job_its_worker_no_longer_runs_is_handed_back_at_the_next_beat(
+    client: httpx.AsyncClient, signup: Any, runtime: Any
+) -> None:
+    """A job whose task ended without writing its state (the database was away when it
+    tried) is held by nobody: the next beat hands it back, unless a write for it is
+    still queued (then the write decides)."""
+    await queue_runs(client, signup, 2)
     worker = Worker(runtime, concurrency=2)
+    # As after a claim that found the queue empty: its writes carry no claim, which
+    # would take the handed-back job again at once.
+    worker.came_up_short = True
     async with runtime.db.write() as session, session.begin():
         orphan, writing = await queue.claim(
             session,
@@ -101,3 +110,41 @@ async def test_a_job_its_worker_no_longer_runs_is_handed_back_at_the_next_beat(
         jobs = {job.id: job for job in await session.scalars(select(Job))}
     assert (jobs[orphan.id].status, jobs[orphan.id].lease_owner) == ("queued", None)
     assert jobs[writing.id].status == "succeeded"
+
+
+async def test_a_claim_in_flight_keeps_its_jobs_while_an_older_orphan_is_handed_back(
+    client: httpx.AsyncClient, signup: Any, runtime: Any
+) -> None:
+    """The beat may come while a claim's statement is out (its jobs are this worker's in
+    the table but not yet in `running`): those are not orphans; one leased before the
+    claim began is."""
+    await queue_runs(client, signup, 3)
+    worker = Worker(runtime, concurrency=4)
+    async with runtime.db.write() as session, session.begin():
+        [orphan] = await queue.claim(
+            session,
+            worker_id=worker.worker_id,
+            limit=1,
+            lease=worker.lease,
+            now=utcnow(),
+            max_running_per_user=10,
+        )
+        # Its lease was taken (or last renewed) a second before the claim below.
+        await session.execute(
+            update(Job)
+            .where(Job.id == orphan.id)
+            .values(lease_expires_at=utcnow() + worker.lease - timedelta(seconds=1))
+        )
+    request = worker.reserve()
+    assert request is not None
+    async with runtime.db.one_statement() as connection:
+        in_flight = await queue.take(connection, request)
+    await worker._upkeep()  # before the claim's answer reached the worker
+    await worker.http.aclose()
+    async with runtime.db.read() as session:
+        jobs = {job.id: job for job in await session.scalars(select(Job))}
+    assert (jobs[orphan.id].status, jobs[orphan.id].lease_owner) == ("queued", None)
+    assert len(in_flight) == 2
+    assert {(jobs[job.id].status, jobs[job.id].lease_owner) for job in in_flight} == {
+        ("running", worker.worker_id)
+    }

@@ -33,11 +33,14 @@ from levqor.jobs.queue.backends import (
     VACUUM_AFTER_DEAD_ROWS,
     Backend,
     Connection,
+    PostgresBackend,
     backend_for,
+    claim_params,
 )
 from levqor.jobs.queue.statements import CHANNEL
 from levqor.jobs.queue.states import (
     Claimed,
+    ClaimRequest,
     JobState,
     JobWrite,
     Outcome,
@@ -52,6 +55,7 @@ from levqor.jobs.queue.states import (
 __all__ = [
     "CHANNEL",
     "Backend",
+    "ClaimRequest",
     "Claimed",
     "Connection",
     "JobState",
@@ -88,20 +92,31 @@ async def claim(
     than an index probe. (Two claimers racing on PostgreSQL each see only committed
     claims, so a user can briefly exceed the limit by one batch per concurrent claimer.)
     """
+    return await take(
+        session,
+        ClaimRequest(
+            worker_id=worker_id,
+            limit=limit,
+            lease=lease,
+            now=now,
+            max_running_per_user=max_running_per_user,
+            concurrency=max_running_per_user + 1 if concurrency is None else concurrency,
+            alive_since=now if alive_since is None else alive_since,
+        ),
+    )
+
+
+async def take(session: Connection, request: ClaimRequest) -> list[Claimed]:
+    """`claim`, asked for as one value (what a worker reserves before claiming)."""
     postgres = backend_for(session).dialect == "postgresql"
     rows = await session.execute(
         statements.POSTGRES_CLAIM if postgres else statements.SQLITE_CLAIM,
-        {
-            "now": now,
-            "worker": worker_id,
-            "until": now + lease,
-            "limit": limit,
-            "per_user": max_running_per_user,
-            "concurrency": max_running_per_user + 1 if concurrency is None else concurrency,
-            "alive_since": now if alive_since is None else alive_since,
-        },
+        claim_params(request),
     )
-    claimed = [Claimed(*row) for row in rows]
+    return _started([Claimed(*row) for row in rows])
+
+
+def _started(claimed: list[Claimed]) -> list[Claimed]:
     if claimed:
         metrics.JOBS.labels("started").inc(len(claimed))
     return claimed
@@ -177,6 +192,23 @@ async def write_batch(session: Connection, *, worker_id: str, writes: list[JobWr
                 url=job.callback_url,
             )
     return set(owned)
+
+
+def can_claim_with_writes(db: Database) -> bool:
+    """Whether a worker's writes can carry its next claim (`write_and_claim`)."""
+    return not db.is_sqlite
+
+
+async def write_and_claim(
+    connection: AsyncConnection, *, writes: list[JobWrite], claim: ClaimRequest
+) -> tuple[set[str], list[Claimed]]:
+    """`write_batch` and `claim` in one statement on PostgreSQL (one round trip and one
+    commit, where a loaded worker otherwise pays two): the ids still owned, and the jobs
+    claimed. Not for writes that queue a callback (those need a transaction)."""
+    backend = backend_for(connection)
+    assert isinstance(backend, PostgresBackend), "claiming with writes is PostgreSQL's"
+    owned, claimed = await backend.write_and_claim(connection, writes, claim)
+    return set(owned), _started(claimed)
 
 
 async def beat(
@@ -286,12 +318,22 @@ async def vacuum_if_needed(
 
 
 async def release(
-    session: Connection, *, worker_id: str, now: datetime, keep: list[str] | None = None
+    session: Connection,
+    *,
+    worker_id: str,
+    now: datetime,
+    keep: list[str] | None = None,
+    leased_before: datetime | None = None,
+    lease: timedelta | None = None,
 ) -> int:
     """Hand back the jobs this worker holds, due at once: all of them (a graceful
     shutdown), or all but `keep`, the ones it is still running (a job whose task ended
-    without writing its state, because the database was away, is held by nobody)."""
-    return rowcount(await session.execute(statements.release(worker_id, now, keep or [])))
+    without writing its state, because the database was away, is held by nobody). With
+    `leased_before` (when a claim of this worker is in flight), only jobs claimed or
+    renewed before then, for `lease`: the claim's own jobs are not orphans."""
+    expiring_before = None if leased_before is None or lease is None else leased_before + lease
+    statement = statements.release(worker_id, now, keep or [], expiring_before)
+    return rowcount(await session.execute(statement))
 
 
 async def cancel(session: Connection, *, job_id: str, now: datetime) -> bool:

@@ -21,7 +21,7 @@ from levqor.db.base import utcnow
 from levqor.db.engine import Database
 from levqor.jobs.models import jobs_table
 from levqor.jobs.queue import statements
-from levqor.jobs.queue.states import STEP_FIELDS, JobWrite
+from levqor.jobs.queue.states import STEP_FIELDS, Claimed, ClaimRequest, JobWrite
 
 Connection = AsyncSession | AsyncConnection  # the queue runs on either
 
@@ -73,29 +73,25 @@ class PostgresBackend:
     ) -> dict[str, Any]:
         """One statement and one round trip for the whole batch: the rows still held are
         updated from arrays, and their steps upserted, in data-modifying CTEs."""
-        states = [write.state for write in writes]
-        steps = [(write.job_id, write.step) for write in writes if write.step]
-        rows = await connection.execute(
-            statements.POSTGRES_WRITE,
-            {
-                "worker": worker_id,
-                "ids": [write.job_id for write in writes],
-                "statuses": [state.status if state else None for state in states],
-                "results": [_json(state.result) if state else None for state in states],
-                "errors": [state.error if state else None for state in states],
-                "run_ats": [state.run_at if state else None for state in states],
-                "finished": [state.finished_at if state else None for state in states],
-                **{
-                    f"s_{name}": [
-                        _json(step.output) if name == "output" else getattr(step, name)
-                        for _, step in steps
-                    ]
-                    for name in STEP_FIELDS
-                },
-                "s_job_ids": [job_id for job_id, _ in steps],
-            },
-        )
+        rows = await connection.execute(statements.POSTGRES_WRITE, _write_arrays(worker_id, writes))
         return {row.id: row for row in rows}
+
+    async def write_and_claim(
+        self, connection: Connection, writes: list[JobWrite], claim: ClaimRequest
+    ) -> tuple[dict[str, Any], list[Claimed]]:
+        """The batch's write and the worker's next claim, in one statement."""
+        rows = await connection.execute(
+            statements.POSTGRES_WRITE_AND_CLAIM,
+            _write_arrays(claim.worker_id, writes) | claim_params(claim),
+        )
+        owned: dict[str, Any] = {}
+        claimed: list[Claimed] = []
+        for row in rows:
+            if row.claimed:
+                claimed.append(Claimed(*row[1:]))
+            else:
+                owned[row.id] = row
+        return owned, claimed
 
     async def notify(self, session: Connection) -> None:
         await session.execute(text(f"NOTIFY {statements.CHANNEL}"))
@@ -185,6 +181,41 @@ def backend_for(connection: Connection | Database) -> Backend:
     else:
         dialect = connection.get_bind().dialect.name
     return _BACKENDS[dialect]
+
+
+def claim_params(claim: ClaimRequest) -> dict[str, Any]:
+    """The claim statements' parameters."""
+    return {
+        "now": claim.now,
+        "worker": claim.worker_id,
+        "until": claim.now + claim.lease,
+        "limit": claim.limit,
+        "per_user": claim.max_running_per_user,
+        "concurrency": claim.concurrency,
+        "alive_since": claim.alive_since,
+    }
+
+
+def _write_arrays(worker_id: str, writes: list[JobWrite]) -> dict[str, Any]:
+    """A batch of writes as the columns PostgreSQL's write statements unnest."""
+    states = [write.state for write in writes]
+    steps = [(write.job_id, write.step) for write in writes if write.step]
+    return {
+        "worker": worker_id,
+        "ids": [write.job_id for write in writes],
+        "statuses": [state.status if state else None for state in states],
+        "results": [_json(state.result) if state else None for state in states],
+        "errors": [state.error if state else None for state in states],
+        "run_ats": [state.run_at if state else None for state in states],
+        "finished": [state.finished_at if state else None for state in states],
+        **{
+            f"s_{name}": [
+                _json(step.output) if name == "output" else getattr(step, name) for _, step in steps
+            ]
+            for name in STEP_FIELDS
+        },
+        "s_job_ids": [job_id for job_id, _ in steps],
+    }
 
 
 def _fields(value: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     JSON,
+    BindParameter,
     ColumnElement,
     DateTime,
     Delete,
@@ -82,10 +83,10 @@ WITH RECURSIVE waiting_users(user_id) AS (
 # its backlog (a filter on the waiting index in priority order walked it every claim).
 # (`= ANY(ARRAY(…))` keeps the update on the primary key: a generic plan cannot see how
 # small LIMIT :limit is, and would hash the whole table.)
-POSTGRES_CLAIM = (
-    text(
-        WAITING_USERS  # noqa: S608  (a constant: nothing outside is formatted in)
-        + """, fleet AS (
+# The claim's CTEs after WAITING_USERS; {leaving} adds back, per user, the runs the same
+# statement hands back (a write riding along, see POSTGRES_WRITE_AND_CLAIM): they are
+# still `running` in its snapshot.
+_POSTGRES_CLAIM_CTES = """, fleet AS (
     SELECT CAST(:concurrency AS integer) - 1 + coalesce(sum(concurrency), 0) AS spare
     FROM workers WHERE heartbeat_at >= :alive_since AND id <> :worker
 ), cap AS (
@@ -93,7 +94,7 @@ POSTGRES_CLAIM = (
 ), open_users AS (
     SELECT w.user_id, cap.n - coalesce(
         (SELECT count(*) FROM jobs r WHERE r.user_id = w.user_id AND r.status = 'running'), 0
-    ) AS room
+    ){leaving} AS room
     FROM waiting_users w CROSS JOIN cap
     WHERE w.user_id IS NOT NULL
 ), candidates AS (
@@ -108,19 +109,21 @@ POSTGRES_CLAIM = (
     WHERE u.room > 0
 ), chosen AS (
     SELECT id FROM candidates ORDER BY priority DESC, run_at, id LIMIT :limit
-)
+)"""
+_POSTGRES_CLAIM_UPDATE = """
 UPDATE jobs SET status = 'running', lease_owner = :worker, lease_expires_at = :until,
     attempts = jobs.attempts + 1, started_at = coalesce(jobs.started_at, :now)
 WHERE jobs.id = ANY(ARRAY(SELECT id FROM chosen))
 RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.workflow_version, jobs.input,
-    jobs.attempts, jobs.callback_url, jobs.crashes, jobs.replays
-"""
-    )
-    .bindparams(
-        bindparam("now", type_=UTCDateTime),
-        bindparam("until", type_=UTCDateTime),
-        bindparam("alive_since", type_=UTCDateTime),
-    )
+    jobs.attempts, jobs.callback_url, jobs.crashes, jobs.replays"""
+_CLAIM_TIMES = (
+    bindparam("now", type_=UTCDateTime),
+    bindparam("until", type_=UTCDateTime),
+    bindparam("alive_since", type_=UTCDateTime),
+)
+POSTGRES_CLAIM = (
+    text(WAITING_USERS + _POSTGRES_CLAIM_CTES.format(leaving="") + _POSTGRES_CLAIM_UPDATE)
+    .bindparams(*_CLAIM_TIMES)
     .columns(input=JSON)
 )
 
@@ -165,11 +168,7 @@ RETURNING id, user_id, workflow_id, workflow_version, input, attempts, callback_
     crashes, replays
 """
     )
-    .bindparams(
-        bindparam("now", type_=UTCDateTime),
-        bindparam("until", type_=UTCDateTime),
-        bindparam("alive_since", type_=UTCDateTime),
-    )
+    .bindparams(*_CLAIM_TIMES)
     .columns(input=JSON)
 )
 
@@ -207,9 +206,8 @@ STATE_UPDATE = (
 
 # A write without a state (a checkpoint) leaves the job's columns as they are; with one,
 # the job leaves this worker. `w.status IS NULL` tells the two apart.
-POSTGRES_WRITE = text(
-    """
-WITH w AS (
+_POSTGRES_WRITE_CTES = """
+w AS (
     SELECT * FROM unnest(
         CAST(:ids AS varchar[]), CAST(:statuses AS varchar[]), CAST(:results AS text[]),
         CAST(:errors AS text[]), CAST(:run_ats AS timestamptz[]),
@@ -226,7 +224,7 @@ WITH w AS (
         lease_expires_at = CASE WHEN w.status IS NULL THEN jobs.lease_expires_at END
     FROM w
     WHERE jobs.id = w.id AND jobs.lease_owner = :worker AND jobs.status = 'running'
-    RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.callback_url
+    RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.callback_url, jobs.status
 ), steps AS (
     INSERT INTO job_steps
         (job_id, step_id, position, status, output, error, attempts, started_at, finished_at)
@@ -244,10 +242,8 @@ WITH w AS (
         position = excluded.position, status = excluded.status, output = excluded.output,
         error = excluded.error, attempts = excluded.attempts,
         started_at = excluded.started_at, finished_at = excluded.finished_at
-)
-SELECT id, user_id, workflow_id, callback_url FROM owned
-"""
-).bindparams(
+)"""
+_WRITE_ARRAYS: tuple[BindParameter[Any], ...] = (
     *(bindparam(name, type_=ARRAY(String)) for name in ("ids", "statuses", "results", "errors")),
     *(bindparam(name, type_=ARRAY(DateTime(timezone=True))) for name in ("run_ats", "finished")),
     *(
@@ -259,6 +255,43 @@ SELECT id, user_id, workflow_id, callback_url FROM owned
         bindparam(f"s_{name}", type_=ARRAY(DateTime(timezone=True)))
         for name in ("started_at", "finished_at")
     ),
+)
+POSTGRES_WRITE = text(
+    "WITH" + _POSTGRES_WRITE_CTES + "\nSELECT id, user_id, workflow_id, callback_url FROM owned"
+).bindparams(*_WRITE_ARRAYS)
+
+# A write and the next claim in one statement and one commit, for a worker whose slots
+# freed while its jobs' writes waited: one round trip instead of two under load. The
+# claim sees the snapshot from before the write, so the runs the write hands back
+# (`leaving`) are added back to their users' room. Rows come back tagged: `claimed`
+# false for the written jobs (those still held), true for the claimed ones.
+POSTGRES_WRITE_AND_CLAIM = (
+    text(
+        WAITING_USERS  # noqa: S608  (constants: nothing outside is formatted in)
+        + ","
+        + _POSTGRES_WRITE_CTES
+        + """, leaving AS (
+    SELECT user_id, count(*) AS n FROM owned WHERE status <> 'running' GROUP BY user_id
+)"""
+        + _POSTGRES_CLAIM_CTES.format(
+            leaving=" + coalesce((SELECT n FROM leaving l WHERE l.user_id = w.user_id), 0)"
+        )
+        + ", claimed AS ("
+        + _POSTGRES_CLAIM_UPDATE
+        + """
+)
+SELECT false AS claimed, id, user_id, workflow_id, CAST(NULL AS integer) AS workflow_version,
+    CAST(NULL AS json) AS input, CAST(NULL AS integer) AS attempts, callback_url,
+    CAST(NULL AS integer) AS crashes, CAST(NULL AS integer) AS replays
+FROM owned
+UNION ALL
+SELECT true, id, user_id, workflow_id, workflow_version, input, attempts, callback_url,
+    crashes, replays
+FROM claimed
+"""
+    )
+    .bindparams(*_WRITE_ARRAYS, *_CLAIM_TIMES)
+    .columns(input=JSON)
 )
 
 
@@ -332,13 +365,16 @@ def extend_leases(worker_id: str, running: list[str], until: datetime) -> Update
     )
 
 
-def release(worker_id: str, now: datetime, keep: list[str]) -> Update:
+def release(
+    worker_id: str, now: datetime, keep: list[str], expiring_before: datetime | None = None
+) -> Update:
     jobs = jobs_table.c
-    return (
-        update(jobs_table)
-        .where(jobs.lease_owner == worker_id, text(RUNNING_SQL), jobs.id.not_in(keep))
-        .values(status=QUEUED, run_at=now, lease_owner=None, lease_expires_at=None)
+    statement = update(jobs_table).where(
+        jobs.lease_owner == worker_id, text(RUNNING_SQL), jobs.id.not_in(keep)
     )
+    if expiring_before is not None:
+        statement = statement.where(jobs.lease_expires_at < expiring_before)
+    return statement.values(status=QUEUED, run_at=now, lease_owner=None, lease_expires_at=None)
 
 
 def recover_lost(silent_since: datetime, max_crashes: int) -> Update:

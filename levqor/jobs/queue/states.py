@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from levqor import metrics
@@ -24,6 +24,22 @@ class Claimed:
     callback_url: str | None = None
     crashes: int = 0
     replays: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """What a claim asks for: up to `limit` due jobs under `worker_id`'s lease, at most
+    `max_running_per_user` running per user and never every slot of the fleet (this
+    claimer's `concurrency` plus that of the workers that beat since `alive_since`,
+    less one)."""
+
+    worker_id: str
+    limit: int
+    lease: timedelta
+    now: datetime
+    max_running_per_user: int
+    concurrency: int
+    alive_since: datetime
 
 
 class Outcome(enum.Enum):
