@@ -11,7 +11,12 @@
 
 On SQLite, one write transaction at a time per process holds the database's write lock;
 the others wait on an asyncio lock. SQLite's own busy handler waits by sleeping in steps
-of up to 100 ms, which turned contention between pooled connections into long tails.
+of up to 100 ms, which turned contention between pooled connections into long tails, and
+between processes (`levqor up`'s API and its worker process) into a throughput limit:
+a writer of one process slept for tens of milliseconds while the other's transactions,
+a fraction of a millisecond each, came and went. So a write transaction's BEGIN IMMEDIATE
+does not use it: it is retried on the event loop every 0.2 to 2 ms until
+`LEVQOR_SQLITE_BUSY_TIMEOUT_MS` runs out.
 
 No pre-ping: it costs a round trip per checkout. A connection that died with the server
 fails its request once, and SQLAlchemy then invalidates the whole pool. No overflow either:
@@ -22,6 +27,7 @@ request); past `pool_size` busy connections a request waits for one instead.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
@@ -36,6 +42,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from levqor.config import Settings
 from levqor.crypto import KeyRing, build_cipher
@@ -158,7 +165,12 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **options)
-        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms, settings.sqlite_synchronous)
+        _configure_sqlite(
+            engine,
+            settings.sqlite_busy_timeout_ms,
+            settings.sqlite_synchronous,
+            writes=not autocommit,
+        )
         return engine
     if not autocommit:
         # Writes find their rows by key, so their plans never depend on the values; yet
@@ -168,7 +180,12 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
     return create_async_engine(url, pool_recycle=1800, **options)
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, synchronous: str) -> None:
+def _configure_sqlite(
+    engine: AsyncEngine, busy_timeout_ms: int, synchronous: str, *, writes: bool
+) -> None:
+    """`writes`: the engine of write transactions, whose BEGIN IMMEDIATE waits for the
+    write lock on the event loop instead of in SQLite's busy handler."""
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us emit BEGIN ourselves (pysqlite's own transaction handling is off).
@@ -176,7 +193,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, synchronous: st
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute(f"PRAGMA busy_timeout={0 if writes else int(busy_timeout_ms)}")
         # In WAL mode NORMAL syncs only at checkpoints: a power cut can undo the last
         # commits (a crash of the process cannot). FULL syncs the log at every commit.
         cursor.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
@@ -190,7 +207,36 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, synchronous: st
         options = connection.get_execution_options()
         if options.get(AUTOCOMMIT):
             return
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(IMMEDIATE) else "BEGIN")
+        if options.get(IMMEDIATE):
+            _begin_immediate(connection, busy_timeout_ms / 1000)
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S = 0.0002, 0.002
+
+
+def _begin_immediate(connection: Any, timeout_s: float) -> None:
+    """Take SQLite's write lock, retrying while another process holds it. Runs inside
+    SQLAlchemy's greenlet, so the pauses are the event loop's (`await_only`)."""
+    cursor = connection.connection.dbapi_connection.cursor()
+    locked = connection.dialect.dbapi.OperationalError
+    deadline = time.monotonic() + timeout_s
+    delay = LOCK_RETRY_FIRST_S
+    try:
+        while time.monotonic() < deadline:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except locked as exc:
+                if "database is locked" not in str(exc):
+                    break
+            await_only(asyncio.sleep(delay))
+            delay = min(delay * 2, LOCK_RETRY_MAX_S)
+    finally:
+        cursor.close()
+    # Out of time, or another error: once more through SQLAlchemy, which raises its own.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def unavailable(exc: BaseException) -> bool:
