@@ -16,6 +16,8 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from http.cookiejar import Cookie, CookieJar
+from typing import Any
 
 import httpcore
 import httpx
@@ -136,8 +138,22 @@ def asyncio_transport(ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncH
     return transport
 
 
+class NoCookies(CookieJar):
+    """A cookie jar that keeps nothing. A worker's jobs, every user's, share one client:
+    a cookie one user's call received would go out with the next user's call to that
+    service. A step that needs a cookie sends it as a header."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+
 def guarded_client(allow_private: Iterable[str]) -> httpx.AsyncClient:
     """The HTTP client for every user-controlled URL (steps, callbacks)."""
     return httpx.AsyncClient(
-        transport=GuardedTransport(AllowList.parse(allow_private)), follow_redirects=False
+        transport=GuardedTransport(AllowList.parse(allow_private)),
+        follow_redirects=False,
+        cookies=NoCookies(),
     )

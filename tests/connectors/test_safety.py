@@ -135,3 +135,19 @@ async def test_redirects_are_not_followed(
     assert job["status"] == "succeeded"
     assert job["result"]["status"] == 302
     assert http_peer.paths() == ["/go"]
+
+
+async def test_a_cookie_one_tenants_call_received_is_never_sent_with_anothers(
+    http_peer: Any,
+) -> None:
+    """Every job of a worker shares one HTTP client: a cookie jar in it would hand one
+    user's session at a service to the next user calling that service."""
+    from levqor.connectors.safety import guarded_client
+
+    http_peer.reply(200, {"ok": True}, headers={"Set-Cookie": "session=tenant-a; Path=/"})
+    async with guarded_client(["127.0.0.1/32"]) as client:
+        first = await client.get(f"{http_peer.url}/login")
+        await client.get(f"{http_peer.url}/account")
+    assert first.headers["set-cookie"].startswith("session=tenant-a")  # the step sees it
+    assert "cookie" not in http_peer.requests[1]["headers"]
+    assert not client.cookies
