@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from levqor.accounts.models import ROLE_ADMIN, User
 from levqor.db.base import utcnow
@@ -145,28 +146,31 @@ def sqlite_files(data_dir: Path) -> bytes:
     return b"".join(path.read_bytes() for path in data_dir.glob("levqor.db*"))
 
 
+async def user_with_workflow(
+    session: AsyncSession, *, name: str, credits: int = 0
+) -> tuple[User, Workflow]:
+    """A user (`name`@example.com) and one saved workflow, in `session`'s transaction."""
+    user = User(email=f"{name}@example.com", email_index=name, password_hash="x", credits=credits)
+    session.add(user)
+    await session.flush()
+    workflow = Workflow(
+        user_id=user.id,
+        name="w",
+        current_version=1,
+        trigger_type="manual",
+        webhook_token_hash=f"h-{name}",
+        webhook_token_encrypted="e",
+    )
+    session.add(workflow)
+    await session.flush()
+    session.add(WorkflowVersion(workflow_id=workflow.id, version=1, definition={}))
+    return user, workflow
+
+
 async def seed(runtime: Runtime, *, users: int, jobs_each: int, tag: str = "q") -> None:
     async with runtime.db.write() as session, session.begin():
         for index in range(users):
-            user = User(
-                email=f"{tag}{index}@example.com",
-                email_index=f"{tag}{index}",
-                password_hash="x",
-                credits=0,
-            )
-            session.add(user)
-            await session.flush()
-            workflow = Workflow(
-                user_id=user.id,
-                name="w",
-                current_version=1,
-                trigger_type="manual",
-                webhook_token_hash="h",
-                webhook_token_encrypted="e",
-            )
-            session.add(workflow)
-            await session.flush()
-            session.add(WorkflowVersion(workflow_id=workflow.id, version=1, definition={}))
+            user, workflow = await user_with_workflow(session, name=f"{tag}{index}")
             session.add_all(
                 Job(user_id=user.id, workflow_id=workflow.id, workflow_version=1, input={})
                 for _ in range(jobs_each)

@@ -11,6 +11,7 @@ accounts' `UserCreated` (see `reactions.py`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -88,26 +89,50 @@ async def charge_run(
 ) -> bool:
     """Take a run's credits and write its ledger row, in the caller's transaction;
     False, with nothing taken, when the balance is short or the account inactive."""
+    [charged] = await charge_runs(connection, user_id=user_id, charges=[(job_id, amount)])
+    return charged
+
+
+async def charge_runs(
+    connection: AsyncSession | AsyncConnection,
+    *,
+    user_id: str,
+    charges: Sequence[tuple[str, int]],
+) -> list[bool]:
+    """Take several runs' credits from one user (`charges`: job id and amount, in
+    order) in the caller's transaction: one debit for their sum and a ledger row each
+    when the balance covers them all, else run by run, so the first ones that fit go
+    through. Which were charged, in order."""
+    total = sum(amount for _, amount in charges)
     debited = (
         await connection.execute(
-            debit_statement(), {"debit_user_id": user_id, "debit_amount": amount}
+            debit_statement(), {"debit_user_id": user_id, "debit_amount": total}
         )
     ).first()
     if debited is None:
-        return False
-    if amount:
-        await connection.execute(
-            insert(ledger_table),
-            {
-                "user_id": user_id,
-                "at": utcnow(),
-                "delta": -amount,
-                "balance_after": debited.credits,
-                "reason": RUN,
-                "job_id": job_id,
-            },
-        )
-    return True
+        if len(charges) == 1:
+            return [False]
+        return [
+            await charge_run(connection, user_id=user_id, amount=amount, job_id=job_id)
+            for job_id, amount in charges
+        ]
+    balance, at, entries = debited.credits + total, utcnow(), []
+    for job_id, amount in charges:
+        balance -= amount
+        if amount:
+            entries.append(
+                {
+                    "user_id": user_id,
+                    "at": at,
+                    "delta": -amount,
+                    "balance_after": balance,
+                    "reason": RUN,
+                    "job_id": job_id,
+                }
+            )
+    if entries:
+        await connection.execute(insert(ledger_table), entries)
+    return [True] * len(charges)
 
 
 @cache

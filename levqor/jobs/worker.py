@@ -4,9 +4,9 @@ Waking: a new run sets `wake` (in the same process for `levqor up`, by LISTEN/NO
 PostgreSQL), and so does a finishing job once half the slots are free: claiming waits
 for room for a batch rather than paying a transaction per freed slot. Failing those, the
 worker polls every `poll_interval_s`; callback deliveries are claimed on that poll, or at
-once when one of this worker's own jobs queued one. Under load on PostgreSQL the claim
-rides along with the writes of the jobs that just ended (`JobWriter`, `reserve`): the
-loop claims itself only when no write is going out.
+once when one of this worker's own jobs queued one. Under load the claim rides along
+with the writes of the jobs that just ended (`JobWriter`, `reserve`): the loop claims
+itself only when no write is going out.
 
 Shutdown (SIGTERM): stop claiming, let running jobs finish for up to
 `shutdown_timeout_s`, then hand back the rest so another worker resumes them from their
@@ -192,11 +192,7 @@ class Worker:
 
     def _writes_will_claim(self) -> bool:
         """A write is going out and will carry a claim: leave the claim to it."""
-        return (
-            self.executor.writer.claimer is not None
-            and self.executor.writer.flushing is not None
-            and not self.came_up_short
-        )
+        return self.executor.writer.flushing is not None and not self.came_up_short
 
     def reserve(self) -> ClaimRequest | None:
         """The claim a write going out carries (see `JobWriter`): the free slots, unless

@@ -8,10 +8,10 @@ committed together in the next one. At low load each write commits on its own, w
 no added wait; under load one transaction carries many jobs, which is what lets a worker
 finish thousands of short jobs a second instead of paying a transaction for each.
 
-On PostgreSQL a write also carries the worker's next claim when its slots are free (a
-`Claimer`): under load, jobs end, their writes go out with the claim of the jobs that
-take their slots, and the worker pays one round trip and one commit where it would pay
-two.
+A write also carries the worker's next claim when its slots are free (a `Claimer`):
+under load, jobs end, their writes go out with the claim of the jobs that take their
+slots, and the worker pays one round trip and one commit (on SQLite, one turn at the
+write lock) where it would pay two.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class JobWriter:
     ) -> None:
         self.db = db
         self.worker_id = worker_id
-        self.claimer = claimer if queue.can_claim_with_writes(db) else None
+        self.claimer = claimer
         # Called once jobs' final states are committed: until then they still count as
         # running (per-user limits), so the worker may be waiting for exactly this.
         self.on_release = on_release

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -308,13 +309,12 @@ async def write_and_claim_as(
 
 
 async def test_a_write_carries_the_next_claim_in_one_statement(runtime: Runtime) -> None:
-    if not queue.can_claim_with_writes(runtime.db):
-        pytest.skip("PostgreSQL only: SQLite's worker claims on its own")
     await seed(runtime, users=1, jobs_each=6)
     first = await claim_as(runtime, "w1", 2, per_user=2)
     now = utcnow()
-    # The user is at their limit of 2; both running jobs finish in this very statement,
-    # so the claim riding along may take 2 more (the snapshot still shows them running).
+    # The user is at their limit of 2; both running jobs finish in this very write, so
+    # the claim riding along may take 2 more (on PostgreSQL its snapshot still shows
+    # them running: the statement adds them back).
     owned, claimed = await write_and_claim_as(
         runtime, "w1", [finished(job_id, now) for job_id in first], limit=5, per_user=2
     )
@@ -337,8 +337,6 @@ async def test_a_write_carries_the_next_claim_in_one_statement(runtime: Runtime)
 
 
 async def test_a_checkpoint_carrying_a_claim_keeps_its_jobs_slot(runtime: Runtime) -> None:
-    if not queue.can_claim_with_writes(runtime.db):
-        pytest.skip("PostgreSQL only: SQLite's worker claims on its own")
     await seed(runtime, users=1, jobs_each=5)
     [job_id] = await claim_as(runtime, "w1", 1, per_user=2)
     now = utcnow()
@@ -355,12 +353,12 @@ async def test_a_checkpoint_carrying_a_claim_keeps_its_jobs_slot(runtime: Runtim
 
 
 async def test_a_failed_write_claims_nothing(runtime: Runtime) -> None:
-    if not queue.can_claim_with_writes(runtime.db):
-        pytest.skip("PostgreSQL only: SQLite's worker claims on its own")
     await seed(runtime, users=1, jobs_each=3)
     [job_id] = await claim_as(runtime, "w1", 1)
     now = utcnow()
-    bad = queue.JobWrite(job_id, state=queue.JobState("not-a-status" * 10, finished_at=now))
+    step = finished(job_id, now).step
+    assert step is not None
+    bad = queue.JobWrite(job_id, step=replace(step, step_id=None))  # type: ignore[arg-type]
     with pytest.raises(DBAPIError):
         await write_and_claim_as(runtime, "w1", [bad], limit=2, per_user=10)
     # The statement failed whole: the job is still running and nothing else was claimed.

@@ -33,7 +33,6 @@ from levqor.jobs.queue.backends import (
     VACUUM_AFTER_DEAD_ROWS,
     Backend,
     Connection,
-    PostgresBackend,
     backend_for,
     claim_params,
 )
@@ -194,20 +193,14 @@ async def write_batch(session: Connection, *, worker_id: str, writes: list[JobWr
     return set(owned)
 
 
-def can_claim_with_writes(db: Database) -> bool:
-    """Whether a worker's writes can carry its next claim (`write_and_claim`)."""
-    return not db.is_sqlite
-
-
 async def write_and_claim(
     connection: AsyncConnection, *, writes: list[JobWrite], claim: ClaimRequest
 ) -> tuple[set[str], list[Claimed]]:
-    """`write_batch` and `claim` in one statement on PostgreSQL (one round trip and one
-    commit, where a loaded worker otherwise pays two): the ids still owned, and the jobs
-    claimed. Not for writes that queue a callback (those need a transaction)."""
-    backend = backend_for(connection)
-    assert isinstance(backend, PostgresBackend), "claiming with writes is PostgreSQL's"
-    owned, claimed = await backend.write_and_claim(connection, writes, claim)
+    """`write_batch` and `claim` together, where a loaded worker would otherwise pay
+    for two: one statement and one round trip on PostgreSQL, one transaction (one turn
+    at the write lock) on SQLite. The ids still owned, and the jobs claimed. Not for
+    writes that queue a callback (`write_batch` does that)."""
+    owned, claimed = await backend_for(connection).write_and_claim(connection, writes, claim)
     return set(owned), _started(claimed)
 
 

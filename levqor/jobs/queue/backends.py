@@ -9,18 +9,18 @@ anyway, does the same work in short transactions with plain statements.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import fields
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from levqor.billing import service as billing
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
-from levqor.jobs.models import jobs_table
 from levqor.jobs.queue import statements
+from levqor.jobs.queue.batching import EnqueueBatcher
 from levqor.jobs.queue.states import STEP_FIELDS, Claimed, ClaimRequest, JobWrite
 
 Connection = AsyncSession | AsyncConnection  # the queue runs on either
@@ -37,6 +37,12 @@ class Backend(Protocol):
         self, connection: Connection, worker_id: str, writes: list[JobWrite]
     ) -> dict[str, Any]:
         """Write the batch to the jobs this worker still holds; their rows by id."""
+        ...
+
+    async def write_and_claim(
+        self, connection: Connection, writes: list[JobWrite], claim: ClaimRequest
+    ) -> tuple[dict[str, Any], list[Claimed]]:
+        """`write`, then `claim`, in one go: the rows still held, and the jobs claimed."""
         ...
 
     async def notify(self, session: Connection) -> None:
@@ -129,15 +135,17 @@ class PostgresBackend:
 class SqliteBackend:
     dialect = "sqlite"
 
+    def __init__(self) -> None:
+        self._batchers: weakref.WeakKeyDictionary[Database, EnqueueBatcher] = (
+            weakref.WeakKeyDictionary()
+        )
+
     async def enqueue(self, db: Database, job: dict[str, Any], *, cost: int) -> bool:
-        async with db.transaction() as connection:
-            charged = await billing.charge_run(
-                connection, user_id=job["user_id"], amount=cost, job_id=job["id"]
-            )
-            if not charged:
-                return False
-            await connection.execute(insert(jobs_table), job)
-        return True
+        """Committed with the other runs queued meanwhile (see `batching`)."""
+        batcher = self._batchers.get(db)
+        if batcher is None:
+            batcher = self._batchers[db] = EnqueueBatcher(db)
+        return await batcher.enqueue(job, cost)
 
     async def write(
         self, connection: Connection, worker_id: str, writes: list[JobWrite]
@@ -160,6 +168,15 @@ class SqliteBackend:
         if states:
             await connection.execute(statements.STATE_UPDATE, states)
         return owned
+
+    async def write_and_claim(
+        self, connection: Connection, writes: list[JobWrite], claim: ClaimRequest
+    ) -> tuple[dict[str, Any], list[Claimed]]:
+        """The write, then the claim, in the caller's transaction (which sees the write:
+        the jobs it hands back no longer count as running)."""
+        owned = await self.write(connection, claim.worker_id, writes)
+        rows = await connection.execute(statements.SQLITE_CLAIM, claim_params(claim))
+        return owned, [Claimed(*row) for row in rows]
 
     async def notify(self, session: Connection) -> None:
         return None  # workers in this process are woken directly; others poll
