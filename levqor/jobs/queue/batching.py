@@ -13,6 +13,7 @@ is one autocommit statement and its writers do not wait for each other.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from sqlalchemy import insert
@@ -27,7 +28,8 @@ Entry = tuple[dict[str, Any], int, "asyncio.Future[bool]"]  # the job, its cost,
 
 class EnqueueBatcher:
     def __init__(self, db: Database) -> None:
-        self.db = db
+        # Weakly: the back-end keeps one batcher per database, keyed weakly by it.
+        self._db = weakref.ref(db)
         self._pending: list[Entry] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -70,7 +72,10 @@ class EnqueueBatcher:
         for position, (job, _, _) in enumerate(batch):
             by_user.setdefault(job["user_id"], []).append(position)
         charged = [False] * len(batch)
-        async with self.db.transaction() as connection:
+        db = self._db()
+        if db is None:
+            raise RuntimeError("the database was closed")
+        async with db.transaction() as connection:
             for user_id, positions in by_user.items():
                 charges = [(batch[i][0]["id"], batch[i][1]) for i in positions]
                 answers = await billing.charge_runs(connection, user_id=user_id, charges=charges)
