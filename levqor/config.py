@@ -341,16 +341,15 @@ def share_metrics_between_processes(directory: Path) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
-def environment_for(settings: Settings, **values: str) -> dict[str, str]:
+def environment_for(settings: Settings) -> dict[str, str]:
     """This process's environment with `settings`' data folder, address and database
-    (what a command line may have decided) and `values` on top: for a child process
-    that must load the same settings."""
+    (what a command line may have decided): for a child process that must load the same
+    settings."""
     env = dict(os.environ)
     env["LEVQOR_DATA_DIR"] = str(settings.data_dir)
     env["LEVQOR_PUBLIC_URL"] = settings.public_url
     if settings.database_url:
         env["LEVQOR_DATABASE_URL"] = settings.database_url
-    env.update(values)
     return env
 
 

@@ -79,8 +79,7 @@ class Worker:
         self.wake = runtime.job_wakeup
         self.claim_batch = max(1, concurrency // 2)
         self.came_up_short = False  # the last claim found fewer jobs than free slots
-        self.claims: list[ClaimRequest] = []  # in flight
-        self.reserved = 0  # slots held by claims in flight
+        self.claims: list[ClaimRequest] = []  # in flight: their slots are held
         self.stopping = False
         self.releases = 0  # commits of final states so far
         self.deliveries_due = True
@@ -172,7 +171,8 @@ class Worker:
 
     @property
     def free(self) -> int:
-        return self.concurrency - len(self.running) - self.reserved
+        held = sum(claim.limit for claim in self.claims)
+        return self.concurrency - len(self.running) - held
 
     async def _start_jobs(self) -> int:
         free = self.free
@@ -216,13 +216,11 @@ class Worker:
             concurrency=self.concurrency,
             alive_since=queue.alive_since(now, heartbeat_s=self.heartbeat_s),
         )
-        self.reserved += limit
         self.claims.append(request)
         return request
 
     def claimed(self, request: ClaimRequest, jobs: list[Claimed]) -> None:
         """Start what a claim took; its slots are no longer held."""
-        self.reserved -= request.limit
         self.claims.remove(request)
         self.came_up_short = len(jobs) < request.limit
         for job in jobs:

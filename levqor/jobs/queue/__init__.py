@@ -107,11 +107,7 @@ async def claim(
 
 async def take(session: Connection, request: ClaimRequest) -> list[Claimed]:
     """`claim`, asked for as one value (what a worker reserves before claiming)."""
-    postgres = backend_for(session).dialect == "postgresql"
-    rows = await session.execute(
-        statements.POSTGRES_CLAIM if postgres else statements.SQLITE_CLAIM,
-        claim_params(request),
-    )
+    rows = await session.execute(backend_for(session).claim_statement, claim_params(request))
     return _started([Claimed(*row) for row in rows])
 
 

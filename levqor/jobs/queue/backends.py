@@ -28,6 +28,7 @@ Connection = AsyncSession | AsyncConnection  # the queue runs on either
 
 class Backend(Protocol):
     dialect: str
+    claim_statement: Any  # `queue.claim`'s one statement (see `statements`)
 
     async def enqueue(self, db: Database, job: dict[str, Any], *, cost: int) -> bool:
         """Insert `job` and take its `cost` in credits atomically; False if short."""
@@ -61,6 +62,7 @@ ANALYZE_AFTER_CHANGES, ANALYZE_SCALE = 50, 0.1
 
 class PostgresBackend:
     dialect = "postgresql"
+    claim_statement = statements.POSTGRES_CLAIM
 
     async def enqueue(self, db: Database, job: dict[str, Any], *, cost: int) -> bool:
         async with db.autocommit() as connection:
@@ -134,6 +136,7 @@ class PostgresBackend:
 
 class SqliteBackend:
     dialect = "sqlite"
+    claim_statement = statements.SQLITE_CLAIM
 
     def __init__(self) -> None:
         self._batchers: weakref.WeakKeyDictionary[Database, EnqueueBatcher] = (
@@ -175,7 +178,7 @@ class SqliteBackend:
         """The write, then the claim, in the caller's transaction (which sees the write:
         the jobs it hands back no longer count as running)."""
         owned = await self.write(connection, claim.worker_id, writes)
-        rows = await connection.execute(statements.SQLITE_CLAIM, claim_params(claim))
+        rows = await connection.execute(self.claim_statement, claim_params(claim))
         return owned, [Claimed(*row) for row in rows]
 
     async def notify(self, session: Connection) -> None:

@@ -12,91 +12,50 @@ is one autocommit statement and its writers do not wait for each other.
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from typing import Any
 
 from sqlalchemy import insert
 
 from levqor.billing import service as billing
-from levqor.db.engine import Database, unavailable
+from levqor.db.engine import Database
+from levqor.db.group_commit import GroupCommit
 from levqor.jobs.models import jobs_table
 
-MAX_BATCH = 500
-Entry = tuple[dict[str, Any], int, "asyncio.Future[bool]"]  # the job, its cost, its answer
+Run = tuple[dict[str, Any], int]  # the job's row, its cost in credits
 
 
-class EnqueueBatcher:
+class EnqueueBatcher(GroupCommit[Run, bool]):
+    """Each run's result says whether its credits were taken (and so whether it was
+    inserted)."""
+
     def __init__(self, db: Database) -> None:
+        super().__init__()
         # Weakly: the back-end keeps one batcher per database, keyed weakly by it.
         self._db = weakref.ref(db)
-        self._pending: list[Entry] = []
-        self._flushing: asyncio.Task[None] | None = None
 
-    def enqueue(self, job: dict[str, Any], cost: int) -> asyncio.Future[bool]:
-        """Queue `job` for the next commit; the future says whether its credits were
-        taken (and so whether it was inserted)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((job, cost, future))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        return future
+    async def enqueue(self, job: dict[str, Any], cost: int) -> bool:
+        return await self.submit((job, cost))
 
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                charged = await self._commit(batch)
-            except Exception as exc:  # noqa: BLE001  handed to each waiting request
-                if len(batch) == 1 or unavailable(exc):
-                    _fail(batch, exc)
-                else:
-                    # One run's bad row must not fail the others (another user's,
-                    # perhaps): each alone, so only the bad one hears of it.
-                    await self._one_by_one(batch)
-                continue
-            _answer(batch, charged)
-
-    async def _one_by_one(self, batch: list[Entry]) -> None:
-        for entry in batch:
-            try:
-                charged = await self._commit([entry])
-            except Exception as exc:  # noqa: BLE001  handed to that request
-                _fail([entry], exc)
-                continue
-            _answer([entry], charged)
-
-    async def _commit(self, batch: list[Entry]) -> list[bool]:
+    async def commit(self, items: list[Run]) -> list[bool]:
         """One transaction: each user's runs charged together, the charged ones inserted."""
         by_user: dict[str, list[int]] = {}
-        for position, (job, _, _) in enumerate(batch):
+        for position, (job, _) in enumerate(items):
             by_user.setdefault(job["user_id"], []).append(position)
-        charged = [False] * len(batch)
+        charged = [False] * len(items)
         db = self._db()
         if db is None:
             raise RuntimeError("the database was closed")
         async with db.transaction() as connection:
             for user_id, positions in by_user.items():
-                charges = [(batch[i][0]["id"], batch[i][1]) for i in positions]
+                charges = [(items[i][0]["id"], items[i][1]) for i in positions]
                 answers = await billing.charge_runs(connection, user_id=user_id, charges=charges)
                 for position, answer in zip(positions, answers, strict=True):
                     charged[position] = answer
             shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-            for (job, _, _), taken in zip(batch, charged, strict=True):
+            for (job, _), taken in zip(items, charged, strict=True):
                 if taken:
                     shapes.setdefault(tuple(job), []).append(job)
             for rows in shapes.values():  # an insert's rows must name the same columns
                 await connection.execute(insert(jobs_table), rows)
         return charged
-
-
-def _answer(batch: list[Entry], charged: list[bool]) -> None:
-    for (_, _, future), taken in zip(batch, charged, strict=True):
-        if not future.done():
-            future.set_result(taken)
-
-
-def _fail(batch: list[Entry], exc: Exception) -> None:
-    for _, _, future in batch:
-        if not future.done():
-            future.set_exception(exc)
