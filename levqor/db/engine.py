@@ -81,6 +81,12 @@ class Database:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A bare connection from the read pool, in autocommit: reads without a session."""
+        async with self.read_engine.connect() as connection:
+            yield connection
+
     def one_statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for one self-contained write statement: in autocommit on
         PostgreSQL (one round trip instead of BEGIN, statement, COMMIT), in a short

@@ -12,7 +12,7 @@ from levqor import errors, metrics
 from levqor.accounts.api_deps import CurrentUser, IdempotencyDep, enforce
 from levqor.accounts.kit import Principal
 from levqor.accounts.ratelimit import Policy
-from levqor.deps import Cursor, Limit, ReadSessionDep, RuntimeDep, SessionDep
+from levqor.deps import Cursor, Limit, RuntimeDep, SessionDep
 from levqor.idempotency.api import Idempotency
 from levqor.jobs import callbacks, service
 from levqor.jobs.models import HELD, RETRYING, Job, JobStep
@@ -169,7 +169,6 @@ async def webhook(
     workflow_id: str,
     token: str,
     request: Request,
-    session: ReadSessionDep,
     runtime: RuntimeDep,
 ) -> dict[str, str]:
     """Start a run of a webhook-triggered workflow; any JSON body becomes its input."""
@@ -183,7 +182,6 @@ async def webhook(
         payload = await _json_body(request)
         job_id = await service.start_from_webhook(
             runtime.db,
-            session,
             workflow_id=workflow_id,
             token=token,
             payload=payload,

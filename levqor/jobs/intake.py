@@ -19,12 +19,11 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from levqor import errors, metrics
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.jobs import queue
+from levqor.jobs.queue.backends import Connection
 
 RATE_TTL_S = 1.0
 COUNT_TTL_S = 0.1
@@ -45,7 +44,7 @@ class IntakeGuard:
     _rate: tuple[float, float] = (0.0, 0.0)  # runs/s, valid until (monotonic)
     _counts: dict[str | None, _Count] = field(default_factory=dict)  # user id, None: all
 
-    async def admit(self, session: AsyncSession, *, user_id: str) -> None:
+    async def admit(self, session: Connection, *, user_id: str) -> None:
         """Raise 429 (this user) or 503 (everyone) when the backlog is full; else count
         the run about to be queued."""
         backlog_s = self.settings.intake_backlog_s
@@ -72,7 +71,7 @@ class IntakeGuard:
         self._counts[user_id].value += 1
         self._counts[None].value += 1
 
-    async def _drain_rate(self, session: AsyncSession) -> float:
+    async def _drain_rate(self, session: Connection) -> float:
         rate, until = self._rate
         now = time.monotonic()
         if now < until:
@@ -82,7 +81,7 @@ class IntakeGuard:
         self._rate = (rate, now + RATE_TTL_S)
         return rate
 
-    async def _waiting(self, session: AsyncSession, user_id: str | None, *, up_to: int) -> int:
+    async def _waiting(self, session: Connection, user_id: str | None, *, up_to: int) -> int:
         now = time.monotonic()
         cached = self._counts.get(user_id)
         if cached is None or now >= cached.until:

@@ -29,6 +29,7 @@ from levqor.jobs.models import (
 from levqor.workflows import service as workflows_service
 from levqor.workflows import templates
 from levqor.workflows.models import Workflow
+from levqor.workflows.service import WebhookTarget
 
 
 class NotRetryable(errors.Conflict):
@@ -85,7 +86,7 @@ async def start_run(
 def new_job(
     *,
     user_id: str,
-    workflow: Workflow,
+    workflow: Workflow | WebhookTarget,
     input: Any,
     priority: str = "normal",
     run_at: datetime | None = None,
@@ -112,7 +113,6 @@ def new_job(
 
 async def start_from_webhook(
     db: Database,
-    session: AsyncSession,
     *,
     workflow_id: str,
     token: str,
@@ -122,16 +122,24 @@ async def start_from_webhook(
 ) -> str:
     """The webhook trigger: the request body becomes the run's input; the new job's id.
 
-    `session` only reads; the job and its debit are written in one atomic step of their
-    own (`queue.enqueue`), the hottest write of the product kept as short as it gets.
+    The product's hottest path, on one bare connection in autocommit and no ORM session:
+    the checks read on it, and the job and its debit are written in one atomic step of
+    their own (`queue.enqueue`, on that connection too on PostgreSQL).
     """
-    workflow = await workflows_service.get_by_webhook(session, workflow_id=workflow_id, token=token)
-    if intake is not None:
-        await intake.admit(session, user_id=workflow.user_id)
-    job = new_job(user_id=workflow.user_id, workflow=workflow, input=payload)
-    if not await queue.enqueue(db, job, cost=cost):  # the rare path: say why
-        owner = await session.get(User, workflow.user_id)
-        if owner is None or not owner.is_active:
+    async with queue.intake_connection(db) as connection:
+        workflow = await workflows_service.webhook_target(
+            connection, workflow_id=workflow_id, token=token
+        )
+        if intake is not None:
+            await intake.admit(connection, user_id=workflow.user_id)
+        job = new_job(user_id=workflow.user_id, workflow=workflow, input=payload)
+        queued = await queue.enqueue(db, job, cost=cost, held=connection)
+    if not queued:  # the rare path: say why
+        async with db.reading() as connection:
+            active = await connection.scalar(
+                select(User.is_active).where(User.id == workflow.user_id)
+            )
+        if not active:
             raise errors.NotFound("No such webhook.")
         raise billing.short_of_credits(cost)
     return str(job["id"])

@@ -17,6 +17,7 @@ worker that lost its job (lease taken over, or the job cancelled) changes nothin
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -117,15 +118,24 @@ def _started(claimed: list[Claimed]) -> list[Claimed]:
     return claimed
 
 
-async def enqueue(db: Database, job: dict[str, Any], *, cost: int) -> bool:
+def intake_connection(db: Database) -> AbstractAsyncContextManager[AsyncConnection]:
+    """A connection in autocommit to check a new run on before `enqueue`, which may
+    write on it too: the webhook intake's one checkout."""
+    return backend_for(db).intake_connection(db)
+
+
+async def enqueue(
+    db: Database, job: dict[str, Any], *, cost: int, held: AsyncConnection | None = None
+) -> bool:
     """Insert `job`, take its `cost` in credits and write the ledger row, atomically;
-    False, with nothing written, when the balance is short.
+    False, with nothing written, when the balance is short. `held`: the caller's
+    connection from `intake_connection`, if it holds one.
 
     On PostgreSQL this is one statement in autocommit (`WITH debit AS (UPDATE users …),
     ledger AS (INSERT …) INSERT INTO jobs SELECT … FROM debit`, notifying workers), built
     from billing's debit and ledger statements; on SQLite, a short transaction.
     """
-    queued = await backend_for(db).enqueue(db, job, cost=cost)
+    queued = await backend_for(db).enqueue(db, job, cost=cost, held=held)
     if queued:
         metrics.JOBS.labels("enqueued").inc()
     return queued

@@ -10,6 +10,7 @@ anyway, does the same work in short transactions with plain statements.
 from __future__ import annotations
 
 import weakref
+from contextlib import AbstractAsyncContextManager
 from dataclasses import fields
 from typing import Any, Protocol
 
@@ -30,8 +31,21 @@ class Backend(Protocol):
     dialect: str
     claim_statement: Any  # `queue.claim`'s one statement (see `statements`)
 
-    async def enqueue(self, db: Database, job: dict[str, Any], *, cost: int) -> bool:
-        """Insert `job` and take its `cost` in credits atomically; False if short."""
+    async def enqueue(
+        self,
+        db: Database,
+        job: dict[str, Any],
+        *,
+        cost: int,
+        held: AsyncConnection | None = None,
+    ) -> bool:
+        """Insert `job` and take its `cost` in credits atomically; False if short.
+        `held`: the caller's connection from `intake_connection`, if it has one."""
+        ...
+
+    def intake_connection(self, db: Database) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection in autocommit for a new run's checks, on which `enqueue` may
+        write too (one checkout for the whole intake)."""
         ...
 
     async def write(
@@ -64,17 +78,23 @@ class PostgresBackend:
     dialect = "postgresql"
     claim_statement = statements.POSTGRES_CLAIM
 
-    async def enqueue(self, db: Database, job: dict[str, Any], *, cost: int) -> bool:
+    async def enqueue(
+        self,
+        db: Database,
+        job: dict[str, Any],
+        *,
+        cost: int,
+        held: AsyncConnection | None = None,
+    ) -> bool:
+        """One statement in autocommit, on the caller's connection if it holds one."""
+        if held is not None:
+            return await _insert_paid(held, job, cost)
         async with db.autocommit() as connection:
-            # Prefixed: a parameter named like a users column would join the debit's SET.
-            params = {f"job_{name}": value for name, value in job.items()}
-            params |= {
-                "debit_user_id": job["user_id"],
-                "debit_amount": cost,
-                "ledger_at": utcnow(),
-            }
-            inserted = await connection.execute(statements.insert_paid_job(tuple(job)), params)
-            return inserted.first() is not None
+            return await _insert_paid(connection, job, cost)
+
+    def intake_connection(self, db: Database) -> AbstractAsyncContextManager[AsyncConnection]:
+        """From the write pool, whose statements keep generic plans (see `make_engine`)."""
+        return db.autocommit()
 
     async def write(
         self, connection: Connection, worker_id: str, writes: list[JobWrite]
@@ -143,12 +163,23 @@ class SqliteBackend:
             weakref.WeakKeyDictionary()
         )
 
-    async def enqueue(self, db: Database, job: dict[str, Any], *, cost: int) -> bool:
-        """Committed with the other runs queued meanwhile (see `batching`)."""
+    async def enqueue(
+        self,
+        db: Database,
+        job: dict[str, Any],
+        *,
+        cost: int,
+        held: AsyncConnection | None = None,
+    ) -> bool:
+        """Committed with the other runs queued meanwhile (see `batching`), never on
+        `held`: writes take the write lock."""
         batcher = self._batchers.get(db)
         if batcher is None:
             batcher = self._batchers[db] = EnqueueBatcher(db)
         return await batcher.enqueue(job, cost)
+
+    def intake_connection(self, db: Database) -> AbstractAsyncContextManager[AsyncConnection]:
+        return db.reading()
 
     async def write(
         self, connection: Connection, worker_id: str, writes: list[JobWrite]
@@ -214,6 +245,14 @@ def claim_params(claim: ClaimRequest) -> dict[str, Any]:
         "concurrency": claim.concurrency,
         "alive_since": claim.alive_since,
     }
+
+
+async def _insert_paid(connection: AsyncConnection, job: dict[str, Any], cost: int) -> bool:
+    # Prefixed: a parameter named like a users column would join the debit's SET.
+    params = {f"job_{name}": value for name, value in job.items()}
+    params |= {"debit_user_id": job["user_id"], "debit_amount": cost, "ledger_at": utcnow()}
+    inserted = await connection.execute(statements.insert_paid_job(tuple(job)), params)
+    return inserted.first() is not None
 
 
 def _write_arrays(worker_id: str, writes: list[JobWrite]) -> dict[str, Any]:
