@@ -228,6 +228,16 @@ def http_peer() -> Iterator[Any]:
 
 
 @pytest.fixture
+def hostile_peer() -> Iterator[Any]:
+    from tests.peers import HostileHttpPeer
+
+    peer = HostileHttpPeer()
+    peer.start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The environment a `levqor` command needs to reach this test's database."""
     monkeypatch.setenv("LEVQOR_DATA_DIR", str(settings.data_dir))

@@ -463,3 +463,107 @@ class UpProcess:
         self.log.flush()
         self.log.seek(0)
         return self.log.read()
+
+
+class HostileHttpPeer:
+    """A loopback HTTP server whose answers would hurt a careless client, by path:
+
+    /declared   200 with a Content-Length of 50 MiB, then bytes until the client leaves
+    /chunked    200, chunked, 64 KiB chunks up to 50 MiB, no length announced
+    /bomb       200, a 50 KiB gzip body that unpacks into 50 MiB of zeros
+    /gzipped    200, a small JSON body, gzip-compressed
+    /silent     reads the request and never answers
+    Anything else: 200 with a small JSON body. `answered` counts the answers begun.
+    """
+
+    BIG = 50 * 1024 * 1024
+
+    def __init__(self) -> None:
+        import gzip
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.bomb = gzip.compress(b"\0" * self.BIG, compresslevel=9)
+        self.answered = 0
+        self.stopped = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda *_: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type:
+        from http.server import BaseHTTPRequestHandler
+
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+            def do_GET(self) -> None:
+                self._answer()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self._answer()
+
+            def _answer(self) -> None:
+                if self.path == "/silent":
+                    peer.stopped.wait(30)
+                    return
+                peer.answered += 1
+                try:
+                    self._hostile()
+                except OSError:  # the client hung up, as it should
+                    self.close_connection = True
+
+            def _hostile(self) -> None:
+                import gzip
+
+                chunk = b"x" * 65536
+                self.send_response(200)
+                if self.path == "/declared":
+                    self.send_header("content-length", str(peer.BIG))
+                    self.end_headers()
+                    for _ in range(peer.BIG // len(chunk)):
+                        self.wfile.write(chunk)
+                elif self.path == "/chunked":
+                    self.send_header("transfer-encoding", "chunked")
+                    self.end_headers()
+                    for _ in range(peer.BIG // len(chunk)):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.write(b"0\r\n\r\n")
+                elif self.path == "/gzipped":
+                    body = gzip.compress(b'{"ok":true}')
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-encoding", "gzip")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif self.path == "/bomb":
+                    self.send_header("content-encoding", "gzip")
+                    self.send_header("content-length", str(len(peer.bomb)))
+                    self.end_headers()
+                    self.wfile.write(peer.bomb)
+                else:
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", "11")
+                    self.end_headers()
+                    self.wfile.write(b'{"ok":true}')
+
+        return Handler

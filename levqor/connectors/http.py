@@ -11,6 +11,7 @@ and one translation of what went wrong into `connectors.errors`:
 
 from __future__ import annotations
 
+import zlib
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -36,18 +37,66 @@ async def send(
     """Send a request; with `check`, a failing status raises its classified error."""
     timeout = min(timeout_s or context.timeout_s, context.timeout_s)
     try:
-        response = await context.http.request(method, url, timeout=timeout, **options)
+        request = context.http.build_request(method, url, timeout=timeout, **options)
+        response = await context.http.send(request, stream=True)
+        try:
+            await read_bounded(response, MAX_RESPONSE_BYTES)
+        finally:
+            await response.aclose()
     except httpx.TimeoutException as exc:
         raise RetryableError(f"timed out: {method} {_safe(url)}") from exc
     except httpx.TransportError as exc:
         raise RetryableError(f"network error: {type(exc).__name__}: {exc}") from exc
     except httpx.InvalidURL as exc:
         raise ConnectorError(f"invalid URL: {exc}") from exc
-    if len(response.content) > MAX_RESPONSE_BYTES:
-        raise ConnectorError(f"response larger than {MAX_RESPONSE_BYTES} bytes")
     if check:
         raise_for_status(response)
     return response
+
+
+async def read_bounded(response: httpx.Response, max_bytes: int) -> None:
+    """Read a streamed response's body, refusing it once it passes `max_bytes`, both
+    as sent and as unpacked: a worker's memory is every user's, and a 50 KiB gzip body
+    can unpack into gigabytes (httpx unpacks each network read whole, and its `aread`
+    has no limit). The body is kept where `aread` would have put it."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    chunks, size = [], 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    response._content = _unpacked(b"".join(chunks), encoding, max_bytes)
+
+
+def _unpacked(raw: bytes, encoding: str, max_bytes: int) -> bytes:
+    """`raw` decoded as its Content-Encoding says (the client asks for gzip or deflate
+    only), no more than `max_bytes` of it: zlib's `max_length` bounds what it produces."""
+    if encoding in ("", "identity"):
+        return raw
+    if encoding in ("gzip", "x-gzip"):
+        candidates = [zlib.MAX_WBITS | 16]
+    elif encoding == "deflate":
+        candidates = [zlib.MAX_WBITS, -zlib.MAX_WBITS]  # zlib-wrapped, or raw as some send
+    else:
+        raise ConnectorError(f"unsupported content-encoding: {encoding[:40]}")
+    for wbits in candidates:
+        unpacker = zlib.decompressobj(wbits)
+        try:
+            body = unpacker.decompress(raw, max_bytes + 1)
+        except zlib.error:
+            continue
+        if len(body) > max_bytes or unpacker.unconsumed_tail:
+            raise _too_large(max_bytes)
+        return body
+    raise ConnectorError(f"the response's {encoding} body is corrupt")
+
+
+def _too_large(max_bytes: int) -> ConnectorError:
+    return ConnectorError(f"response larger than {max_bytes} bytes")
 
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})

@@ -10,6 +10,7 @@ drop duplicates; each user verifies with their own `whsec_` secret.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -162,15 +163,23 @@ async def deliver(
     status_code: int | None = None
     error: str | None = None
     final = False  # a URL the guard refuses will never be delivered
+    timeout_s = settings.callback_timeout_s
     try:
-        response = await http.post(
-            delivery.url, content=body, headers=headers, timeout=settings.callback_timeout_s
-        )
-        status_code = response.status_code
+        # The answer's status is all that counts: its body is never read (however
+        # large), and the whole exchange is bounded (httpx bounds each read only).
+        async with (
+            asyncio.timeout(timeout_s),
+            http.stream(
+                "POST", delivery.url, content=body, headers=headers, timeout=timeout_s
+            ) as response,
+        ):
+            status_code = response.status_code
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
     except safety.UnsafeUrl as exc:
         error, final = exc.message, True
+    except TimeoutError:
+        error = f"no answer within {timeout_s:g} s"
     except (httpx.HTTPError, ConnectorError) as exc:
         error = f"{type(exc).__name__}: {exc}"
     elapsed_ms = int((time.perf_counter() - started) * 1000)

@@ -3,6 +3,7 @@ try of one attempt group; redirects are followed only when asked, each hop vette
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import httpx
@@ -134,3 +135,35 @@ async def test_credentials_are_not_carried_to_another_host(http_peer: Any) -> No
     assert first["authorization"] == "Bearer secret"
     assert "authorization" not in second
     assert second["x-trace"] == "1"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/declared", id="a body announced larger than the limit"),
+        pytest.param("/chunked", id="a chunked body that grows past it"),
+        pytest.param("/bomb", id="a small gzip body that unpacks past it"),
+    ],
+)
+async def test_an_answer_too_large_fails_the_step_without_being_read_whole(
+    hostile_peer: Any, path: str
+) -> None:
+    """Every user's steps share a worker's memory: a 50 MiB answer is refused as soon as
+    it passes the 5 MiB limit, not after it has been held whole."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConnectorError) as caught:
+            await run_action("http_request", {"url": f"{hostile_peer.url}{path}"}, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.message == "response larger than 5242880 bytes"
+    assert not caught.value.retryable
+    assert peak < 16 * 1024 * 1024  # the limit and one copy of it, not the 50 MiB
+
+
+@pytest.mark.parametrize("path", ["/small", "/gzipped"])
+async def test_an_answer_within_the_limit_still_reads_whole(hostile_peer: Any, path: str) -> None:
+    output = await run_action("http_request", {"url": f"{hostile_peer.url}{path}"}, None)
+    assert output["status"] == 200
+    assert output["body"] == {"ok": True}

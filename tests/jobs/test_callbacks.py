@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ async def fast_callbacks(make_settings: Any, fresh_database: None) -> Any:
 
 
 async def run_with_callback(
-    client: httpx.AsyncClient, peer: Any, *, fail: bool = False
+    client: httpx.AsyncClient, peer: Any, *, fail: bool = False, path: str = "/callback"
 ) -> tuple[dict[str, str], str]:
     body = (
         await client.post(
@@ -46,7 +47,7 @@ async def run_with_callback(
     run = await client.post(
         f"/api/v1/workflows/{created.json()['id']}/runs",
         headers=headers,
-        json={"input": {}, "callback_url": f"{peer.url}/callback"},
+        json={"input": {}, "callback_url": f"{peer.url}{path}"},
     )
     return headers, run.json()["job_id"]
 
@@ -191,3 +192,39 @@ async def test_a_callback_to_a_refused_address_fails_once(
     assert len(history[0]["attempts"]) == 1
     assert "private or internal" in history[0]["attempts"][0]["error"]
     assert received(http_peer) == []
+
+
+async def test_a_callback_receiver_that_never_answers_is_a_timed_out_attempt(
+    make_settings: Any, fresh_database: None, hostile_peer: Any
+) -> None:
+    from tests.conftest import serve_app
+
+    settings = make_settings(
+        callback_backoff_s=0.01, callback_timeout_s=0.5, callback_max_attempts=1
+    )
+    async with serve_app(settings) as (client, runtime):
+        headers, job_id = await run_with_callback(client, hostile_peer, path="/silent")
+        await drain(runtime)
+        history = (await client.get(f"/api/v1/jobs/{job_id}/callbacks", headers=headers)).json()
+    assert history[0]["status"] == "failed"
+    [attempt] = history[0]["attempts"]
+    assert attempt["status_code"] is None
+    assert attempt["error"] == "no answer within 0.5 s"
+
+
+async def test_a_callback_answer_is_judged_by_its_status_and_its_body_never_read(
+    fast_callbacks: Any, hostile_peer: Any
+) -> None:
+    """A receiver answering 200 with 50 MiB: delivered, and none of it held."""
+    client, runtime = fast_callbacks
+    headers, job_id = await run_with_callback(client, hostile_peer, path="/declared")
+    tracemalloc.start()
+    try:
+        await drain(runtime)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    history = (await client.get(f"/api/v1/jobs/{job_id}/callbacks", headers=headers)).json()
+    assert history[0]["status"] == "delivered"
+    assert [a["status_code"] for a in history[0]["attempts"]] == [200]
+    assert peak < 16 * 1024 * 1024
