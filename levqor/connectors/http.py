@@ -73,16 +73,15 @@ async def read_bounded(response: httpx.Response, max_bytes: int) -> None:
 
 
 def _unpacked(raw: bytes, encoding: str, max_bytes: int) -> bytes:
-    """`raw` decoded as its Content-Encoding says (the client asks for gzip or deflate
-    only), no more than `max_bytes` of it: zlib's `max_length` bounds what it produces."""
-    if encoding in ("", "identity"):
-        return raw
+    """`raw` decoded as its Content-Encoding says, no more than `max_bytes` of it: zlib's
+    `max_length` bounds what it produces. The client asks for gzip or deflate only; any
+    other encoding is passed on as sent, as httpx does."""
     if encoding in ("gzip", "x-gzip"):
         candidates = [zlib.MAX_WBITS | 16]
     elif encoding == "deflate":
         candidates = [zlib.MAX_WBITS, -zlib.MAX_WBITS]  # zlib-wrapped, or raw as some send
     else:
-        raise ConnectorError(f"unsupported content-encoding: {encoding[:40]}")
+        return raw
     for wbits in candidates:
         unpacker = zlib.decompressobj(wbits)
         try:
