@@ -70,9 +70,11 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-async def check_url(url: str, allow: AllowList, resolve: Resolver = system_resolver) -> str:
+async def check_url(
+    url: str | httpx.URL, allow: AllowList, resolve: Resolver = system_resolver
+) -> str:
     """The address to connect to for `url`, or UnsafeUrl. Makes no connection."""
-    parsed = httpx.URL(url)
+    parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise UnsafeUrl(f"only http and https URLs are allowed: {url}")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -110,7 +112,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         self._inner = asyncio_transport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        address = await check_url(str(request.url), self._allow, self._resolve)
+        address = await check_url(request.url, self._allow, self._resolve)
         host = request.url.host
         if address != host:
             pinned = address if ":" not in address else f"[{address}]"
