@@ -69,7 +69,37 @@ class RedisServer:
             self.process = None
 
 
-class HttpPeer:
+class LoopbackHttpServer:
+    """A threaded HTTP server on 127.0.0.1 answering with `handler`: the peers' common part."""
+
+    def __init__(self, handler: type) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        # A client that went away mid-answer (a worker killed by a chaos test) is normal.
+        self.server.handle_error = lambda *_: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HttpPeer(LoopbackHttpServer):
     """A loopback HTTP server that answers from a script and records every request.
 
     `reply(503, times=2)` queues answers; past the script it answers `default`. A path
@@ -79,7 +109,6 @@ class HttpPeer:
     def __init__(self) -> None:
         import collections
         import threading
-        from http.server import ThreadingHTTPServer
 
         self.requests: list[dict[str, object]] = []
         self.script: collections.deque[tuple[int, object, dict[str, str]]] = collections.deque()
@@ -96,20 +125,7 @@ class HttpPeer:
         self.released = threading.Event()
         self.arrived = threading.Event()
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        # A client that went away mid-answer (a worker killed by a chaos test) is normal.
-        self.server.handle_error = lambda *_: None  # type: ignore[method-assign]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
+        super().__init__(self._handler())
 
     def reply(
         self,
@@ -128,13 +144,9 @@ class HttpPeer:
     def release(self) -> None:
         self.released.set()
 
-    def start(self) -> None:
-        self.thread.start()
-
     def stop(self) -> None:
         self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
     def prune_keys(self) -> None:
         with self._lock:
@@ -465,7 +477,7 @@ class UpProcess:
         return self.log.read()
 
 
-class HostileHttpPeer:
+class HostileHttpPeer(LoopbackHttpServer):
     """A loopback HTTP server whose answers would hurt a careless client, by path:
 
     /declared   200 with a Content-Length of 50 MiB, then bytes until the client leaves
@@ -481,28 +493,15 @@ class HostileHttpPeer:
     def __init__(self) -> None:
         import gzip
         import threading
-        from http.server import ThreadingHTTPServer
 
         self.bomb = gzip.compress(b"\0" * self.BIG, compresslevel=9)
         self.answered = 0
         self.stopped = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.server.handle_error = lambda *_: None  # type: ignore[method-assign]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> None:
-        self.thread.start()
+        super().__init__(self._handler())
 
     def stop(self) -> None:
         self.stopped.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
 
     def _handler(self) -> type:
         from http.server import BaseHTTPRequestHandler

@@ -29,7 +29,6 @@ from levqor.jobs.models import (
 from levqor.workflows import service as workflows_service
 from levqor.workflows import templates
 from levqor.workflows.models import Workflow
-from levqor.workflows.service import WebhookTarget
 
 
 class NotRetryable(errors.Conflict):
@@ -86,7 +85,7 @@ async def start_run(
 def new_job(
     *,
     user_id: str,
-    workflow: Workflow | WebhookTarget,
+    workflow: Workflow | workflows_service.WebhookTarget,
     input: Any,
     priority: str = "normal",
     run_at: datetime | None = None,

@@ -334,7 +334,7 @@ class Worker:
         while not stop.is_set():
             await asyncio.sleep(VACUUM_CHECK_S)
             try:
-                async with self.runtime.db.read_engine.connect() as connection:
+                async with self.runtime.db.reading() as connection:
                     if await queue.vacuum_if_needed(connection):
                         log.info("jobs_table_upkeep")
             except Exception:

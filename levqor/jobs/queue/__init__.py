@@ -133,7 +133,8 @@ async def enqueue(
 
     On PostgreSQL this is one statement in autocommit (`WITH debit AS (UPDATE users …),
     ledger AS (INSERT …) INSERT INTO jobs SELECT … FROM debit`, notifying workers), built
-    from billing's debit and ledger statements; on SQLite, a short transaction.
+    from billing's debit and ledger statements; on SQLite, one transaction with the other
+    runs queued meanwhile (`batching`).
     """
     queued = await backend_for(db).enqueue(db, job, cost=cost, held=held)
     if queued:
