@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
 
-import httpcore
 import httpx
 
 from levqor.connectors.errors import ConnectorError
-from levqor.connectors.netio import AsyncioBackend
+from levqor.connectors.netio import AsyncioBackend, ConnectionPool
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -125,12 +124,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def asyncio_transport(ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncHTTPTransport:
+def asyncio_transport(
+    ssl_context: ssl.SSLContext | None = None, limits: httpx.Limits | None = None
+) -> httpx.AsyncHTTPTransport:
     """httpx's transport with its defaults (certificates verified against certifi's
-    roots unless `ssl_context` says otherwise), over our asyncio socket layer (`netio`)."""
+    roots unless `ssl_context` says otherwise, httpx's pool limits unless `limits` does),
+    over our asyncio socket layer and pool (`netio`)."""
     transport = httpx.AsyncHTTPTransport()
-    limits = httpx.Limits()
-    transport._pool = httpcore.AsyncConnectionPool(  # httpx takes no backend argument
+    limits = limits or httpx.Limits()
+    transport._pool = ConnectionPool(  # httpx takes no pool or backend argument
         ssl_context=ssl_context or httpx.create_ssl_context(),
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,

@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from levqor import clikit
 from levqor.config import load_settings
+from levqor.connectors import netio
 from levqor.jobs import queue, service
 from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
@@ -72,6 +73,7 @@ async def _until_signalled(
     start: Callable[[Runtime, asyncio.Event], Coroutine[Any, Any, None]],
 ) -> None:
     """Run a loop with its own runtime until SIGINT or SIGTERM asks it to stop."""
+    netio.declare_asyncio()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,5 +1,6 @@
-"""Our socket layer under httpx: TLS still verified, keep-alive connections reused, and
-one the server closed while idle replaced instead of failing the next request."""
+"""Our socket layer and pool under httpx: TLS still verified, keep-alive connections
+reused, one the server closed while idle replaced instead of failing the next request, and
+the pool's limits kept as httpx states them."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ class Server:
     """An HTTP/1.1 server on loopback answering `{}`; counts connections, and hangs up
     on the open ones when told, without a `connection: close` first."""
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, *, tls: ssl.SSLContext | None = None, together: asyncio.Barrier | None = None
+    ) -> None:
         self.tls = tls
+        self.together = together  # answers only once that many requests are waiting
         self.connections = 0
         self.open: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
@@ -35,6 +39,8 @@ class Server:
         self.open.append(writer)
         try:
             while await reader.readuntil(b"\r\n\r\n"):
+                if self.together is not None:
+                    await self.together.wait()
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -121,3 +127,33 @@ async def test_connect_errors_and_timeouts_are_httpx_errors() -> None:
         quiet.close()
         for writer in silent:
             writer.close()
+
+
+async def test_idle_connections_beyond_the_keep_alive_limit_are_closed() -> None:
+    server = Server(together=asyncio.Barrier(5))
+    url = await server.start()
+    transport = asyncio_transport(limits=httpx.Limits(max_keepalive_connections=2))
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            async with asyncio.timeout(10):
+                answers = await asyncio.gather(*(client.get(url) for _ in range(5)))
+            assert [answer.status_code for answer in answers] == [200] * 5
+            assert server.connections == 5  # five at once: five connections
+            assert len(transport._pool.connections) == 2  # three closed as they fell idle
+            server.together = None
+            again = [await client.get(url) for _ in range(3)]
+    finally:
+        await server.stop()
+    assert [answer.status_code for answer in again] == [200] * 3
+    assert server.connections == 5  # the two kept were reused
+
+
+async def test_requests_beyond_the_connection_limit_wait_for_a_free_connection(
+    plain: tuple[Server, str],
+) -> None:
+    server, url = plain
+    transport = asyncio_transport(limits=httpx.Limits(max_connections=2))
+    async with httpx.AsyncClient(transport=transport) as client, asyncio.timeout(10):
+        answers = await asyncio.gather(*(client.get(url) for _ in range(12)))
+    assert [answer.json() for answer in answers] == [{}] * 12
+    assert server.connections == 2
