@@ -193,22 +193,18 @@ class ConnectionPool(httpcore.AsyncConnectionPool):
 
         for pool_request in [request for request in self._requests if request.is_queued()]:
             origin = pool_request.request.url.origin
-            reusable = next(
-                (
-                    connection
-                    for connection in self._connections
-                    if connection.can_handle_request(origin) and connection.is_available()
-                ),
+            chosen = next(
+                (c for c in self._connections if c.can_handle_request(origin) and c.is_available()),
                 None,
             )
-            if reusable is None and len(self._connections) >= self._max_connections:
-                idle = next((c for c in self._connections if c.is_idle()), None)
-                if idle is None:
-                    continue  # stays queued until a connection is released
-                self._connections.remove(idle)
-                closing.append(idle)
-            connection = reusable or self.create_connection(origin)
-            if reusable is None:
-                self._connections.append(connection)
-            pool_request.assign_to_connection(connection)
+            if chosen is None:
+                if len(self._connections) >= self._max_connections:
+                    idle = next((c for c in self._connections if c.is_idle()), None)
+                    if idle is None:
+                        continue  # stays queued until a connection is released
+                    self._connections.remove(idle)  # another origin's: make room
+                    closing.append(idle)
+                chosen = self.create_connection(origin)
+                self._connections.append(chosen)
+            pool_request.assign_to_connection(chosen)
         return closing

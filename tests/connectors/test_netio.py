@@ -157,3 +157,19 @@ async def test_requests_beyond_the_connection_limit_wait_for_a_free_connection(
         answers = await asyncio.gather(*(client.get(url) for _ in range(12)))
     assert [answer.json() for answer in answers] == [{}] * 12
     assert server.connections == 2
+
+
+async def test_a_full_pool_closes_an_idle_connection_to_reach_another_service() -> None:
+    first, second = Server(), Server()
+    first_url, second_url = await first.start(), await second.start()
+    transport = asyncio_transport(limits=httpx.Limits(max_connections=1))
+    try:
+        async with httpx.AsyncClient(transport=transport) as client, asyncio.timeout(10):
+            statuses = [(await client.get(url)).status_code for url in (first_url, second_url)]
+            statuses.append((await client.get(first_url)).status_code)
+            assert len(transport._pool.connections) == 1
+    finally:
+        await first.stop()
+        await second.stop()
+    assert statuses == [200, 200, 200]
+    assert (first.connections, second.connections) == (2, 1)  # the idle one made room
