@@ -30,7 +30,7 @@ from levqor.middleware import BodyLimitMiddleware, CatchAllMiddleware, RequestCo
 from levqor.ops import api as ops_api
 from levqor.ops import slo
 from levqor.partners import api as partners_api
-from levqor.runtime import Runtime
+from levqor.runtime import Runtime, freeze_startup_objects
 from levqor.web import accounts as web_accounts
 from levqor.web import (
     admin,
@@ -61,6 +61,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         if settings.check_schema_on_start:
             await _refuse_outdated_schema(settings)
         async with _embedded_jobs(active), slo.flushing(active.db, latencies):
+            if owned:  # this process's app (serve, up); one handed a runtime is embedded
+                freeze_startup_objects()
             yield
         if owned:
             await active.close()

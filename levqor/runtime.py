@@ -8,6 +8,7 @@ foundation imports nothing above it.
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,19 @@ class Runtime:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
+def freeze_startup_objects() -> None:
+    """Leave what start-up built (modules, the app, mappers, pools) out of every later
+    garbage collection.
+
+    Python's full collection walks every tracked object. A started process holds several
+    hundred thousand, so each full collection under load paused the event loop for 80 to
+    120 ms, and the webhook's p99 carried those pauses. Frozen, they are still freed as
+    usual when unreferenced; only the cycle search skips them (`gc.freeze`).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def return_freed_memory() -> None:

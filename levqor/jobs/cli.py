@@ -24,7 +24,7 @@ from levqor.jobs import queue, service
 from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
-from levqor.runtime import Runtime
+from levqor.runtime import Runtime, freeze_startup_objects
 
 
 def worker(
@@ -79,6 +79,7 @@ async def _until_signalled(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with clikit.open_runtime(context) as runtime:
+        freeze_startup_objects()
         await start(runtime, stop)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,8 +144,11 @@ async def test_app_starts_on_a_migrated_schema(tmp_path: Path) -> None:
     settings = sqlite_settings(tmp_path)
     migrate.upgrade(settings)
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        pass
+    try:
+        async with app.router.lifespan_context(app):
+            pass
+    finally:
+        gc.unfreeze()  # the app froze this test process's objects, as `serve` does its own
 
 
 def test_security_events_move_into_the_audit_chain(tmp_path: Path) -> None:
