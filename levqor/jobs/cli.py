@@ -24,7 +24,7 @@ from levqor.jobs import queue, service
 from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
-from levqor.runtime import Runtime, freeze_startup_objects
+from levqor.runtime import Runtime, freeze_startup_objects, run_process_loop
 
 
 def worker(
@@ -44,7 +44,7 @@ def worker(
             _wake_on_stdin(worker.wake, stop)
         await worker.run(stop)
 
-    asyncio.run(_until_signalled(context, work))
+    run_process_loop(_until_signalled(context, work))
 
 
 def _wake_on_stdin(wake: asyncio.Event, stop: asyncio.Event) -> None:
@@ -87,7 +87,7 @@ def scheduler(context: typer.Context) -> None:
     """Fire cron schedules and run upkeep. Several may run: each fire time fires once."""
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    asyncio.run(_until_signalled(context, lambda runtime, stop: Scheduler(runtime).run(stop)))
+    run_process_loop(_until_signalled(context, lambda runtime, stop: Scheduler(runtime).run(stop)))
 
 
 jobs_app = typer.Typer(help="The job queue.", no_args_is_help=True)

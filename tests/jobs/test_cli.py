@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.jobs.models import FAILED, Job, JobStep
 from levqor.jobs.worker import Worker
+from levqor.runtime import run_process_loop
 from levqor.workflows.models import Workflow
 
 runner = CliRunner()
@@ -126,3 +128,23 @@ def test_worker_health_follows_this_hosts_heartbeat(cli_env: Settings) -> None:
     alive = runner.invoke(app, ["health", "worker"])
     assert alive.exit_code == 0, alive.output
     assert "worker alive" in alive.output
+
+
+def _loop_that_runs(monkeypatch: pytest.MonkeyPatch, *, uvloop_installed: bool) -> str:
+    if not uvloop_installed:
+        monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` now fails
+    seen: list[str] = []
+
+    async def main() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    run_process_loop(main())
+    return seen[0]
+
+
+def test_worker_and_scheduler_loops_run_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _loop_that_runs(monkeypatch, uvloop_installed=True) == "uvloop"
+
+
+def test_without_uvloop_they_run_on_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _loop_that_runs(monkeypatch, uvloop_installed=False) == "asyncio"
