@@ -19,6 +19,7 @@ from levqor.bootstrap import build_runtime
 from levqor.compliance import api as compliance_api
 from levqor.config import Settings, load_settings
 from levqor.connectors import api as connectors_api
+from levqor.connectors import netio
 from levqor.db import migrate
 from levqor.handlers import register_error_handlers
 from levqor.jobs import api as jobs_api
@@ -60,6 +61,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.check_schema_on_start:
             await _refuse_outdated_schema(settings)
+        if owned:
+            netio.declare_asyncio()  # before the embedded jobs' tasks, which inherit it
         async with _embedded_jobs(active), slo.flushing(active.db, latencies):
             if owned:  # this process's app (serve, up); one handed a runtime is embedded
                 freeze_startup_objects()

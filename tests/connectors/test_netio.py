@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from httpcore._synchronization import AsyncLock
 
+from levqor.connectors import netio
 from levqor.connectors.safety import asyncio_transport
 from tests.peers import self_signed
 
@@ -173,3 +175,43 @@ async def test_a_full_pool_closes_an_idle_connection_to_reach_another_service() 
         await second.stop()
     assert statuses == [200, 200, 200]
     assert (first.connections, second.connections) == (2, 1)  # the idle one made room
+
+
+async def test_a_free_httpcore_lock_is_taken_without_a_pass_through_the_loop() -> None:
+    netio.declare_asyncio()
+    lock, order = AsyncLock(), []
+
+    async def other_task() -> None:
+        order.append("other task")
+
+    ready = asyncio.create_task(other_task())  # runs at the loop's next pass
+    async with lock:
+        order.append("lock taken")
+    await ready
+    assert order == ["lock taken", "other task"]
+
+
+async def test_a_held_httpcore_lock_still_makes_others_wait_their_turn() -> None:
+    netio.declare_asyncio()
+    lock, order = AsyncLock(), []
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with lock:
+            order.append("first in")
+            await release.wait()
+            order.append("first out")
+
+    async def waiter(name: str) -> None:
+        async with lock:
+            order.append(name)
+
+    first = asyncio.create_task(holder())
+    await asyncio.sleep(0)  # the holder takes the lock
+    others = [asyncio.create_task(waiter(name)) for name in ("second", "third")]
+    await asyncio.sleep(0)
+    assert order == ["first in"]  # both wait while it is held
+    release.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(first, *others)
+    assert order == ["first in", "first out", "second", "third"]
