@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, text
@@ -51,6 +51,7 @@ from levqor.events import SESSION_KEY, Events
 
 IMMEDIATE = "levqor_sqlite_immediate"
 AUTOCOMMIT = "levqor_autocommit"
+BACKGROUND_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Database:
     events: Events
     write_engine: AsyncEngine | None = None
     write_lock: asyncio.Lock | None = None
+    background: set[asyncio.Task[None]] = field(default_factory=set, hash=False, compare=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -130,7 +132,17 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    def in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` on its own task; `dispose` lets it finish (for a few seconds at
+        most) before closing the connections it uses."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
     async def dispose(self) -> None:
+        if self.background:
+            await asyncio.wait(self.background, timeout=BACKGROUND_GRACE_S)
         await self.read_engine.dispose()
         await self.engine.dispose()
 

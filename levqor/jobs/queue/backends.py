@@ -1,10 +1,11 @@
 """Where PostgreSQL and SQLite differ, behind one interface.
 
 PostgreSQL takes a paid job in one autocommit statement (debit, ledger row and insert, so
-concurrent webhooks of one user never queue behind a lock held across round trips),
-writes a whole batch of checkpoints and states in one statement from arrays, wakes
-workers with NOTIFY and keeps the jobs table analysed. SQLite, whose writers are serial
-anyway, does the same work in short transactions with plain statements.
+concurrent webhooks of one user never queue behind a lock held across round trips) and
+wakes the workers with a NOTIFY sent after it (`wakeups`); it writes a whole batch of
+checkpoints and states in one statement from arrays and keeps the jobs table analysed.
+SQLite, whose writers are serial anyway, does the same work in short transactions with
+plain statements.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from levqor.db.engine import Database
 from levqor.jobs.queue import statements
 from levqor.jobs.queue.batching import EnqueueBatcher
 from levqor.jobs.queue.states import STEP_FIELDS, Claimed, ClaimRequest, JobWrite
+from levqor.jobs.queue.wakeups import Wakeups
 
 Connection = AsyncSession | AsyncConnection  # the queue runs on either
 
@@ -78,6 +80,9 @@ class PostgresBackend:
     dialect = "postgresql"
     claim_statement = statements.POSTGRES_CLAIM
 
+    def __init__(self) -> None:
+        self._wakeups: weakref.WeakKeyDictionary[Database, Wakeups] = weakref.WeakKeyDictionary()
+
     async def enqueue(
         self,
         db: Database,
@@ -86,11 +91,22 @@ class PostgresBackend:
         cost: int,
         held: AsyncConnection | None = None,
     ) -> bool:
-        """One statement in autocommit, on the caller's connection if it holds one."""
+        """One statement in autocommit, on the caller's connection if it holds one; the
+        workers are woken once it has committed (see `wakeups`)."""
         if held is not None:
-            return await _insert_paid(held, job, cost)
-        async with db.autocommit() as connection:
-            return await _insert_paid(connection, job, cost)
+            queued = await _insert_paid(held, job, cost)
+        else:
+            async with db.autocommit() as connection:
+                queued = await _insert_paid(connection, job, cost)
+        if queued:
+            self.wakeups(db).wake()
+        return queued
+
+    def wakeups(self, db: Database) -> Wakeups:
+        wakeups = self._wakeups.get(db)
+        if wakeups is None:
+            wakeups = self._wakeups[db] = Wakeups(db)
+        return wakeups
 
     def intake_connection(self, db: Database) -> AbstractAsyncContextManager[AsyncConnection]:
         """From the write pool, whose statements keep generic plans (see `make_engine`)."""

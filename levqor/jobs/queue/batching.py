@@ -7,7 +7,8 @@ busy event loop) held that lock for milliseconds while dozens of webhooks queued
 behind it. Runs queued while a commit is in flight are committed together in the next
 one: one transaction, one debit per user, one insert per shape of row. At low load each
 run commits alone, with no added wait. PostgreSQL needs none of this: its paid enqueue
-is one autocommit statement and its writers do not wait for each other.
+is one autocommit statement, and its writers share WAL flushes (the workers' wake-up is
+sent apart, see `wakeups`).
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def insert_paid_job(columns: tuple[str, ...]) -> Any:
     return (
         insert(jobs_table)
         .from_select(list(columns), source)
-        .returning(jobs_table.c.id, func.pg_notify(CHANNEL, ""))
+        .returning(jobs_table.c.id)
         .add_cte(ledger)
     )
 
