@@ -10,14 +10,17 @@ plain statements.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import fields
 from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.pool import QueuePool
 
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
@@ -71,6 +74,7 @@ class Backend(Protocol):
         ...
 
 
+UNPOOLED_INTAKES = 64  # intakes let through at once when connections are not pooled
 VACUUM_AFTER_DEAD_ROWS = 5_000
 # PostgreSQL's own autovacuum_analyze_threshold and _scale_factor defaults.
 ANALYZE_AFTER_CHANGES, ANALYZE_SCALE = 50, 0.1
@@ -82,6 +86,9 @@ class PostgresBackend:
 
     def __init__(self) -> None:
         self._wakeups: weakref.WeakKeyDictionary[Database, Wakeups] = weakref.WeakKeyDictionary()
+        self._intake_turns: weakref.WeakKeyDictionary[Database, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def enqueue(
         self,
@@ -108,9 +115,22 @@ class PostgresBackend:
             wakeups = self._wakeups[db] = Wakeups(db)
         return wakeups
 
-    def intake_connection(self, db: Database) -> AbstractAsyncContextManager[AsyncConnection]:
-        """From the write pool, whose statements keep generic plans (see `make_engine`)."""
-        return db.autocommit()
+    @asynccontextmanager
+    async def intake_connection(self, db: Database) -> AsyncIterator[AsyncConnection]:
+        """From the write pool, whose statements keep generic plans (see `make_engine`),
+        taken in the order the intakes arrived.
+
+        SQLAlchemy's async pool waits on an asyncio queue, where a connection handed
+        back to a waiting intake can be taken by one that has just arrived; the one
+        passed over goes to the back of the line. Under load some intakes waited ten
+        times as long as the median (p99 540 against p50 74 ms, 50 connections, a pool
+        of 10). asyncio's semaphore serves its waiters in order, so at most a pool's
+        worth of intakes ask the pool at once and the rest queue fairly before it."""
+        turns = self._intake_turns.get(db)
+        if turns is None:
+            turns = self._intake_turns[db] = asyncio.Semaphore(_pool_size(db))
+        async with turns, db.autocommit() as connection:
+            yield connection
 
     async def write(
         self, connection: Connection, worker_id: str, writes: list[JobWrite]
@@ -248,6 +268,11 @@ def backend_for(connection: Connection | Database) -> Backend:
     else:
         dialect = connection.get_bind().dialect.name
     return _BACKENDS[dialect]
+
+
+def _pool_size(db: Database) -> int:
+    pool = db.engine.pool
+    return pool.size() if isinstance(pool, QueuePool) else UNPOOLED_INTAKES
 
 
 def claim_params(claim: ClaimRequest) -> dict[str, Any]:
