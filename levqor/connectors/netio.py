@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 import httpcore
 import sniffio
-from httpcore import AsyncConnectionInterface, _synchronization
+from httpcore import AsyncConnectionInterface
 
 SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -55,10 +55,14 @@ def declare_asyncio() -> None:
     alternating).
     """
     sniffio.current_async_library_cvar.set("asyncio")
-    _synchronization.AsyncLock.setup = _setup_fast_lock  # type: ignore[method-assign]
+    # httpcore's private lock class: should a release move it, requests keep working with
+    # the slow path (and tests/connectors/test_netio.py says so).
+    lock_class = getattr(getattr(httpcore, "_synchronization", None), "AsyncLock", None)
+    if lock_class is not None and hasattr(lock_class, "setup"):
+        lock_class.setup = _setup_fast_lock
 
 
-def _setup_fast_lock(self: _synchronization.AsyncLock) -> None:
+def _setup_fast_lock(self: Any) -> None:
     """httpcore's `AsyncLock.setup` for asyncio, with anyio's fast path."""
     self._backend = "asyncio"
     self._anyio_lock = anyio.Lock(fast_acquire=True)
