@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import fields
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 from sqlalchemy import text
@@ -30,6 +30,7 @@ from levqor.jobs.queue.states import STEP_FIELDS, Claimed, ClaimRequest, JobWrit
 from levqor.jobs.queue.wakeups import Wakeups
 
 Connection = AsyncSession | AsyncConnection  # the queue runs on either
+T = TypeVar("T")
 
 
 class Backend(Protocol):
@@ -74,7 +75,6 @@ class Backend(Protocol):
         ...
 
 
-UNPOOLED_INTAKES = 64  # intakes let through at once when connections are not pooled
 VACUUM_AFTER_DEAD_ROWS = 5_000
 # PostgreSQL's own autovacuum_analyze_threshold and _scale_factor defaults.
 ANALYZE_AFTER_CHANGES, ANALYZE_SCALE = 50, 0.1
@@ -106,14 +106,11 @@ class PostgresBackend:
             async with db.autocommit() as connection:
                 queued = await _insert_paid(connection, job, cost)
         if queued:
-            self.wakeups(db).wake()
+            self.wakeups(db).wake(db)
         return queued
 
     def wakeups(self, db: Database) -> Wakeups:
-        wakeups = self._wakeups.get(db)
-        if wakeups is None:
-            wakeups = self._wakeups[db] = Wakeups(db)
-        return wakeups
+        return _per_database(self._wakeups, db, Wakeups)
 
     @asynccontextmanager
     async def intake_connection(self, db: Database) -> AsyncIterator[AsyncConnection]:
@@ -126,9 +123,8 @@ class PostgresBackend:
         times as long as the median (p99 540 against p50 74 ms, 50 connections, a pool
         of 10). asyncio's semaphore serves its waiters in order, so at most a pool's
         worth of intakes ask the pool at once and the rest queue fairly before it."""
-        turns = self._intake_turns.get(db)
-        if turns is None:
-            turns = self._intake_turns[db] = asyncio.Semaphore(_pool_size(db))
+        pool = cast(QueuePool, db.engine.pool)  # PostgreSQL's engines pool (`make_engine`)
+        turns = _per_database(self._intake_turns, db, lambda: asyncio.Semaphore(pool.size()))
         async with turns, db.autocommit() as connection:
             yield connection
 
@@ -209,9 +205,7 @@ class SqliteBackend:
     ) -> bool:
         """Committed with the other runs queued meanwhile (see `batching`), never on
         `held`: writes take the write lock."""
-        batcher = self._batchers.get(db)
-        if batcher is None:
-            batcher = self._batchers[db] = EnqueueBatcher(db)
+        batcher = _per_database(self._batchers, db, lambda: EnqueueBatcher(db))
         return await batcher.enqueue(job, cost)
 
     def intake_connection(self, db: Database) -> AbstractAsyncContextManager[AsyncConnection]:
@@ -270,9 +264,14 @@ def backend_for(connection: Connection | Database) -> Backend:
     return _BACKENDS[dialect]
 
 
-def _pool_size(db: Database) -> int:
-    pool = db.engine.pool
-    return pool.size() if isinstance(pool, QueuePool) else UNPOOLED_INTAKES
+def _per_database(
+    cache: weakref.WeakKeyDictionary[Database, T], db: Database, make: Callable[[], T]
+) -> T:
+    """`cache`'s value for `db`, made on first use and kept no longer than `db`."""
+    found = cache.get(db)
+    if found is None:
+        found = cache[db] = make()
+    return found
 
 
 def claim_params(claim: ClaimRequest) -> dict[str, Any]:

@@ -17,8 +17,6 @@ lost to a crash costs a worker's poll interval, never a run.
 
 from __future__ import annotations
 
-import weakref
-
 from sqlalchemy import text
 
 from levqor.db.engine import Database
@@ -32,21 +30,18 @@ NOTIFY_UNFLUSHED = text(
 
 
 class Wakeups:
-    def __init__(self, db: Database) -> None:
-        # Weakly: the back-end keeps one per database, keyed weakly by it.
-        self._db = weakref.ref(db)
+    """One database's: the back-end keeps one per database."""
+
+    def __init__(self) -> None:
         self._sending = False
         self._again = False
         self.sent = 0
 
-    def wake(self) -> None:
-        """Runs were committed: make sure a NOTIFY starts after this call."""
+    def wake(self, db: Database) -> None:
+        """Runs were committed to `db`: make sure a NOTIFY starts after this call."""
         if self._sending:
             self._again = True  # the one in flight may have started before their commit
             return
-        db = self._db()
-        if db is None:
-            return  # closed: nothing is listening on its behalf any more
         self._sending = True
         db.in_background(self._send(db))
 
