@@ -21,7 +21,8 @@ does not use it: it is retried on the event loop every 0.2 to 2 ms until
 No pre-ping: it costs a round trip per checkout. A connection that died with the server
 fails its request once, and SQLAlchemy then invalidates the whole pool. No overflow either:
 overflow connections are opened and closed per use under load (a TCP and TLS handshake per
-request); past `pool_size` busy connections a request waits for one instead.
+request); past `pool_size` busy connections a request waits for one instead, in line
+(`fairpool`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from sqlalchemy.util import await_only
 from levqor.config import Settings
 from levqor.crypto import KeyRing, build_cipher
 from levqor.db.base import bind_key_ring
+from levqor.db.fairpool import FairAsyncPool
 from levqor.events import SESSION_KEY, Events
 
 IMMEDIATE = "levqor_sqlite_immediate"
@@ -175,7 +177,11 @@ def create_database(
 
 def make_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
     url = settings.sqlalchemy_url
-    options: dict[str, Any] = {"pool_size": settings.db_pool_size, "max_overflow": 0}
+    options: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": 0,
+        "poolclass": FairAsyncPool,
+    }
     if autocommit:
         options["isolation_level"] = "AUTOCOMMIT"
         options["execution_options"] = {AUTOCOMMIT: True}
