@@ -35,20 +35,23 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed before the response is sent.
 
-    Reads run in autocommit; other methods open a write transaction (BEGIN IMMEDIATE on
-    SQLite). A LevqorError rolls back unless it says `keep_writes`.
+    Reads run in autocommit, and their session begins only if the route uses it (most
+    GETs that authenticate and answer from the caller's row never do); other methods
+    open a write transaction (BEGIN IMMEDIATE on SQLite). A LevqorError rolls back
+    unless it says `keep_writes`.
     """
     write = request.method not in READ_METHODS
     key = runtime.settings.blind_index_key
     if key is not None and request.client is not None:
         audit.client.set((key.get_secret_value(), request.client.host))
     async with runtime.db.session(write=write) as session:
-        await session.begin()
+        if write:
+            await session.begin()
         try:
             yield session
         except LevqorError as exc:
             if exc.keep_writes:
-                await session.commit()
+                await _commit(session)
             else:
                 await session.rollback()
             raise
@@ -56,7 +59,12 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[As
             await session.rollback()
             raise
         else:
-            await session.commit()
+            await _commit(session)
+
+
+async def _commit(session: AsyncSession) -> None:
+    if session.in_transaction() or session.new or session.dirty or session.deleted:
+        await session.commit()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

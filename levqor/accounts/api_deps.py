@@ -98,7 +98,9 @@ DocumentedCredential = Annotated[None, Depends(_documented)]
 async def authenticated(
     request: Request, runtime: RuntimeDep, session: SessionDep, _: DocumentedCredential
 ) -> Principal:
-    return await _authenticate(request, runtime, session)
+    """The caller; on a write request loaded into the request's transaction, which the
+    route may change them in."""
+    return await _authenticate(request, runtime, session, reader=request.method in READ_METHODS)
 
 
 async def authenticated_autocommit(
@@ -107,16 +109,23 @@ async def authenticated_autocommit(
     """The caller, checked outside any transaction: for routes that call an outside
     service (Stripe) and open their own short transactions around it, so no write lock
     is held while it answers."""
-    return await _authenticate(request, runtime, session)
+    return await _authenticate(request, runtime, session, reader=False)
 
 
-async def _authenticate(request: Request, runtime: Runtime, session: AsyncSession) -> Principal:
+async def _authenticate(
+    request: Request, runtime: Runtime, session: AsyncSession, *, reader: bool
+) -> Principal:
     credential = bearer_credential(request)
     if credential is None:
         await limit_anonymous(request, runtime)
         raise Unauthorized(headers={"WWW-Authenticate": "Bearer"})
     try:
-        principal = await service.authenticate(session, kit=runtime.auth, credential=credential)
+        if reader:
+            principal = await service.authenticate_reader(
+                runtime.db, session, kit=runtime.auth, credential=credential
+            )
+        else:
+            principal = await service.authenticate(session, kit=runtime.auth, credential=credential)
     except Unauthorized:
         # Guessing keys or tokens spends the caller's per-IP budget.
         await limit_anonymous(request, runtime)

@@ -26,6 +26,7 @@ from levqor.accounts.tokens import API_KEY_PREFIX, keyed_hash, new_api_key, sha2
 from levqor.audit import service as audit
 from levqor.db import pages
 from levqor.db.base import rowcount, utcnow
+from levqor.db.engine import Database
 from levqor.logging import get_logger
 
 log = get_logger("levqor.accounts")
@@ -266,9 +267,22 @@ async def _refuse_if_throttled(
 
 
 async def authenticate(session: AsyncSession, *, kit: AuthKit, credential: str) -> Principal:
+    """The caller, loaded into `session`: for a request that may change them."""
     if credential.startswith(API_KEY_PREFIX):
         return await authenticate_api_key(session, api_key=credential)
     return await sessions.authenticate_access_token(session, kit=kit, token=credential)
+
+
+async def authenticate_reader(
+    db: Database, session: AsyncSession, *, kit: AuthKit, credential: str
+) -> Principal:
+    """The caller of a read request. An access token is checked on a bare read
+    connection and its user comes back detached (see `authenticate_access_token`); an
+    API key, whose use is recorded, in `session`."""
+    if credential.startswith(API_KEY_PREFIX):
+        return await authenticate_api_key(session, api_key=credential)
+    async with db.reading() as connection:
+        return await sessions.authenticate_access_token(connection, kit=kit, token=credential)
 
 
 async def authenticate_api_key(session: AsyncSession, *, api_key: str) -> Principal:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, exists, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from levqor.accounts.errors import InvalidToken, TokenReused
 from levqor.accounts.kit import AuthKit, Principal, TokenPair
@@ -157,28 +158,42 @@ async def revoke_access_token(
 
 
 # Built once: constructing and cache-keying it per request was a visible share of a GET.
-USER_WITH_REVOCATIONS = select(
-    User,
+_REVOCATIONS = (
     exists().where(RevokedAccessToken.jti == bindparam("jti")),
     exists().where(TokenFamily.id == bindparam("sid"), TokenFamily.revoked_at.is_not(None)),
-).where(User.id == bindparam("sub"))
+)
+USER_WITH_REVOCATIONS = select(User, *_REVOCATIONS).where(User.id == bindparam("sub"))
+# The same query as plain columns, for a bare connection.
+USER_ROW_WITH_REVOCATIONS = select(*_REVOCATIONS, *User.__table__.columns).where(
+    User.id == bindparam("sub")
+)
+USER_ATTRIBUTES = tuple(
+    (column.key, attribute.key)
+    for attribute in User.__mapper__.column_attrs
+    for column in attribute.columns
+)
 
 
 async def authenticate_access_token(
-    session: AsyncSession, *, kit: AuthKit, token: str
+    on: AsyncSession | AsyncConnection, *, kit: AuthKit, token: str
 ) -> Principal:
-    """Verify the JWT, then load the user and check revocation in one query."""
+    """Verify the JWT, then load the user and check revocation in one query.
+
+    On a session the user is loaded into it, for a request that may change them. On a
+    bare connection (a read request) the user comes back detached: a session's
+    bookkeeping cost more than the query, and about a third of an authenticated GET."""
     claims = kit.access_tokens.decode(token)
     if claims.jti in kit.revoked or claims.sid in kit.revoked:
         raise InvalidToken("The token has been revoked.")
-    row = (
-        await session.execute(
-            USER_WITH_REVOCATIONS, {"sub": claims.sub, "jti": claims.jti, "sid": claims.sid}
-        )
-    ).first()
-    if row is None or not row[0].is_active:
+    params = {"sub": claims.sub, "jti": claims.jti, "sid": claims.sid}
+    if isinstance(on, AsyncSession):
+        row = (await on.execute(USER_WITH_REVOCATIONS, params)).first()
+        found = None if row is None else (row[0], row[1], row[2])
+    else:
+        found = await _detached_user(on, params)
+    if found is None or not found[0].is_active:
         raise InvalidToken()
-    user, is_jti_revoked, is_sid_revoked = row
+    user, is_jti_revoked, is_sid_revoked = found
     if is_jti_revoked or is_sid_revoked:
         kit.revoked.add(claims.jti if is_jti_revoked else claims.sid)
         raise InvalidToken("The token has been revoked.")
@@ -190,6 +205,18 @@ async def authenticate_access_token(
         session_id=claims.sid,
         token_expires_at=claims.expires_at,
     )
+
+
+async def _detached_user(
+    connection: AsyncConnection, params: dict[str, str]
+) -> tuple[User, bool, bool] | None:
+    row = (await connection.execute(USER_ROW_WITH_REVOCATIONS, params)).first()
+    if row is None:
+        return None
+    columns = row._mapping
+    user = User(**{attribute: columns[column] for column, attribute in USER_ATTRIBUTES})
+    make_transient_to_detached(user)  # as if loaded, so a session would update, not insert
+    return user, bool(row[0]), bool(row[1])
 
 
 @dataclass(frozen=True)
