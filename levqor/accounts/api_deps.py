@@ -122,7 +122,7 @@ async def _authenticate(
     try:
         if reader:
             principal = await service.authenticate_reader(
-                runtime.db, session, kit=runtime.auth, credential=credential
+                runtime.db, kit=runtime.auth, credential=credential
             )
         else:
             principal = await service.authenticate(session, kit=runtime.auth, credential=credential)

@@ -8,12 +8,13 @@ import hmac
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, exists, select, text, update
+from sqlalchemy import bindparam, delete, exists, select, text, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from levqor import crypto, errors, events
 from levqor.accounts import sessions
@@ -273,51 +274,80 @@ async def authenticate(session: AsyncSession, *, kit: AuthKit, credential: str) 
     return await sessions.authenticate_access_token(session, kit=kit, token=credential)
 
 
-async def authenticate_reader(
-    db: Database, session: AsyncSession, *, kit: AuthKit, credential: str
-) -> Principal:
-    """The caller of a read request. An access token is checked on a bare read
-    connection and its user comes back detached (see `authenticate_access_token`); an
-    API key, whose use is recorded, in `session`."""
-    if credential.startswith(API_KEY_PREFIX):
-        return await authenticate_api_key(session, api_key=credential)
+async def authenticate_reader(db: Database, *, kit: AuthKit, credential: str) -> Principal:
+    """The caller of a read request, checked on a bare read connection; their user comes
+    back detached (see `sessions.authenticate_access_token`)."""
     async with db.reading() as connection:
+        if credential.startswith(API_KEY_PREFIX):
+            return await authenticate_api_key(connection, api_key=credential)
         return await sessions.authenticate_access_token(connection, kit=kit, token=credential)
 
 
-async def authenticate_api_key(session: AsyncSession, *, api_key: str) -> Principal:
-    row = (
-        await session.execute(
-            select(ApiKey, User)
-            .join(User, ApiKey.user_id == User.id)
-            .where(ApiKey.key_hash == sha256_hex(api_key))
-        )
-    ).first()
-    if row is None or not row[1].is_active:
+API_KEY_WITH_USER = (
+    select(ApiKey, User)
+    .join(User, ApiKey.user_id == User.id)
+    .where(ApiKey.key_hash == bindparam("key_hash"))
+)
+# The same query as plain columns, for a bare connection.
+API_KEY_ROW_WITH_USER = (
+    select(
+        ApiKey.id.label("key_id"),
+        ApiKey.scopes.label("key_scopes"),
+        ApiKey.last_used_at.label("key_last_used_at"),
+        *User.__table__.columns,
+    )
+    .join_from(ApiKey, User, ApiKey.user_id == User.id)
+    .where(ApiKey.key_hash == bindparam("key_hash"))
+)
+
+
+class _FoundKey(NamedTuple):
+    user: User
+    key_id: str
+    scopes: list[str]
+    last_used_at: datetime | None
+
+
+async def authenticate_api_key(on: AsyncSession | AsyncConnection, *, api_key: str) -> Principal:
+    """The key's owner: loaded into `on` if it is a session, detached on a bare
+    connection (as `sessions.authenticate_access_token`)."""
+    params = {"key_hash": sha256_hex(api_key)}
+    found: _FoundKey | None = None
+    if isinstance(on, AsyncSession):
+        if (row := (await on.execute(API_KEY_WITH_USER, params)).first()) is not None:
+            key, user = row
+            found = _FoundKey(user, key.id, key.scopes, key.last_used_at)
+    elif (row := (await on.execute(API_KEY_ROW_WITH_USER, params)).first()) is not None:
+        user = sessions.detached_user(row._mapping)
+        found = _FoundKey(user, row.key_id, row.key_scopes, row.key_last_used_at)
+    if found is None or not found.user.is_active:
         raise InvalidToken("Unknown API key.")
-    key, user = row
-    await _touch_api_key(session, key)
-    return Principal(user=user, via="api_key", scopes=frozenset(key.scopes), api_key_id=key.id)
+    await _touch_api_key(on, found.key_id, found.last_used_at)
+    return Principal(
+        user=found.user, via="api_key", scopes=frozenset(found.scopes), api_key_id=found.key_id
+    )
 
 
-async def _touch_api_key(session: AsyncSession, key: ApiKey) -> None:
+async def _touch_api_key(
+    on: AsyncSession | AsyncConnection, key_id: str, last_used_at: datetime | None
+) -> None:
     """Record use at most once a minute; a lost update here must never fail a request.
 
-    On a GET (an autocommit session) the UPDATE is its own short transaction; on SQLite it
-    may time out waiting for the write lock, which only loses this timestamp.
+    On a GET (autocommit) the UPDATE is its own short transaction; on SQLite it may time
+    out waiting for the write lock, which only loses this timestamp.
     """
     now = utcnow()
-    if key.last_used_at is not None and now - key.last_used_at < API_KEY_TOUCH_INTERVAL:
+    if last_used_at is not None and now - last_used_at < API_KEY_TOUCH_INTERVAL:
         return
     try:
-        await session.execute(
+        await on.execute(
             update(ApiKey)
-            .where(ApiKey.id == key.id)
+            .where(ApiKey.id == key_id)
             .values(last_used_at=now)
             .execution_options(synchronize_session=False)
         )
     except OperationalError as exc:
-        log.info("api_key_touch_skipped", key_id=key.id, error=str(exc.orig))
+        log.info("api_key_touch_skipped", key_id=key_id, error=str(exc.orig))
 
 
 # --- API keys -------------------------------------------------------------------------

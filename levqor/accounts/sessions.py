@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, exists, select, update
+from sqlalchemy import RowMapping, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -213,10 +213,15 @@ async def _detached_user(
     row = (await connection.execute(USER_ROW_WITH_REVOCATIONS, params)).first()
     if row is None:
         return None
-    columns = row._mapping
+    return detached_user(row._mapping), bool(row[0]), bool(row[1])
+
+
+def detached_user(columns: RowMapping) -> User:
+    """The user in a row of `users`' columns, as if loaded and then detached: a session
+    given it would update their row, never insert one."""
     user = User(**{attribute: columns[column] for column, attribute in USER_ATTRIBUTES})
-    make_transient_to_detached(user)  # as if loaded, so a session would update, not insert
-    return user, bool(row[0]), bool(row[1])
+    make_transient_to_detached(user)
+    return user
 
 
 @dataclass(frozen=True)

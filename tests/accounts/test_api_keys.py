@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from levqor.accounts.models import ApiKey
+from levqor.accounts.models import ApiKey, User
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
 
@@ -72,6 +72,21 @@ async def test_deleted_key_is_refused_on_the_next_request(
     assert deleted.status_code == 204
     refused = await client.get("/api/v1/me", headers={"X-Api-Key": created["key"]})
     assert_problem(refused, 401, "invalid_token")
+
+
+async def test_a_deactivated_users_key_and_token_are_refused_for_reads_and_writes(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    account = await signup()
+    key = (await create_key(client, account))["key"]
+    async with runtime.db.transaction() as connection:
+        await connection.execute(update(User).where(User.id == account.id).values(is_active=False))
+    for credential in ({"X-Api-Key": key}, account.headers):
+        read = await client.get("/api/v1/me", headers=credential)
+        assert_problem(read, 401, "invalid_token")
+        write = await client.post("/api/v1/api-keys", json={"name": "x"}, headers=credential)
+        assert_problem(write, 401, "invalid_token")
+    assert await count_keys(runtime) == 1
 
 
 async def test_another_users_key_is_not_found(client: httpx.AsyncClient, signup: Any) -> None:
