@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor import metrics
+from levqor import metrics, openapi
 from levqor.accounts import service
 from levqor.accounts.errors import InvalidToken, MissingScope
 from levqor.accounts.kit import Principal
@@ -75,36 +74,16 @@ async def limit_anonymous(request: Request, runtime: RuntimeDep) -> None:
     await enforce(request, runtime, f"ip:{client_ip(request)}", anonymous_policy(request, runtime))
 
 
-# Declared for the OpenAPI document only (which routes need a credential, and how to
-# give one); `bearer_credential` reads the headers itself, with its own errors.
-_bearer = HTTPBearer(
-    auto_error=False, scheme_name="bearer", description="An access JWT or an API key."
-)
-_api_key = APIKeyHeader(
-    name="X-Api-Key", auto_error=False, scheme_name="apiKey", description="An API key."
-)
-
-
-async def _documented(
-    _bearer_given: Annotated[object, Security(_bearer)],
-    _key_given: Annotated[object, Security(_api_key)],
-) -> None:
-    return None
-
-
-DocumentedCredential = Annotated[None, Depends(_documented)]
-
-
-async def authenticated(
-    request: Request, runtime: RuntimeDep, session: SessionDep, _: DocumentedCredential
-) -> Principal:
+@openapi.needs_credential
+async def authenticated(request: Request, runtime: RuntimeDep, session: SessionDep) -> Principal:
     """The caller; on a write request loaded into the request's transaction, which the
     route may change them in."""
     return await _authenticate(request, runtime, session, reader=request.method in READ_METHODS)
 
 
+@openapi.needs_credential
 async def authenticated_autocommit(
-    request: Request, runtime: RuntimeDep, session: ReadSessionDep, _: DocumentedCredential
+    request: Request, runtime: RuntimeDep, session: ReadSessionDep
 ) -> Principal:
     """The caller, checked outside any transaction: for routes that call an outside
     service (Stripe) and open their own short transactions around it, so no write lock
