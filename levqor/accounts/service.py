@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import bindparam, delete, exists, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -42,6 +41,10 @@ REFERRAL_COOKIE = "levqor_ref"
 
 def normalise_email(email: str) -> str:
     """Validate syntax (no DNS) and fold case, so one address has one account."""
+    # Loaded here, not with the module: its Unicode tables take 35 ms to compile, and a
+    # worker, which never reads an address, imports this module (see `entry`).
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(email, check_deliverability=False)
     except EmailNotValidError as exc:

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import jwt
-
 from levqor.accounts.errors import InvalidToken
 from levqor.config import Settings
 
@@ -69,6 +67,8 @@ class AccessTokens:
             "iat": int(now.timestamp()),
             "exp": int(claims.expires_at.timestamp()),
         }
+        import jwt  # see `_verify`
+
         return jwt.encode(payload, self._key, algorithm=self._algorithm), claims
 
     def decode(self, token: str) -> AccessClaims:
@@ -84,6 +84,11 @@ class AccessTokens:
         return claims
 
     def _verify(self, token: str) -> AccessClaims:
+        # PyJWT is loaded at the first token, not with this module: it loads every
+        # algorithm's key classes (25 ms), and workers, which never see a token, build
+        # the kit that holds this.
+        import jwt
+
         try:
             payload = jwt.decode(
                 token,

@@ -10,17 +10,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext, secret_field
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext, secret_field
 from levqor.connectors.errors import RateLimitedError
 
 API = "https://api.airtable.com"
 RATE_LIMIT_WAIT_S = 30.0
 
 
-class CreateRecord(BaseModel):
+class CreateRecord(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     base_id: str = Field(min_length=1, max_length=64, pattern=r"^app\w+$")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import ConfigDict, Field, RootModel
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext
 from levqor.connectors.errors import Reschedule, StopRun
 from levqor.jsonvalues import is_true
 
@@ -16,13 +16,13 @@ class TransformParams(RootModel[dict[str, Any]]):
     """Any object; every string in it is a template."""
 
 
-class FilterParams(BaseModel):
+class FilterParams(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     condition: Any = Field(description="A template that renders true or false.")
 
 
-class DelayParams(BaseModel):
+class DelayParams(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     seconds: float = Field(gt=0, le=30 * 24 * 3600)
@@ -31,7 +31,7 @@ class DelayParams(BaseModel):
 MAX_REDIRECTS = 5
 
 
-class HttpRequestParams(BaseModel):
+class HttpRequestParams(ConnectorModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"

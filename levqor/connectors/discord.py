@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext, secret_field
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext, secret_field
 from levqor.connectors.errors import RateLimitedError
 
 
-class PostMessage(BaseModel):
+class PostMessage(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     content: str | None = Field(None, max_length=2000)

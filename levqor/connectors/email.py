@@ -21,9 +21,16 @@ from email.utils import formatdate
 from html import escape
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import ConfigDict, EmailStr, Field, field_validator
 
-from levqor.connectors.base import Action, Connector, MailPolicy, StepContext, secret_field
+from levqor.connectors.base import (
+    Action,
+    Connector,
+    ConnectorModel,
+    MailPolicy,
+    StepContext,
+    secret_field,
+)
 from levqor.connectors.errors import ConnectorError, RetryableError
 
 PORTS = {"starttls": 587, "ssl": 465, "none": 25}
@@ -32,7 +39,7 @@ PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 HEADERS_UNFOLDED = email.policy.SMTP.clone(max_line_length=998)
 
 
-class SendEmail(BaseModel):
+class SendEmail(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     to: list[EmailStr] = Field(min_length=1, max_length=50)
@@ -54,7 +61,7 @@ class SendEmail(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-class Smtp(BaseModel):
+class Smtp(ConnectorModel):
     host: str
     sender: EmailStr = Field(alias="from")
     port: int | None = Field(None, gt=0, lt=65536)

@@ -12,17 +12,17 @@ import time
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext, secret_field
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext, secret_field
 from levqor.connectors.errors import RateLimitedError
 
 API = "https://api.github.com"
 NAME = r"^[A-Za-z0-9_.-]+$"
 
 
-class CreateIssue(BaseModel):
+class CreateIssue(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     owner: str = Field(min_length=1, max_length=100, pattern=NAME)

@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext, secret_field
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext, secret_field
 
 API = "https://sheets.googleapis.com"
 
 
-class AppendRow(BaseModel):
+class AppendRow(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     spreadsheet_id: str = Field(min_length=1, max_length=200, pattern=r"^[\w-]+$")

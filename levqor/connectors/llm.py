@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext
 from levqor.connectors.errors import ConnectorError, RetryableError
 from levqor.logging import get_logger
 
@@ -108,7 +108,7 @@ async def complete(
     )
 
 
-class Chat(BaseModel):
+class Chat(ConnectorModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     prompt: str = Field(min_length=1, max_length=100_000)

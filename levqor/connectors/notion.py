@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext, secret_field
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext, secret_field
 
 API = "https://api.notion.com"
 VERSION = "2022-06-28"
 
 
-class CreatePage(BaseModel):
+class CreatePage(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     database_id: str = Field(min_length=1, max_length=64, pattern=r"^[\w-]+$")

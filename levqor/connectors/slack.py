@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext
 from levqor.connectors.errors import ConnectorError, RateLimitedError, RetryableError
 
 API = "https://slack.com/api"
@@ -25,7 +25,7 @@ RETRYABLE_ERRORS = frozenset(
 )
 
 
-class PostMessage(BaseModel):
+class PostMessage(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=40_000, description="mrkdwn text.")

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import ConfigDict, EmailStr, Field, model_validator
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext, secret_field
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext, secret_field
 from levqor.connectors.errors import ConnectorError
 
 API = "https://api.stripe.com"
 
 
-class FindCustomer(BaseModel):
+class FindCustomer(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     customer_id: str | None = Field(None, pattern=r"^cus_\w+$")
@@ -32,7 +32,7 @@ class FindCustomer(BaseModel):
         return self
 
 
-class CreatePaymentLink(BaseModel):
+class CreatePaymentLink(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     price: str = Field(pattern=r"^price_\w+$", description="A Price id.")

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext, secret_field
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext, secret_field
 from levqor.connectors.errors import ConnectorError, RateLimitedError
 
 API = "https://api.telegram.org"
 
 
-class SendMessage(BaseModel):
+class SendMessage(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     chat_id: int | str = Field(description="A chat id or `@channelusername`.")

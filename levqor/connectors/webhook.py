@@ -11,16 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from standardwebhooks.webhooks import Webhook
 
 from levqor.connectors import http
-from levqor.connectors.base import Action, Connector, StepContext
+from levqor.connectors.base import Action, Connector, ConnectorModel, StepContext
 from levqor.connectors.errors import ConnectorError
 from levqor.db.base import utcnow
 
 
-class Send(BaseModel):
+class Send(ConnectorModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(min_length=1, max_length=4096)
