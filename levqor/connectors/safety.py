@@ -108,7 +108,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, allow: AllowList, resolve: Resolver = system_resolver) -> None:
         self._allow = allow
         self._resolve = resolve
-        self._inner = asyncio_transport()
+        # Built at the first request: its TLS context reads certifi's roots (30 ms), which
+        # a worker whose first jobs make no HTTP call need not wait for.
+        self._inner: httpx.AsyncHTTPTransport | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         address = await check_url(request.url, self._allow, self._resolve)
@@ -118,10 +120,13 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             request.url = request.url.copy_with(host=pinned)
             request.headers.setdefault("host", host)
             request.extensions = {**request.extensions, "sni_hostname": host}
+        if self._inner is None:
+            self._inner = asyncio_transport()
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        if self._inner is not None:
+            await self._inner.aclose()
 
 
 def asyncio_transport(
@@ -130,10 +135,11 @@ def asyncio_transport(
     """httpx's transport with its defaults (certificates verified against certifi's
     roots unless `ssl_context` says otherwise, httpx's pool limits unless `limits` does),
     over our asyncio socket layer and pool (`netio`)."""
-    transport = httpx.AsyncHTTPTransport()
+    ssl_context = ssl_context or httpx.create_ssl_context()
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context)  # not a second context
     limits = limits or httpx.Limits()
     transport._pool = ConnectionPool(  # httpx takes no pool or backend argument
-        ssl_context=ssl_context or httpx.create_ssl_context(),
+        ssl_context=ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
