@@ -18,7 +18,7 @@ from rich.table import Table
 from sqlalchemy import text
 
 from levqor import clikit
-from levqor.config import load_settings
+from levqor.config import Settings, load_settings
 from levqor.connectors import netio
 from levqor.jobs import queue, service
 from levqor.jobs.scheduler import Scheduler
@@ -44,7 +44,7 @@ def worker(
             _wake_on_stdin(worker.wake, stop)
         await worker.run(stop)
 
-    run_process_loop(_until_signalled(context, work))
+    run_process_loop(_until_signalled(context, settings, work))
 
 
 def _wake_on_stdin(wake: asyncio.Event, stop: asyncio.Event) -> None:
@@ -70,6 +70,7 @@ def _wake_on_stdin(wake: asyncio.Event, stop: asyncio.Event) -> None:
 
 async def _until_signalled(
     context: typer.Context,
+    settings: Settings,
     start: Callable[[Runtime, asyncio.Event], Coroutine[Any, Any, None]],
 ) -> None:
     """Run a loop with its own runtime until SIGINT or SIGTERM asks it to stop."""
@@ -78,7 +79,7 @@ async def _until_signalled(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with clikit.open_runtime(context) as runtime:
+    async with clikit.open_runtime(context, settings) as runtime:
         freeze_startup_objects()
         await start(runtime, stop)
 
@@ -87,7 +88,9 @@ def scheduler(context: typer.Context) -> None:
     """Fire cron schedules and run upkeep. Several may run: each fire time fires once."""
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    run_process_loop(_until_signalled(context, lambda runtime, stop: Scheduler(runtime).run(stop)))
+    run_process_loop(
+        _until_signalled(context, settings, lambda runtime, stop: Scheduler(runtime).run(stop))
+    )
 
 
 jobs_app = typer.Typer(help="The job queue.", no_args_is_help=True)
