@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 from cryptography.fernet import MultiFernet
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from standardwebhooks.webhooks import Webhook
 
@@ -97,38 +97,55 @@ async def signing_secret(
     return secret
 
 
-async def claim(
-    session: AsyncSession, *, worker_id: str, limit: int, lease: timedelta, now: datetime
-) -> list[ClaimedDelivery]:
-    due = (
-        select(CallbackDelivery.id)
-        .where(
-            or_(
-                and_(CallbackDelivery.status == "pending", CallbackDelivery.next_attempt_at <= now),
-                and_(CallbackDelivery.status == "sending", CallbackDelivery.lease_expires_at < now),
+_deliveries = callback_deliveries_table.c
+# Built once: a worker polls for due deliveries every poll interval, and building the
+# statement each time cost more than running it.
+CLAIM_DUE = (
+    update(callback_deliveries_table)
+    .where(
+        _deliveries.id.in_(
+            select(_deliveries.id)
+            .where(
+                or_(
+                    and_(
+                        _deliveries.status == "pending",
+                        _deliveries.next_attempt_at <= bindparam("now"),
+                    ),
+                    and_(
+                        _deliveries.status == "sending",
+                        _deliveries.lease_expires_at < bindparam("now"),
+                    ),
+                )
             )
+            .order_by(_deliveries.next_attempt_at)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
         )
-        .order_by(CallbackDelivery.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
     )
-    rows = await session.execute(
-        update(CallbackDelivery)
-        .where(CallbackDelivery.id.in_(due.scalar_subquery()))
-        .values(
-            status="sending",
-            lease_owner=worker_id,
-            lease_expires_at=now + lease,
-            attempts=CallbackDelivery.attempts + 1,
-        )
-        .returning(
-            CallbackDelivery.id,
-            CallbackDelivery.user_id,
-            CallbackDelivery.url,
-            CallbackDelivery.payload,
-            CallbackDelivery.attempts,
-        )
-        .execution_options(synchronize_session=False)
+    .values(
+        status="sending",
+        lease_owner=bindparam("worker"),
+        lease_expires_at=bindparam("expires"),
+        attempts=_deliveries.attempts + 1,
+    )
+    .returning(
+        _deliveries.id,
+        _deliveries.user_id,
+        _deliveries.url,
+        _deliveries.payload,
+        _deliveries.attempts,
+    )
+)
+
+
+async def claim(
+    connection: AsyncConnection, *, worker_id: str, limit: int, lease: timedelta, now: datetime
+) -> list[ClaimedDelivery]:
+    """Lease up to `limit` due deliveries to this worker: one statement, on a connection
+    that commits it on its own (`Database.one_statement`)."""
+    rows = await connection.execute(
+        CLAIM_DUE, {"now": now, "limit": limit, "worker": worker_id, "expires": now + lease}
     )
     return [ClaimedDelivery(*row) for row in rows]
 

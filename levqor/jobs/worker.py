@@ -137,9 +137,9 @@ class Worker:
         if free <= 0 or not (self.deliveries_due or now >= self.next_delivery_poll):
             return 0
         self.deliveries_due, self.next_delivery_poll = False, now + self.poll_interval_s
-        async with self.runtime.db.session(write=True) as session, session.begin():
+        async with self.runtime.db.one_statement() as connection:
             due = await callbacks.claim(
-                session, worker_id=self.worker_id, limit=free, lease=self.lease, now=utcnow()
+                connection, worker_id=self.worker_id, limit=free, lease=self.lease, now=utcnow()
             )
         for delivery in due:
             self.sending[delivery.id] = asyncio.create_task(self._deliver(delivery))
