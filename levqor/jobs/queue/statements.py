@@ -14,6 +14,7 @@ from sqlalchemy import (
     ARRAY,
     JSON,
     BindParameter,
+    ColumnClause,
     ColumnElement,
     DateTime,
     Delete,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     delete,
     func,
     insert,
@@ -116,6 +118,19 @@ UPDATE jobs SET status = 'running', lease_owner = :worker, lease_expires_at = :u
 WHERE jobs.id = ANY(ARRAY(SELECT id FROM chosen))
 RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.workflow_version, jobs.input,
     jobs.attempts, jobs.callback_url, jobs.crashes, jobs.replays"""
+
+
+def _claimed_columns() -> list[ColumnClause[Any]]:
+    """What a claim returns, in order (`states.Claimed`'s fields). Named in order, a text
+    statement's result layout is worked out once per statement, not once per execution
+    (SQLAlchemy caches it only for columns given in order)."""
+    return [
+        *map(column, ("id", "user_id", "workflow_id", "workflow_version")),
+        column("input", JSON),
+        *map(column, ("attempts", "callback_url", "crashes", "replays")),
+    ]
+
+
 _CLAIM_TIMES = (
     bindparam("now", type_=UTCDateTime),
     bindparam("until", type_=UTCDateTime),
@@ -124,7 +139,7 @@ _CLAIM_TIMES = (
 POSTGRES_CLAIM = (
     text(WAITING_USERS + _POSTGRES_CLAIM_CTES.format(leaving="") + _POSTGRES_CLAIM_UPDATE)
     .bindparams(*_CLAIM_TIMES)
-    .columns(input=JSON)
+    .columns(*_claimed_columns())
 )
 
 
@@ -169,7 +184,7 @@ RETURNING id, user_id, workflow_id, workflow_version, input, attempts, callback_
 """
     )
     .bindparams(*_CLAIM_TIMES)
-    .columns(input=JSON)
+    .columns(*_claimed_columns())
 )
 
 
@@ -256,9 +271,13 @@ _WRITE_ARRAYS: tuple[BindParameter[Any], ...] = (
         for name in ("started_at", "finished_at")
     ),
 )
-POSTGRES_WRITE = text(
-    "WITH" + _POSTGRES_WRITE_CTES + "\nSELECT id, user_id, workflow_id, callback_url FROM owned"
-).bindparams(*_WRITE_ARRAYS)
+POSTGRES_WRITE = (
+    text(
+        "WITH" + _POSTGRES_WRITE_CTES + "\nSELECT id, user_id, workflow_id, callback_url FROM owned"
+    )
+    .bindparams(*_WRITE_ARRAYS)
+    .columns(*map(column, ("id", "user_id", "workflow_id", "callback_url")))
+)
 
 # A write and the next claim in one statement and one commit, for a worker whose slots
 # freed while its jobs' writes waited: one round trip instead of two under load. The
@@ -291,7 +310,7 @@ FROM claimed
 """
     )
     .bindparams(*_WRITE_ARRAYS, *_CLAIM_TIMES)
-    .columns(input=JSON)
+    .columns(column("claimed"), *_claimed_columns())
 )
 
 
