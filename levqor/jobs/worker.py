@@ -110,7 +110,7 @@ class Worker:
                     await self._back_off(stop, failures, exc)
                     continue
                 failures = 0
-                if not claimed:
+                if not claimed or self.came_up_short:  # nothing more to take for now
                     await self._sleep(stop)
         finally:
             self.stopping = True
@@ -191,15 +191,22 @@ class Worker:
         return len(jobs)
 
     def _writes_will_claim(self) -> bool:
-        """A write is going out and will carry a claim: leave the claim to it."""
-        return self.executor.writer.flushing is not None and not self.came_up_short
+        """A write is going out and will carry the claim: leave it to the write. After a
+        short claim, only a write that hands jobs back does (`reserve`); a claim now
+        would race it and, while those jobs still count against their users, come back
+        short or empty again."""
+        writer = self.executor.writer
+        if writer.flushing is None:
+            return False
+        return not self.came_up_short or writer.releasing()
 
-    def reserve(self) -> ClaimRequest | None:
+    def reserve(self, *, releases: bool) -> ClaimRequest | None:
         """The claim a write going out carries (see `JobWriter`): the free slots, unless
-        this worker is stopping or its last claim found the queue empty (a new run wakes
+        this worker is stopping, or its last claim came back short and this write
+        `releases` no job (nothing changed that a claim could find; a new run wakes
         the loop, which claims it)."""
         free = self.free
-        if free <= 0 or self.stopping or self.came_up_short:
+        if free <= 0 or self.stopping or (self.came_up_short and not releases):
             return None
         return self._reserve(free)
 

@@ -26,8 +26,9 @@ from levqor.jobs.queue import Claimed, ClaimRequest, JobWrite
 class Claimer(Protocol):
     """The worker whose claims ride along with its writes."""
 
-    def reserve(self) -> ClaimRequest | None:
-        """The claim to send with the next write (its slots held until `claimed`)."""
+    def reserve(self, *, releases: bool) -> ClaimRequest | None:
+        """The claim to send with the next write (its slots held until `claimed`);
+        `releases`: the write hands jobs back (a new state), freeing room."""
         ...
 
     def claimed(self, request: ClaimRequest, jobs: list[Claimed]) -> None:
@@ -64,6 +65,10 @@ class JobWriter(GroupCommit[JobWrite, bool]):
         """Commit `write`; False when the worker no longer holds the job (nothing written)."""
         return await self.submit(write)
 
+    def releasing(self) -> bool:
+        """A write queued or committing hands a job back (a new state)."""
+        return any(write.state for write in self.in_flight())
+
     def unwritten(self) -> set[str]:
         """Jobs with a write queued or committing: still this worker's business."""
         return {write.job_id for write in self.in_flight()}
@@ -72,7 +77,8 @@ class JobWriter(GroupCommit[JobWrite, bool]):
         # One statement on PostgreSQL, unless a finished job's callback must be queued
         # with it, atomically.
         atomic = any(write.callback for write in items)
-        claim = None if atomic or self.claimer is None else self.claimer.reserve()
+        releases = any(write.state for write in items)
+        claim = None if atomic or self.claimer is None else self.claimer.reserve(releases=releases)
         if claim is not None:
             owned = await self._commit_and_claim(items, claim)
         else:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from levqor.bootstrap import build_runtime
 from levqor.config import Settings
@@ -87,9 +87,8 @@ async def test_a_job_its_worker_no_longer_runs_is_handed_back_at_the_next_beat(
     still queued (then the write decides)."""
     await queue_runs(client, signup, 2)
     worker = Worker(runtime, concurrency=2)
-    # As after a claim that found the queue empty: its writes carry no claim, which
-    # would take the handed-back job again at once.
-    worker.came_up_short = True
+    # Its writes carry no claim, which would take the handed-back job again at once.
+    worker.executor.writer.claimer = None
     async with runtime.db.write() as session, session.begin():
         orphan, writing = await queue.claim(
             session,
@@ -135,7 +134,7 @@ async def test_a_claim_in_flight_keeps_its_jobs_while_an_older_orphan_is_handed_
             .where(Job.id == orphan.id)
             .values(lease_expires_at=utcnow() + worker.lease - timedelta(seconds=1))
         )
-    request = worker.reserve()
+    request = worker.reserve(releases=False)
     assert request is not None
     async with runtime.db.one_statement() as connection:
         in_flight = await queue.take(connection, request)
@@ -148,3 +147,44 @@ async def test_a_claim_in_flight_keeps_its_jobs_while_an_older_orphan_is_handed_
     assert {(jobs[job.id].status, jobs[job.id].lease_owner) for job in in_flight} == {
         ("running", worker.worker_id)
     }
+
+
+async def test_a_burst_beyond_its_users_limit_is_claimed_along_with_the_writes_that_make_room(
+    client: httpx.AsyncClient, signup: Any, settings: Settings
+) -> None:
+    """One user's burst, more runs than the user may run at once: each batch's final
+    states go out with the claim of the next batch, one statement, not a claim that races
+    the write and comes back empty, then another after it, then one for the last slot."""
+    await queue_runs(client, signup, 40)
+    runtime = build_runtime(settings.model_copy(update={"worker_poll_interval_s": 30}))
+    claims: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "UPDATE jobs SET status = 'running'" in statement:
+            claims.append(statement)
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+    worker = Worker(runtime, concurrency=10)  # one user holds at most 9 of its slots
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(20):  # a lost wake-up would wait for the 30 s poll
+            while await succeeded_runs(runtime) < 40:  # noqa: ASYNC110  (the table, polled)
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await running
+        await runtime.close()
+    # Five batches of nine, and a claim or two at the end that finds the queue empty
+    # (seven, on either back-end); claiming on its own, the worker made ten.
+    assert len(claims) <= 8
+
+
+async def succeeded_runs(runtime: Any) -> int:
+    async with runtime.db.read() as session:
+        return (
+            await session.scalar(
+                select(func.count()).select_from(Job).where(Job.status == "succeeded")
+            )
+            or 0
+        )
