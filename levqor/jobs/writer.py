@@ -14,7 +14,7 @@ write lock) where it would pay two.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from levqor.db.engine import Database
@@ -67,7 +67,7 @@ class JobWriter(GroupCommit[JobWrite, bool]):
 
     def releasing(self) -> bool:
         """A write queued or committing hands a job back (a new state)."""
-        return any(write.state for write in self.in_flight())
+        return _hands_back(self.in_flight())
 
     def unwritten(self) -> set[str]:
         """Jobs with a write queued or committing: still this worker's business."""
@@ -77,8 +77,11 @@ class JobWriter(GroupCommit[JobWrite, bool]):
         # One statement on PostgreSQL, unless a finished job's callback must be queued
         # with it, atomically.
         atomic = any(write.callback for write in items)
-        releases = any(write.state for write in items)
-        claim = None if atomic or self.claimer is None else self.claimer.reserve(releases=releases)
+        claim = (
+            None
+            if atomic or self.claimer is None
+            else self.claimer.reserve(releases=_hands_back(items))
+        )
         if claim is not None:
             owned = await self._commit_and_claim(items, claim)
         else:
@@ -103,9 +106,14 @@ class JobWriter(GroupCommit[JobWrite, bool]):
             for write, kept in zip(items, results, strict=True)
             if kept and write.state is not None and write.state.final
         )
-        if any(write.state for write in items):
+        if _hands_back(items):
             self.on_release()
 
     def idle(self) -> None:
         if self.claimer is not None:
             self.claimer.writes_idle()
+
+
+def _hands_back(writes: Iterable[JobWrite]) -> bool:
+    """A new state among `writes`: its job leaves the worker, freeing room for a claim."""
+    return any(write.state for write in writes)

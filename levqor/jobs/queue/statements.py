@@ -6,6 +6,7 @@ SQL, the two back-ends (`backends.py`) choose between the statements here.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -55,6 +56,7 @@ from levqor.jobs.models import (
     jobs_table,
     workers_table,
 )
+from levqor.jobs.queue.states import Claimed
 
 CHANNEL = "levqor_jobs"
 
@@ -121,13 +123,11 @@ RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.workflow_version, jobs.i
 
 
 def _claimed_columns() -> list[ColumnClause[Any]]:
-    """What a claim returns, in order (`states.Claimed`'s fields). Named in order, a text
+    """What a claim returns, in order: `Claimed`'s fields. Named in order, a text
     statement's result layout is worked out once per statement, not once per execution
     (SQLAlchemy caches it only for columns given in order)."""
     return [
-        *map(column, ("id", "user_id", "workflow_id", "workflow_version")),
-        column("input", JSON),
-        *map(column, ("attempts", "callback_url", "crashes", "replays")),
+        column(field.name, JSON if field.name == "input" else None) for field in fields(Claimed)
     ]
 
 
