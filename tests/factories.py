@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.util import await_only
 
 from levqor.accounts.models import ROLE_ADMIN, User
 from levqor.db.base import utcnow
@@ -236,3 +237,27 @@ def mail_settings(peer: Any) -> dict[str, Any]:
         "smtp_password": peer.password,
         "mail_from": "levqor@example.com",
     }
+
+
+def record_statements(runtime: Runtime) -> list[str]:
+    """The SQL the runtime's write connections run from now on, in order. On PostgreSQL
+    from SQLAlchemy's events (an executemany is one entry); on SQLite from SQLite's own
+    trace, which also sees what the queue runs on the driver's thread outside SQLAlchemy
+    (an executemany is one entry per row, and COMMIT is seen)."""
+    seen: list[str] = []
+    engine = runtime.db.engine.sync_engine
+    if not runtime.db.is_sqlite:
+
+        def executed(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", executed)
+        return seen
+
+    def traced(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get("levqor_trace") is not seen:  # once per connection
+            await_only(dbapi_connection.driver_connection.set_trace_callback(seen.append))
+            record.info["levqor_trace"] = seen
+
+    event.listen(engine, "checkout", traced)
+    return seen

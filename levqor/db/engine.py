@@ -28,11 +28,12 @@ request); past `pool_size` busy connections a request waits for one instead, in 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -49,8 +50,10 @@ from levqor.config import Settings
 from levqor.crypto import KeyRing, build_cipher
 from levqor.db.base import bind_key_ring
 from levqor.db.fairpool import FairAsyncPool
+from levqor.db.sqlite_thread import LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S, write_in_one_hop
 from levqor.events import SESSION_KEY, Events
 
+T = TypeVar("T")
 IMMEDIATE = "levqor_sqlite_immediate"
 AUTOCOMMIT = "levqor_autocommit"
 BACKGROUND_GRACE_S = 5.0
@@ -66,6 +69,7 @@ class Database:
     events: Events
     write_engine: AsyncEngine | None = None
     write_lock: asyncio.Lock | None = None
+    busy_timeout_s: float = 5.0  # SQLite: how long a writer waits for the write lock
     background: set[asyncio.Task[None]] = field(default_factory=set, hash=False, compare=False)
 
     @asynccontextmanager
@@ -90,6 +94,13 @@ class Database:
         """A bare connection from the read pool, in autocommit: reads without a session."""
         async with self.read_engine.connect() as connection:
             yield connection
+
+    async def sqlite_write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` with the SQLite connection, on its driver's thread, in a write
+        transaction of its own begun and ended there too: the queue's hot path, one hop
+        where the same statements through SQLAlchemy took about 25 (`db.sqlite_thread`)."""
+        async with self._serialised(), self.engine.connect() as connection:
+            return await write_in_one_hop(connection, work, timeout_s=self.busy_timeout_s)
 
     def one_statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for one self-contained write statement: in autocommit on
@@ -172,6 +183,7 @@ def create_database(
         write=async_sessionmaker(write_engine, expire_on_commit=False, info=info),
         write_engine=write_engine,
         write_lock=asyncio.Lock() if engine.dialect.name == "sqlite" else None,
+        busy_timeout_s=settings.sqlite_busy_timeout_ms / 1000,
     )
 
 
@@ -235,9 +247,6 @@ def _configure_sqlite(
             _begin_immediate(connection, busy_timeout_ms / 1000)
         else:
             connection.exec_driver_sql("BEGIN")
-
-
-LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S = 0.0002, 0.002
 
 
 def _begin_immediate(connection: Any, timeout_s: float) -> None:

@@ -182,8 +182,7 @@ class Worker:
         request = self._reserve(free)
         jobs: list[Claimed] = []
         try:
-            async with self.runtime.db.one_statement() as connection:  # the claim is one
-                jobs = await queue.take(connection, request)
+            jobs = await queue.take_alone(self.runtime.db, request)
         finally:
             self.claimed(request, jobs)
         if self.came_up_short and self.releases != releases_before:

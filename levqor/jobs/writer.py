@@ -74,30 +74,25 @@ class JobWriter(GroupCommit[JobWrite, bool]):
         return {write.job_id for write in self.in_flight()}
 
     async def commit(self, items: list[JobWrite]) -> list[bool]:
-        # One statement on PostgreSQL, unless a finished job's callback must be queued
-        # with it, atomically.
-        atomic = any(write.callback for write in items)
-        claim = (
-            None
-            if atomic or self.claimer is None
-            else self.claimer.reserve(releases=_hands_back(items))
-        )
-        if claim is not None:
-            owned = await self._commit_and_claim(items, claim)
-        else:
-            writing = self.db.transaction() if atomic else self.db.one_statement()
-            async with writing as connection:
+        if any(write.callback for write in items):
+            # A finished job's callback is queued with its state, atomically.
+            async with self.db.transaction() as connection:
                 owned = await queue.write_batch(connection, worker_id=self.worker_id, writes=items)
+        else:
+            owned = await self._commit_and_claim(items)
         return [write.job_id in owned for write in items]
 
-    async def _commit_and_claim(self, writes: list[JobWrite], claim: ClaimRequest) -> set[str]:
-        assert self.claimer is not None
+    async def _commit_and_claim(self, writes: list[JobWrite]) -> set[str]:
+        claim = None if self.claimer is None else self.claimer.reserve(releases=_hands_back(writes))
         claimed: list[Claimed] = []
         try:
-            async with self.db.one_statement() as connection:
-                owned, claimed = await queue.write_and_claim(connection, writes=writes, claim=claim)
+            owned, claimed = await queue.write_and_claim(
+                self.db, worker_id=self.worker_id, writes=writes, claim=claim
+            )
         finally:
-            self.claimer.claimed(claim, claimed)
+            if claim is not None:
+                assert self.claimer is not None
+                self.claimer.claimed(claim, claimed)
         return owned
 
     def settled(self, items: list[JobWrite], results: list[bool]) -> None:

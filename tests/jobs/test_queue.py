@@ -303,8 +303,9 @@ async def write_and_claim_as(
         concurrency=per_user + 1,
         alive_since=now,
     )
-    async with runtime.db.one_statement() as connection:
-        owned, claimed = await queue.write_and_claim(connection, writes=writes, claim=claim)
+    owned, claimed = await queue.write_and_claim(
+        runtime.db, worker_id=worker, writes=writes, claim=claim
+    )
     return owned, [job.id for job in claimed]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 
 from levqor.bootstrap import build_runtime
 from levqor.config import Settings
@@ -18,6 +18,7 @@ from levqor.jobs import queue
 from levqor.jobs.models import Job
 from levqor.jobs.queue import JobWrite
 from levqor.jobs.worker import Worker
+from tests.factories import record_statements
 
 
 @pytest.mark.parametrize("per_user", [10, 1])
@@ -154,13 +155,7 @@ async def test_a_burst_beyond_its_users_limit_is_claimed_along_with_the_writes_t
     the write and comes back empty, then another after it, then one for the last slot."""
     await queue_runs(client, signup, 40)
     runtime = build_runtime(settings.model_copy(update={"worker_poll_interval_s": 30}))
-    claims: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "UPDATE jobs SET status = 'running'" in statement:
-            claims.append(statement)
-
-    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
+    statements = record_statements(runtime)
     worker = Worker(runtime, concurrency=10)  # one user holds at most 9 of its slots
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
@@ -174,7 +169,8 @@ async def test_a_burst_beyond_its_users_limit_is_claimed_along_with_the_writes_t
         await runtime.close()
     # Five batches of nine, and a claim or two at the end that finds the queue empty
     # (seven, on either back-end); claiming on its own, the worker made ten.
-    assert len(claims) <= 8
+    claims = [sql for sql in statements if "UPDATE jobs SET status = 'running'" in sql]
+    assert 5 <= len(claims) <= 8  # forty runs need five claims at least
 
 
 async def succeeded_runs(runtime: Any) -> int:

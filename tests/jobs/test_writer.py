@@ -4,16 +4,17 @@ written for a job the worker no longer holds."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from levqor.db.base import utcnow
 from levqor.jobs.models import RUNNING, SUCCEEDED, Job, JobStep
 from levqor.jobs.queue import JobWrite, StepCheckpoint, succeeded
 from levqor.jobs.writer import JobWriter
 from levqor.runtime import Runtime
-from tests.factories import claim_as, seed
+from tests.factories import claim_as, record_statements, seed
 
 
 def checkpoint(step_id: str = "first") -> StepCheckpoint:
@@ -30,27 +31,28 @@ def checkpoint(step_id: str = "first") -> StepCheckpoint:
     )
 
 
-def count_step_writes(runtime: Runtime) -> list[int]:
-    """One entry per statement that writes job_steps (a batch is one, on either back-end)."""
-    writes: list[int] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "INSERT INTO job_steps" in statement:
-            writes.append(1)
-
-    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", seen)
-    return writes
+def step_batches(runtime: Runtime, statements: list[str]) -> int:
+    """How many times job_steps were written: statements on PostgreSQL (a batch is one),
+    transactions on SQLite (a batch is one executemany, traced once per row)."""
+    if not runtime.db.is_sqlite:
+        return sum("INSERT INTO job_steps" in statement for statement in statements)
+    batches, writing = 0, False
+    for statement in statements:
+        writing = writing or "INSERT INTO job_steps" in statement
+        if statement == "COMMIT" and writing:
+            batches, writing = batches + 1, False
+    return batches
 
 
 async def test_writes_submitted_together_commit_in_one_batch(runtime: Runtime) -> None:
     await seed(runtime, users=2, jobs_each=10)
     held = await claim_as(runtime, "w1", 20)
-    writes = count_step_writes(runtime)
+    statements = record_statements(runtime)
     writer = JobWriter(runtime.db, worker_id="w1")
     acknowledged = [writer.submit(JobWrite(job_id, step=checkpoint())) for job_id in held]
     assert writer.unwritten() == set(held)
     assert await asyncio.gather(*acknowledged) == [True] * 20
-    assert writes == [1]  # twenty checkpoints, one statement
+    assert step_batches(runtime, statements) == 1  # twenty checkpoints, one batch
     assert writer.unwritten() == set()
     async with runtime.db.read() as session:
         stored = (await session.execute(select(JobStep.job_id, JobStep.output))).all()
@@ -69,6 +71,35 @@ async def test_a_checkpoint_is_stored_when_it_is_acknowledged(runtime: Runtime) 
     assert (step.step_id, step.status, step.output) == ("a", "succeeded", {"ok": True})
     assert job is not None
     assert (job.status, job.lease_owner) == (RUNNING, "w1")  # a checkpoint keeps the job
+
+
+async def test_what_a_batch_writes_reads_back_the_same_through_the_orm(runtime: Runtime) -> None:
+    """The write path runs its own SQL (on SQLite, on the driver's thread); what it stores
+    must read back exactly as the ORM would have written it: aware UTC times to the
+    microsecond, JSON with its nesting and unicode, NULLs."""
+    await seed(runtime, users=1, jobs_each=1)
+    [job_id] = await claim_as(runtime, "w1", 1)
+    started = datetime(2026, 3, 29, 1, 59, 58, 123456, tzinfo=UTC)
+    ended = datetime(2026, 3, 29, 3, 0, 1, 654321, tzinfo=timezone(timedelta(hours=2)))
+    output = {"a": [1, 2.5, None, True], "ü": {"nested": "é✓"}, "n": 10**15}
+    step = replace(checkpoint(), output=output, started_at=started, finished_at=ended, attempts=3)
+    writer = JobWriter(runtime.db, worker_id="w1")
+    assert await writer.write(JobWrite(job_id, step=step, state=succeeded(output, ended)))
+    async with runtime.db.read() as session:
+        stored = await session.scalar(select(JobStep).where(JobStep.job_id == job_id))
+        job = await session.get(Job, job_id)
+    assert stored is not None
+    assert job is not None
+    assert (stored.output, stored.error, stored.attempts) == (output, None, 3)
+    assert (stored.started_at, stored.finished_at) == (started, ended)
+    assert stored.started_at is not None
+    assert stored.started_at.tzinfo == UTC
+    assert (job.status, job.result, job.finished_at, job.lease_owner) == (
+        SUCCEEDED,
+        output,
+        ended,
+        None,
+    )
 
 
 async def test_a_write_for_a_job_held_by_another_worker_writes_nothing(runtime: Runtime) -> None:

@@ -35,7 +35,6 @@ from levqor.jobs.queue.backends import (
     Backend,
     Connection,
     backend_for,
-    claim_params,
 )
 from levqor.jobs.queue.statements import CHANNEL
 from levqor.jobs.queue.states import (
@@ -108,8 +107,13 @@ async def claim(
 
 async def take(session: Connection, request: ClaimRequest) -> list[Claimed]:
     """`claim`, asked for as one value (what a worker reserves before claiming)."""
-    rows = await session.execute(backend_for(session).claim_statement, claim_params(request))
-    return _started([Claimed(*row) for row in rows])
+    return _started(await backend_for(session).claim(session, request))
+
+
+async def take_alone(db: Database, request: ClaimRequest) -> list[Claimed]:
+    """`take`, committed on its own: one statement in autocommit on PostgreSQL, one
+    transaction in one hop to the driver's thread on SQLite."""
+    return _started(await backend_for(db).claim_alone(db, request))
 
 
 def _started(claimed: list[Claimed]) -> list[Claimed]:
@@ -201,13 +205,15 @@ async def write_batch(session: Connection, *, worker_id: str, writes: list[JobWr
 
 
 async def write_and_claim(
-    connection: AsyncConnection, *, writes: list[JobWrite], claim: ClaimRequest
+    db: Database, *, worker_id: str, writes: list[JobWrite], claim: ClaimRequest | None
 ) -> tuple[set[str], list[Claimed]]:
-    """`write_batch` and `claim` together, where a loaded worker would otherwise pay
-    for two: one statement and one round trip on PostgreSQL, one transaction (one turn
-    at the write lock) on SQLite. The ids still owned, and the jobs claimed. Not for
-    writes that queue a callback (`write_batch` does that)."""
-    owned, claimed = await backend_for(connection).write_and_claim(connection, writes, claim)
+    """`write_batch` and, if asked, `claim` together, committed on their own, where a
+    loaded worker would otherwise pay for two: one statement and one round trip on
+    PostgreSQL, one transaction in one hop to the driver's thread on SQLite. The ids
+    still owned, and the jobs claimed. Not for writes that queue a callback
+    (`write_batch` does that, in the caller's transaction)."""
+    backend = backend_for(db)
+    owned, claimed = await backend.write_and_claim(db, worker_id, writes, claim)
     return set(owned), _started(claimed)
 
 

@@ -10,11 +10,12 @@ plain statements.
 
 from __future__ import annotations
 
+import sqlite3
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import fields
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 from sqlalchemy import text
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from levqor.db.base import utcnow
 from levqor.db.engine import Database
+from levqor.db.sqlite_thread import Compiled, CompiledFor, run_on_driver_thread
 from levqor.jobs.queue import statements
 from levqor.jobs.queue.batching import EnqueueBatcher
 from levqor.jobs.queue.states import STEP_FIELDS, Claimed, ClaimRequest, JobWrite
@@ -58,10 +60,19 @@ class Backend(Protocol):
         """Write the batch to the jobs this worker still holds; their rows by id."""
         ...
 
+    async def claim(self, connection: Connection, claim: ClaimRequest) -> list[Claimed]:
+        """Run `claim_statement` in the caller's transaction: the jobs taken."""
+        ...
+
+    async def claim_alone(self, db: Database, claim: ClaimRequest) -> list[Claimed]:
+        """`claim`, committed on its own."""
+        ...
+
     async def write_and_claim(
-        self, connection: Connection, writes: list[JobWrite], claim: ClaimRequest
+        self, db: Database, worker_id: str, writes: list[JobWrite], claim: ClaimRequest | None
     ) -> tuple[dict[str, Any], list[Claimed]]:
-        """`write`, then `claim`, in one go: the rows still held, and the jobs claimed."""
+        """`write`, then `claim` if asked, committed together on their own: the rows
+        still held, and the jobs claimed."""
         ...
 
     async def notify(self, session: Connection) -> None:
@@ -112,6 +123,10 @@ class PostgresBackend:
         intakes that wait for one are served in the order they came (`db.fairpool`)."""
         return db.autocommit()
 
+    async def claim(self, connection: Connection, claim: ClaimRequest) -> list[Claimed]:
+        rows = await connection.execute(self.claim_statement, claim_params(claim))
+        return [Claimed(*row) for row in rows]
+
     async def write(
         self, connection: Connection, worker_id: str, writes: list[JobWrite]
     ) -> dict[str, Any]:
@@ -120,14 +135,21 @@ class PostgresBackend:
         rows = await connection.execute(statements.POSTGRES_WRITE, _write_arrays(worker_id, writes))
         return {row.id: row for row in rows}
 
+    async def claim_alone(self, db: Database, claim: ClaimRequest) -> list[Claimed]:
+        async with db.autocommit() as connection:
+            return await self.claim(connection, claim)
+
     async def write_and_claim(
-        self, connection: Connection, writes: list[JobWrite], claim: ClaimRequest
+        self, db: Database, worker_id: str, writes: list[JobWrite], claim: ClaimRequest | None
     ) -> tuple[dict[str, Any], list[Claimed]]:
-        """The batch's write and the worker's next claim, in one statement."""
-        rows = await connection.execute(
-            statements.POSTGRES_WRITE_AND_CLAIM,
-            _write_arrays(claim.worker_id, writes) | claim_params(claim),
-        )
+        """The batch's write and the worker's next claim, in one statement in autocommit."""
+        async with db.autocommit() as connection:
+            if claim is None:
+                return await self.write(connection, worker_id, writes), []
+            rows = await connection.execute(
+                statements.POSTGRES_WRITE_AND_CLAIM,
+                _write_arrays(worker_id, writes) | claim_params(claim),
+            )
         owned: dict[str, Any] = {}
         claimed: list[Claimed] = []
         for row in rows:
@@ -195,42 +217,118 @@ class SqliteBackend:
     def intake_connection(self, db: Database) -> AbstractAsyncContextManager[AsyncConnection]:
         return db.reading()
 
+    async def claim(self, connection: Connection, claim: ClaimRequest) -> list[Claimed]:
+        """One statement, in one hop to the driver's thread (see `db.sqlite_thread`)."""
+        raw = await _bare(connection)
+        prepared = _sqlite_statements(raw.dialect)
+        params = prepared.claim.params(claim_params(claim))
+        return await run_on_driver_thread(raw, lambda db: _claim(db, prepared, params))
+
+    async def claim_alone(self, db: Database, claim: ClaimRequest) -> list[Claimed]:
+        prepared = _sqlite_statements(db.engine.dialect)
+        params = prepared.claim.params(claim_params(claim))
+        return await db.sqlite_write(lambda connection: _claim(connection, prepared, params))
+
     async def write(
         self, connection: Connection, worker_id: str, writes: list[JobWrite]
     ) -> dict[str, Any]:
-        """Lock the rows still held, then one executemany per table."""
-        held = statements.owned_rows([write.job_id for write in writes], worker_id)
-        owned = {row.id: row for row in await connection.execute(held)}
-        mine = [write for write in writes if write.job_id in owned]
-        steps = [{"job_id": write.job_id, **_fields(write.step)} for write in mine if write.step]
-        if steps:
-            await connection.execute(statements.upsert_steps(self.dialect), steps)
-        states = [
-            {
-                f"w_{key}": value
-                for key, value in {"id": write.job_id, **_fields(write.state)}.items()
-            }
-            for write in mine
-            if write.state
-        ]
-        if states:
-            await connection.execute(statements.STATE_UPDATE, states)
-        return owned
+        """Find the rows still held, then one executemany per table; one hop to the
+        driver's thread for all of it."""
+        raw = await _bare(connection)
+        prepared = _sqlite_statements(raw.dialect)
+        return await run_on_driver_thread(raw, lambda db: _write(db, prepared, worker_id, writes))
 
     async def write_and_claim(
-        self, connection: Connection, writes: list[JobWrite], claim: ClaimRequest
+        self, db: Database, worker_id: str, writes: list[JobWrite], claim: ClaimRequest | None
     ) -> tuple[dict[str, Any], list[Claimed]]:
-        """The write, then the claim, in the caller's transaction (which sees the write:
-        the jobs it hands back no longer count as running)."""
-        owned = await self.write(connection, claim.worker_id, writes)
-        rows = await connection.execute(self.claim_statement, claim_params(claim))
-        return owned, [Claimed(*row) for row in rows]
+        """The write, then the claim (which sees the write: the jobs it hands back no
+        longer count as running), in a transaction of their own, all in one hop to the
+        driver's thread: BEGIN to COMMIT."""
+        prepared = _sqlite_statements(db.engine.dialect)
+        params = None if claim is None else prepared.claim.params(claim_params(claim))
+
+        def both(connection: sqlite3.Connection) -> tuple[dict[str, Any], list[Claimed]]:
+            owned = _write(connection, prepared, worker_id, writes)
+            return owned, [] if params is None else _claim(connection, prepared, params)
+
+        return await db.sqlite_write(both)
 
     async def notify(self, session: Connection) -> None:
         return None  # workers in this process are woken directly; others poll
 
     async def vacuum_if_needed(self, connection: AsyncConnection, *, dead_rows: int) -> bool:
         return False
+
+
+class OwnedJob(NamedTuple):
+    """A job a write found still held by its worker (SQLite's write path)."""
+
+    id: str
+    user_id: str
+    workflow_id: str
+    callback_url: str | None
+
+
+@dataclass(frozen=True)
+class SqliteStatements:
+    """SQLite's hot statements, compiled once per dialect for the driver's thread."""
+
+    owned: Compiled
+    steps: Compiled
+    states: Compiled
+    claim: Compiled
+
+
+_sqlite_statements = CompiledFor(
+    lambda dialect: SqliteStatements(
+        owned=Compiled(statements.SQLITE_OWNED, dialect),
+        steps=Compiled(statements.upsert_steps("sqlite"), dialect, keys=("job_id", *STEP_FIELDS)),
+        states=Compiled(statements.STATE_UPDATE, dialect),
+        claim=Compiled(statements.SQLITE_CLAIM, dialect),
+    )
+)
+
+
+async def _bare(connection: Connection) -> AsyncConnection:
+    """The connection under a session (its transaction), or `connection` itself."""
+    if isinstance(connection, AsyncConnection):
+        return connection
+    return await connection.connection()
+
+
+def _claim(
+    db: sqlite3.Connection, prepared: SqliteStatements, params: tuple[Any, ...]
+) -> list[Claimed]:
+    return [Claimed(*row) for row in prepared.claim.rows(db.execute(prepared.claim.sql, params))]
+
+
+def _write(
+    db: sqlite3.Connection, prepared: SqliteStatements, worker_id: str, writes: list[JobWrite]
+) -> dict[str, Any]:
+    ids = orjson.dumps([write.job_id for write in writes]).decode()
+    held = db.execute(prepared.owned.sql, prepared.owned.params({"ids": ids, "worker": worker_id}))
+    owned = {row[0]: OwnedJob(*row) for row in held.fetchall()}
+    mine = [write for write in writes if write.job_id in owned]
+    steps = [
+        prepared.steps.params({"job_id": write.job_id, **_fields(write.step)})
+        for write in mine
+        if write.step
+    ]
+    if steps:
+        db.executemany(prepared.steps.sql, steps)
+    states = [
+        prepared.states.params(
+            {
+                f"w_{key}": value
+                for key, value in {"id": write.job_id, **_fields(write.state)}.items()
+            }
+        )
+        for write in mine
+        if write.state
+    ]
+    if states:
+        db.executemany(prepared.states.sql, states)
+    return owned
 
 
 _BACKENDS: dict[str, Backend] = {"postgresql": PostgresBackend(), "sqlite": SqliteBackend()}
