@@ -199,8 +199,10 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
         options["execution_options"] = {AUTOCOMMIT: True}
         options["pool_reset_on_return"] = None  # nothing to roll back in autocommit
     if url.startswith("sqlite"):
+        from levqor.db.sqlite_driver import OneHopDBAPI  # SQLite's only: loaded only for it
+
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, **options)
+        engine = create_async_engine(url, module=OneHopDBAPI(), **options)
         _configure_sqlite(
             engine,
             settings.sqlite_busy_timeout_ms,

@@ -2,8 +2,8 @@
 
 aiosqlite runs every call on its connection's own thread. A worker's batch (the rows it
 still holds, its checkpoints, its states, its next claim, with BEGIN and COMMIT) is six
-to eight statements; through SQLAlchemy's aiosqlite adapter each is four hops (cursor,
-execute, fetch, close) plus SQLAlchemy's execution path, and together they cost
+to eight statements; through SQLAlchemy each is a hop (four with SQLAlchemy's own
+aiosqlite adapter; see `db.sqlite_driver`) plus SQLAlchemy's execution path, which cost
 a worker more CPU than SQLite's work. `write_in_one_hop` runs a plain function with the
 `sqlite3` connection on that thread instead, in a transaction it begins and ends there;
 `Compiled` gives the function SQLAlchemy's SQL and SQLAlchemy's own encoding of each
@@ -39,12 +39,19 @@ async def run_on_driver_thread(
     `connection`, in its current transaction. SQLite's errors come out as SQLAlchemy's
     (`OperationalError`, `IntegrityError`, ...), as from any other statement."""
     raw = await connection.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
     driver: Any = raw.driver_connection  # aiosqlite.Connection
+    adapted.idle = False  # until known (see `db.sqlite_driver`): the pool then rolls back
     try:
-        result: T = await driver._execute(work, driver._conn)  # private: see the module
+        result, in_transaction = await driver._execute(_reporting, work, driver._conn)  # private
     except sqlite3.Error as exc:
         raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
-    return result
+    adapted.idle = not in_transaction
+    return cast(T, result)
+
+
+def _reporting(work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> tuple[T, bool]:
+    return work(db), db.in_transaction
 
 
 LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S = 0.0002, 0.002
