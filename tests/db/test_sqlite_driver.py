@@ -19,7 +19,7 @@ def hops(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     if not runtime.db.is_sqlite:
         pytest.skip("SQLite only")
     calls: list[Any] = []
-    run = aiosqlite.Connection._execute
+    run: Any = aiosqlite.Connection._execute
 
     async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(fn)
