@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from levqor.config import Settings
 from levqor.crypto import KeyRing, build_cipher
 from levqor.db.base import bind_key_ring
 from levqor.db.fairpool import FairAsyncPool
-from levqor.db.sqlite_thread import LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S, write_in_one_hop
+from levqor.db.sqlite_thread import LockRetry, is_locked, write_in_one_hop
 from levqor.events import SESSION_KEY, Events
 
 T = TypeVar("T")
@@ -255,19 +254,19 @@ def _begin_immediate(connection: Any, timeout_s: float) -> None:
     """Take SQLite's write lock, retrying while another process holds it. Runs inside
     SQLAlchemy's greenlet, so the pauses are the event loop's (`await_only`)."""
     cursor = connection.connection.dbapi_connection.cursor()
-    locked = connection.dialect.dbapi.OperationalError
-    deadline = time.monotonic() + timeout_s
-    delay = LOCK_RETRY_FIRST_S
+    retry = LockRetry(timeout_s)
     try:
-        while time.monotonic() < deadline:
+        while True:
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 return
-            except locked as exc:
-                if "database is locked" not in str(exc):
+            except connection.dialect.dbapi.OperationalError as exc:
+                if not is_locked(exc):
                     break
-            await_only(asyncio.sleep(delay))
-            delay = min(delay * 2, LOCK_RETRY_MAX_S)
+            pause = retry.pause()
+            if pause is None:
+                break
+            await_only(asyncio.sleep(pause))
     finally:
         cursor.close()
     # Out of time, or another error: once more through SQLAlchemy, which raises its own.

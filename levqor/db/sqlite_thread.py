@@ -54,7 +54,31 @@ def _reporting(work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) 
     return work(db), db.in_transaction
 
 
-LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S = 0.0002, 0.002
+class LockRetry:
+    """The pauses between tries for SQLite's write lock while another process holds it:
+    0.2 ms, doubling up to 2 ms, until `timeout_s` has passed since the first try. (The
+    connection's own busy timeout is 0, see `db.engine`: SQLite's sleeps would hold the
+    driver's thread, and its first one is a whole millisecond.)"""
+
+    FIRST_S, MAX_S = 0.0002, 0.002
+
+    def __init__(self, timeout_s: float) -> None:
+        self._deadline = time.monotonic() + timeout_s
+        self._delay = self.FIRST_S
+
+    def pause(self) -> float | None:
+        """How long to wait before the next try; None once out of time."""
+        if time.monotonic() >= self._deadline:
+            return None
+        delay, self._delay = self._delay, min(self._delay * 2, self.MAX_S)
+        return delay
+
+
+def is_locked(exc: BaseException) -> bool:
+    """SQLite refused because another connection holds the write lock."""
+    return "database is locked" in str(exc)
+
+
 _LOCKED = object()
 
 
@@ -62,31 +86,29 @@ async def write_in_one_hop(
     connection: AsyncConnection, work: Callable[[sqlite3.Connection], T], *, timeout_s: float
 ) -> T:
     """`work` in a write transaction of its own on `connection` (one outside any): BEGIN
-    IMMEDIATE, `work`, COMMIT (ROLLBACK if it raises), in one hop. While another process
-    holds the write lock, the hop is retried on the event loop every 0.2 to 2 ms, for
-    up to `timeout_s` (`connection`'s own busy timeout must be 0: see `db.engine`)."""
-    deadline = time.monotonic() + timeout_s
-    delay = LOCK_RETRY_FIRST_S
+    IMMEDIATE, `work`, COMMIT (ROLLBACK if it raises), in one hop; retried, while another
+    process holds the write lock, as `LockRetry` says."""
+    retry = LockRetry(timeout_s)
     while True:
         done = await run_on_driver_thread(connection, partial(_transaction, work))
         if done is not _LOCKED:
             return cast(T, done)
-        if time.monotonic() >= deadline:
+        pause = retry.pause()
+        if pause is None:
             raise DBAPIError.instance(
                 "BEGIN IMMEDIATE",
                 None,
                 sqlite3.OperationalError("database is locked"),
                 sqlite3.Error,
             )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, LOCK_RETRY_MAX_S)
+        await asyncio.sleep(pause)
 
 
 def _transaction(work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> Any:
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if "database is locked" in str(exc):
+        if is_locked(exc):
             return _LOCKED
         raise
     try:

@@ -35,7 +35,6 @@ T = TypeVar("T")
 
 class Backend(Protocol):
     dialect: str
-    claim_statement: Any  # `queue.claim`'s one statement (see `statements`)
 
     async def enqueue(
         self,
@@ -61,7 +60,7 @@ class Backend(Protocol):
         ...
 
     async def claim(self, connection: Connection, claim: ClaimRequest) -> list[Claimed]:
-        """Run `claim_statement` in the caller's transaction: the jobs taken."""
+        """Claim jobs in the caller's transaction (see `statements`): the jobs taken."""
         ...
 
     async def claim_alone(self, db: Database, claim: ClaimRequest) -> list[Claimed]:
@@ -91,7 +90,6 @@ ANALYZE_AFTER_CHANGES, ANALYZE_SCALE = 50, 0.1
 
 class PostgresBackend:
     dialect = "postgresql"
-    claim_statement = statements.POSTGRES_CLAIM
 
     def __init__(self) -> None:
         self._wakeups: weakref.WeakKeyDictionary[Database, Wakeups] = weakref.WeakKeyDictionary()
@@ -124,7 +122,7 @@ class PostgresBackend:
         return db.autocommit()
 
     async def claim(self, connection: Connection, claim: ClaimRequest) -> list[Claimed]:
-        rows = await connection.execute(self.claim_statement, claim_params(claim))
+        rows = await connection.execute(statements.POSTGRES_CLAIM, claim_params(claim))
         return [Claimed(*row) for row in rows]
 
     async def write(
@@ -150,14 +148,14 @@ class PostgresBackend:
                 statements.POSTGRES_WRITE_AND_CLAIM,
                 _write_arrays(worker_id, writes) | claim_params(claim),
             )
-        owned: dict[str, Any] = {}
-        claimed: list[Claimed] = []
-        for row in rows:
-            if row.claimed:
-                claimed.append(Claimed(*row[1:]))
-            else:
-                owned[row.id] = row
-        return owned, claimed
+            owned: dict[str, Any] = {}
+            claimed: list[Claimed] = []
+            for row in rows:
+                if row.claimed:
+                    claimed.append(Claimed(*row[1:]))
+                else:
+                    owned[row.id] = row
+            return owned, claimed
 
     async def notify(self, session: Connection) -> None:
         await session.execute(text(f"NOTIFY {statements.CHANNEL}"))
@@ -194,7 +192,6 @@ class PostgresBackend:
 
 class SqliteBackend:
     dialect = "sqlite"
-    claim_statement = statements.SQLITE_CLAIM
 
     def __init__(self) -> None:
         self._batchers: weakref.WeakKeyDictionary[Database, EnqueueBatcher] = (
