@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import configure_mappers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
@@ -65,6 +66,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             netio.declare_asyncio()  # before the embedded jobs' tasks, which inherit it
         async with _embedded_jobs(active), slo.flushing(active.db, latencies):
             if owned:  # this process's app (serve, up); one handed a runtime is embedded
+                # Its routes use the ORM: its mappers are configured now, with the rest of
+                # start-up, not by the first request (no module does it as it loads).
+                configure_mappers()
                 freeze_startup_objects()
             yield
         if owned:

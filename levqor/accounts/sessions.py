@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from sqlalchemy import RowMapping, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -167,11 +168,18 @@ USER_WITH_REVOCATIONS = select(User, *_REVOCATIONS).where(User.id == bindparam("
 USER_ROW_WITH_REVOCATIONS = select(*_REVOCATIONS, *User.__table__.columns).where(
     User.id == bindparam("sub")
 )
-USER_ATTRIBUTES = tuple(
-    (column.key, attribute.key)
-    for attribute in User.__mapper__.column_attrs
-    for column in attribute.columns
-)
+
+
+@cache
+def _user_attributes() -> tuple[tuple[str, str], ...]:
+    """(column, attribute) of every mapped column of `users`. Asked on first use, not at
+    import: reading a mapper's attributes configures every mapper (about 100 ms), which
+    a worker, which never loads users this way, would pay at each start."""
+    return tuple(
+        (column.key, attribute.key)
+        for attribute in User.__mapper__.column_attrs
+        for column in attribute.columns
+    )
 
 
 async def authenticate_access_token(
@@ -219,7 +227,7 @@ async def _detached_user(
 def detached_user(columns: RowMapping) -> User:
     """The user in a row of `users`' columns, as if loaded and then detached: a session
     given it would update their row, never insert one."""
-    user = User(**{attribute: columns[column] for column, attribute in USER_ATTRIBUTES})
+    user = User(**{attribute: columns[column] for column, attribute in _user_attributes()})
     make_transient_to_detached(user)
     return user
 

@@ -18,7 +18,7 @@ from levqor.accounts.tokens import sha256_hex
 from levqor.db import pages
 from levqor.db.base import utcnow
 from levqor.workflows.definition import WorkflowDefinition, check
-from levqor.workflows.models import Workflow, WorkflowVersion
+from levqor.workflows.models import Workflow, WorkflowVersion, workflow_versions_table
 
 
 @dataclass(frozen=True)
@@ -268,9 +268,10 @@ async def definition_of(
     session: AsyncSession, *, workflow_id: str, version: int
 ) -> WorkflowDefinition:
     """A version's definition, whatever the workflow's state (runs name their version)."""
+    versions = workflow_versions_table.c
     stored = await session.scalar(
-        select(WorkflowVersion.definition).where(
-            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version
+        select(versions.definition).where(
+            versions.workflow_id == workflow_id, versions.version == version
         )
     )
     if stored is None:
