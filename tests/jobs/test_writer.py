@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from sqlalchemy import select
 
 from levqor.db.base import utcnow
-from levqor.jobs.models import RUNNING, SUCCEEDED, Job, JobStep
-from levqor.jobs.queue import JobWrite, StepCheckpoint, succeeded
+from levqor.jobs.models import RETRYING, RUNNING, SUCCEEDED, Job, JobStep
+from levqor.jobs.queue import JobWrite, StepCheckpoint, retrying, succeeded
 from levqor.jobs.writer import JobWriter
 from levqor.runtime import Runtime
 from tests.factories import claim_as, record_statements, seed
@@ -100,6 +100,39 @@ async def test_what_a_batch_writes_reads_back_the_same_through_the_orm(runtime: 
         ended,
         None,
     )
+
+
+async def test_text_and_string_outputs_read_back_unchanged(runtime: Runtime) -> None:
+    """Errors and outputs travel to PostgreSQL inside a JSON document: quotes,
+    backslashes, newlines, tabs and unicode must come back as they went, and a step whose
+    output is a bare string or null must keep it; a retry's new run time lands too."""
+    await seed(runtime, users=1, jobs_each=2)
+    first, second = await claim_as(runtime, "w1", 2)
+    error = 'He said "no" \\ C:\\path\n\tnext line, café ✓ \u2028 end'
+    later = datetime(2027, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    failing = replace(checkpoint(), status="failed", output=None, error=error)
+    text_output = replace(checkpoint(), output='a "string" output\n')
+    writer = JobWriter(runtime.db, worker_id="w1")
+    written = await asyncio.gather(
+        writer.submit(JobWrite(first, step=failing, state=retrying(later, error))),
+        writer.submit(JobWrite(second, step=text_output, state=succeeded("done", utcnow()))),
+    )
+    assert list(written) == [True, True]
+    async with runtime.db.read() as session:
+        steps = {step.job_id: step for step in await session.scalars(select(JobStep))}
+        jobs = {job.id: job for job in await session.scalars(select(Job))}
+    assert (steps[first].status, steps[first].output, steps[first].error) == (
+        "failed",
+        None,
+        error,
+    )
+    assert (jobs[first].status, jobs[first].error, jobs[first].run_at) == (
+        RETRYING,
+        error,
+        later,
+    )
+    assert steps[second].output == 'a "string" output\n'
+    assert (jobs[second].status, jobs[second].result) == (SUCCEEDED, "done")
 
 
 async def test_a_write_for_a_job_held_by_another_worker_writes_nothing(runtime: Runtime) -> None:

@@ -3,9 +3,9 @@
 PostgreSQL takes a paid job in one autocommit statement (debit, ledger row and insert, so
 concurrent webhooks of one user never queue behind a lock held across round trips) and
 wakes the workers with a NOTIFY sent after it (`wakeups`); it writes a whole batch of
-checkpoints and states in one statement from arrays and keeps the jobs table analysed.
-SQLite, whose writers are serial anyway, does the same work in short transactions with
-plain statements.
+checkpoints and states in one statement from two JSON documents and keeps the jobs table
+analysed. SQLite, whose writers are serial anyway, does the same work in short
+transactions with plain statements.
 """
 
 from __future__ import annotations
@@ -129,8 +129,11 @@ class PostgresBackend:
         self, connection: Connection, worker_id: str, writes: list[JobWrite]
     ) -> dict[str, Any]:
         """One statement and one round trip for the whole batch: the rows still held are
-        updated from arrays, and their steps upserted, in data-modifying CTEs."""
-        rows = await connection.execute(statements.POSTGRES_WRITE, _write_arrays(worker_id, writes))
+        updated from one JSON document and their steps upserted from another, in
+        data-modifying CTEs."""
+        rows = await connection.execute(
+            statements.POSTGRES_WRITE, _write_documents(worker_id, writes)
+        )
         return {row.id: row for row in rows}
 
     async def claim_alone(self, db: Database, claim: ClaimRequest) -> list[Claimed]:
@@ -146,7 +149,7 @@ class PostgresBackend:
                 return await self.write(connection, worker_id, writes), []
             rows = await connection.execute(
                 statements.POSTGRES_WRITE_AND_CLAIM,
-                _write_arrays(worker_id, writes) | claim_params(claim),
+                _write_documents(worker_id, writes) | claim_params(claim),
             )
             owned: dict[str, Any] = {}
             claimed: list[Claimed] = []
@@ -374,26 +377,23 @@ async def _insert_paid(connection: AsyncConnection, job: dict[str, Any], cost: i
     return inserted.first() is not None
 
 
-def _write_arrays(worker_id: str, writes: list[JobWrite]) -> dict[str, Any]:
-    """A batch of writes as the columns PostgreSQL's write statements unnest."""
-    states = [write.state for write in writes]
-    steps = [(write.job_id, write.step) for write in writes if write.step]
+def _write_documents(worker_id: str, writes: list[JobWrite]) -> dict[str, Any]:
+    """A batch of writes as the two JSON documents PostgreSQL's write statements read as
+    rows (see `statements`): each job's new state, if any, and each step checkpoint."""
     return {
         "worker": worker_id,
-        "ids": [write.job_id for write in writes],
-        "statuses": [state.status if state else None for state in states],
-        "results": [_json(state.result) if state else None for state in states],
-        "errors": [state.error if state else None for state in states],
-        "run_ats": [state.run_at if state else None for state in states],
-        "finished": [state.finished_at if state else None for state in states],
-        **{
-            f"s_{name}": [
-                _json(step.output) if name == "output" else getattr(step, name) for _, step in steps
-            ]
-            for name in STEP_FIELDS
-        },
-        "s_job_ids": [job_id for job_id, _ in steps],
+        "writes": _json([_state_row(write) for write in writes]),
+        "steps": _json(
+            [{"job_id": write.job_id, **_fields(write.step)} for write in writes if write.step]
+        ),
     }
+
+
+def _state_row(write: JobWrite) -> dict[str, Any]:
+    state = write.state
+    if state is None:  # a checkpoint alone: the job's own columns stay as they are
+        return {"id": write.job_id}
+    return {"id": write.job_id, **_fields(state)}
 
 
 def _fields(value: Any) -> dict[str, Any]:
@@ -402,4 +402,7 @@ def _fields(value: Any) -> dict[str, Any]:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value, default=str).decode()
+    """JSON text as PostgreSQL reads it; a naive time (there should be none) as UTC."""
+    if value is None:
+        return None
+    return orjson.dumps(value, default=str, option=orjson.OPT_NAIVE_UTC).decode()
