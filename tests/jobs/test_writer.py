@@ -135,6 +135,28 @@ async def test_text_and_string_outputs_read_back_unchanged(runtime: Runtime) -> 
     assert (jobs[second].status, jobs[second].result) == (SUCCEEDED, "done")
 
 
+async def test_an_output_holding_a_nul_character_is_stored_with_the_rest_of_its_batch(
+    runtime: Runtime,
+) -> None:
+    """A connector's answer may hold U+0000 inside a string: its run's write must not fail,
+    nor take the other runs of its batch down with it."""
+    await seed(runtime, users=1, jobs_each=2)
+    first, second = await claim_as(runtime, "w1", 2)
+    odd = {"body": "before\x00after"}
+    writer = JobWriter(runtime.db, worker_id="w1")
+    written = await asyncio.gather(
+        writer.submit(JobWrite(first, step=replace(checkpoint(), output=odd))),
+        writer.submit(JobWrite(second, step=checkpoint(), state=succeeded(odd, utcnow()))),
+    )
+    assert list(written) == [True, True]
+    async with runtime.db.read() as session:
+        steps = {step.job_id: step for step in await session.scalars(select(JobStep))}
+        job = await session.get(Job, second)
+    assert steps[first].output == odd
+    assert job is not None
+    assert (job.status, job.result) == (SUCCEEDED, odd)
+
+
 async def test_a_write_for_a_job_held_by_another_worker_writes_nothing(runtime: Runtime) -> None:
     await seed(runtime, users=1, jobs_each=1)
     [job_id] = await claim_as(runtime, "w1", 1)

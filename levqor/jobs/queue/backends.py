@@ -26,7 +26,13 @@ from levqor.db.engine import Database
 from levqor.db.sqlite_thread import Compiled, CompiledFor, run_on_driver_thread
 from levqor.jobs.queue import statements
 from levqor.jobs.queue.batching import EnqueueBatcher
-from levqor.jobs.queue.states import STEP_FIELDS, Claimed, ClaimRequest, JobWrite
+from levqor.jobs.queue.states import (
+    STEP_FIELDS,
+    Claimed,
+    ClaimRequest,
+    JobWrite,
+    StepCheckpoint,
+)
 from levqor.jobs.queue.wakeups import Wakeups
 
 Connection = AsyncSession | AsyncConnection  # the queue runs on either
@@ -383,17 +389,22 @@ def _write_documents(worker_id: str, writes: list[JobWrite]) -> dict[str, Any]:
     return {
         "worker": worker_id,
         "writes": _json([_state_row(write) for write in writes]),
-        "steps": _json(
-            [{"job_id": write.job_id, **_fields(write.step)} for write in writes if write.step]
-        ),
+        "steps": _json([_step_row(write.job_id, write.step) for write in writes if write.step]),
     }
 
 
+# Results and outputs travel as JSON text inside the documents, cast to json by
+# PostgreSQL: read as nested values, a string holding U+0000 (which a connector's answer
+# may) would fail the whole batch, as json_to_recordset unescapes every string it meets.
 def _state_row(write: JobWrite) -> dict[str, Any]:
     state = write.state
     if state is None:  # a checkpoint alone: the job's own columns stay as they are
         return {"id": write.job_id}
-    return {"id": write.job_id, **_fields(state)}
+    return {"id": write.job_id, **_fields(state), "result": _json(state.result)}
+
+
+def _step_row(job_id: str, step: StepCheckpoint) -> dict[str, Any]:
+    return {"job_id": job_id, **_fields(step), "output": _json(step.output)}
 
 
 def _fields(value: Any) -> dict[str, Any]:

@@ -223,13 +223,13 @@ STATE_UPDATE = (
 _POSTGRES_WRITE_CTES = """
 w AS (
     SELECT * FROM json_to_recordset(CAST(:writes AS json)) AS w (
-        id varchar, status varchar, result json, error text, run_at timestamptz,
+        id varchar, status varchar, result text, error text, run_at timestamptz,
         finished_at timestamptz
     )
 ), owned AS (
     UPDATE jobs SET
         status = coalesce(w.status, jobs.status),
-        result = CASE WHEN w.status IS NULL THEN jobs.result ELSE w.result END,
+        result = CASE WHEN w.status IS NULL THEN jobs.result ELSE CAST(w.result AS json) END,
         error = CASE WHEN w.status IS NULL THEN jobs.error ELSE w.error END,
         run_at = coalesce(w.run_at, jobs.run_at),
         finished_at = CASE WHEN w.status IS NULL THEN jobs.finished_at ELSE w.finished_at END,
@@ -241,10 +241,10 @@ w AS (
 ), steps AS (
     INSERT INTO job_steps
         (job_id, step_id, position, status, output, error, attempts, started_at, finished_at)
-    SELECT s.job_id, s.step_id, s.position, s.status, s.output, s.error, s.attempts,
-           s.started_at, s.finished_at
+    SELECT s.job_id, s.step_id, s.position, s.status, CAST(s.output AS json), s.error,
+           s.attempts, s.started_at, s.finished_at
     FROM json_to_recordset(CAST(:steps AS json)) AS s (
-        job_id varchar, step_id varchar, position integer, status varchar, output json,
+        job_id varchar, step_id varchar, position integer, status varchar, output text,
         error text, attempts integer, started_at timestamptz, finished_at timestamptz
     )
     WHERE s.job_id IN (SELECT id FROM owned)
