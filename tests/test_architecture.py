@@ -122,7 +122,7 @@ print("MAPPERS CONFIGURED:", User.__mapper__.configured)
 
 def test_a_worker_process_loads_neither_the_web_stack_nor_the_operator_commands() -> None:
     """Workers start by the dozen after a deploy: each import they skip is start-up saved.
-    Nor do their modules configure SQLAlchemy's mappers as they load (about 100 ms): a
+    Nor do their modules configure SQLAlchemy's mappers as they load (30 to 40 ms): a
     worker's own statements name tables, not mapped classes, and never need them."""
     probe = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, cwd=ROOT
@@ -158,7 +158,7 @@ def test_the_api_configures_its_mappers_as_it_starts_not_on_its_first_request(
     tmp_path: Path,
 ) -> None:
     """Loading modules configures no mapper (see the worker's probe), so the API does it
-    at start: else its first request would pay for it (about 100 ms), and what it builds
+    at start: else its first request would pay for it (30 to 40 ms), and what it builds
     would escape the start-up freeze of objects the garbage collector skips."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEVQOR_")}
     probe = subprocess.run(

@@ -73,22 +73,20 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self._rows.clear()
 
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
-        async with self._adapt_connection._execute_mutex:
-            driver = self._connection
-            done = await driver._execute(_execute, driver._conn, operation, parameters)
-            self._keep(done)
+        await self._one_hop(_execute, operation, parameters)
 
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        await self._one_hop(_executemany, operation, seq_of_parameters)
+
+    async def _one_hop(self, run: Any, operation: Any, parameters: Any) -> None:
+        """`run` on the driver's thread, and what it saw kept for SQLAlchemy to read."""
         async with self._adapt_connection._execute_mutex:
             driver = self._connection
-            done = await driver._execute(_executemany, driver._conn, operation, seq_of_parameters)
-            self._keep(done)
-
-    def _keep(self, done: Outcome) -> None:
-        self._description, rows, self._rowcount, self._lastrowid, in_transaction = done
-        self._rows = collections.deque(rows)
-        connection: OneHopConnection = self._adapt_connection  # type: ignore[assignment]
-        connection.idle = not in_transaction
+            done: Outcome = await driver._execute(run, driver._conn, operation, parameters)
+            self._description, rows, self._rowcount, self._lastrowid, in_transaction = done
+            self._rows = collections.deque(rows)
+            connection: OneHopConnection = self._adapt_connection  # type: ignore[assignment]
+            connection.idle = not in_transaction
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
