@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+from levqor.accounts.coalesce import ReadCoalescer
 from levqor.accounts.models import ROLE_ADMIN, User
 from levqor.accounts.passwords import Passwords
 from levqor.accounts.tokens import AccessTokens
@@ -43,6 +44,8 @@ class AuthKit:
     passwords: Passwords
     access_tokens: AccessTokens
     revoked: RevokedIds = field(default_factory=RevokedIds)
+    # Read requests with the same credential that wait together share one load.
+    caller_reads: ReadCoalescer[KnownCaller] = field(default_factory=ReadCoalescer)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuthKit:
@@ -52,6 +55,21 @@ class AuthKit:
     def account_key_secret(self) -> str:
         assert self.settings.jwt_secret is not None
         return "login-failures:" + self.settings.jwt_secret.get_secret_value()
+
+
+@dataclass(frozen=True)
+class KnownCaller:
+    """A read request's caller as one load found them: the user as column values
+    (decrypted already) and how they proved who they are. Immutable, so the requests
+    that shared the load can share it; each builds its own `Principal` from it."""
+
+    user_values: dict[str, Any]
+    via: Literal["jwt", "api_key"]
+    scopes: frozenset[str]
+    jti: str | None = None
+    session_id: str | None = None
+    token_expires_at: datetime | None = None
+    api_key_id: str | None = None
 
 
 @dataclass(frozen=True)

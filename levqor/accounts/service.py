@@ -9,7 +9,6 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from sqlalchemy import bindparam, delete, exists, select, text, update
 from sqlalchemy.exc import OperationalError
@@ -19,7 +18,7 @@ from levqor import crypto, errors, events
 from levqor.accounts import sessions
 from levqor.accounts.errors import EmailTaken, InvalidCredentials, InvalidToken, LoginLocked
 from levqor.accounts.events import UserCreated, UserSignedUp
-from levqor.accounts.kit import AuthKit, Principal, TokenPair
+from levqor.accounts.kit import AuthKit, KnownCaller, Principal, TokenPair
 from levqor.accounts.models import ROLE_ADMIN, ROLE_USER, ApiKey, LoginFailure, User
 from levqor.accounts.security_log import record_event
 from levqor.accounts.tokens import API_KEY_PREFIX, keyed_hash, new_api_key, sha256_hex
@@ -278,12 +277,14 @@ async def authenticate(session: AsyncSession, *, kit: AuthKit, credential: str) 
 
 
 async def authenticate_reader(db: Database, *, kit: AuthKit, credential: str) -> Principal:
-    """The caller of a read request, checked on a bare read connection; their user comes
-    back detached (see `sessions.authenticate_access_token`)."""
-    async with db.reading() as connection:
-        if credential.startswith(API_KEY_PREFIX):
-            return await authenticate_api_key(connection, api_key=credential)
-        return await sessions.authenticate_access_token(connection, kit=kit, token=credential)
+    """The caller of a read request, checked on a bare read connection in a load shared
+    with the same credential's requests that wait for it (`coalesce`). Their user comes
+    back detached, their own."""
+    if credential.startswith(API_KEY_PREFIX):
+        caller = await _read_api_key_caller(db, kit=kit, api_key=credential)
+    else:
+        caller = await sessions.read_access_token_caller(db, kit=kit, token=credential)
+    return sessions.principal_of(caller)
 
 
 API_KEY_WITH_USER = (
@@ -304,31 +305,35 @@ API_KEY_ROW_WITH_USER = (
 )
 
 
-class _FoundKey(NamedTuple):
-    user: User
-    key_id: str
-    scopes: list[str]
-    last_used_at: datetime | None
-
-
-async def authenticate_api_key(on: AsyncSession | AsyncConnection, *, api_key: str) -> Principal:
-    """The key's owner: loaded into `on` if it is a session, detached on a bare
-    connection (as `sessions.authenticate_access_token`)."""
-    params = {"key_hash": sha256_hex(api_key)}
-    found: _FoundKey | None = None
-    if isinstance(on, AsyncSession):
-        if (row := (await on.execute(API_KEY_WITH_USER, params)).first()) is not None:
-            key, user = row
-            found = _FoundKey(user, key.id, key.scopes, key.last_used_at)
-    elif (row := (await on.execute(API_KEY_ROW_WITH_USER, params)).first()) is not None:
-        user = sessions.detached_user(row._mapping)
-        found = _FoundKey(user, row.key_id, row.key_scopes, row.key_last_used_at)
-    if found is None or not found.user.is_active:
+async def authenticate_api_key(session: AsyncSession, *, api_key: str) -> Principal:
+    """The key's owner, loaded into `session`."""
+    row = (await session.execute(API_KEY_WITH_USER, {"key_hash": sha256_hex(api_key)})).first()
+    if row is None or not row[1].is_active:
         raise InvalidToken("Unknown API key.")
-    await _touch_api_key(on, found.key_id, found.last_used_at)
-    return Principal(
-        user=found.user, via="api_key", scopes=frozenset(found.scopes), api_key_id=found.key_id
-    )
+    key, user = row
+    await _touch_api_key(session, key.id, key.last_used_at)
+    return Principal(user=user, via="api_key", scopes=frozenset(key.scopes), api_key_id=key.id)
+
+
+async def _read_api_key_caller(db: Database, *, kit: AuthKit, api_key: str) -> KnownCaller:
+    """The key's owner for a read request, read on a bare connection and shared as
+    `sessions.read_access_token_caller`'s."""
+    key_hash = sha256_hex(api_key)
+
+    async def load() -> KnownCaller:
+        async with db.reading() as connection:
+            row = (await connection.execute(API_KEY_ROW_WITH_USER, {"key_hash": key_hash})).first()
+            if row is None or not row.is_active:
+                raise InvalidToken("Unknown API key.")
+            await _touch_api_key(connection, row.key_id, row.key_last_used_at)
+        return KnownCaller(
+            user_values=sessions.user_values(row._mapping),
+            via="api_key",
+            scopes=frozenset(row.key_scopes),
+            api_key_id=row.key_id,
+        )
+
+    return await kit.caller_reads.read(("api_key", key_hash), load)
 
 
 async def _touch_api_key(
