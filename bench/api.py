@@ -4,10 +4,16 @@ Starts `levqor serve` (2 processes by default) on SQLite and on PostgreSQL + Red
 it with wrk at 50 concurrent connections and prints one JSON report:
 
     python bench/api.py [--backend sqlite|postgres|both] [--duration 10] [--connections 50]
+                        [--tokens 1]
 
 wrk is a Debian package (`apt-get install wrk`). For refresh, every wrk thread owns one
 connection and one login, and chains the refresh tokens it is given, so every request is a
 real rotation (a failed one would revoke its family and show up as errors).
+
+`GET /api/v1/me` sends one access token on every connection by default, as one client
+polling at 50 connections does: its requests that wait together share the load of their
+caller (`levqor.accounts.coalesce`). `--tokens 50` rotates over 50 logins instead, so
+concurrent requests rarely share a credential: the figure for many distinct callers.
 """
 
 from __future__ import annotations
@@ -38,6 +44,20 @@ function done(summary, latency, requests)
     .. '"p50_us":%d,"p95_us":%d,"p99_us":%d,"max_us":%d}\\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+end
+"""
+ROTATING_TOKENS_SCRIPT = """
+local tokens = {%s}
+local next_thread = 0
+local sent = 0
+function setup(thread)
+  thread:set("sent", next_thread * 7)
+  next_thread = next_thread + 1
+end
+function request()
+  sent = sent + 1
+  return wrk.format("GET", "/api/v1/me",
+    {["Authorization"] = "Bearer " .. tokens[sent %% #tokens + 1]})
 end
 """
 REFRESH_SCRIPT = """
@@ -151,41 +171,41 @@ def run_wrk(
     }
 
 
-def logins(url: str, count: int) -> tuple[str, list[str]]:
+def logins(url: str, count: int) -> tuple[list[str], list[str]]:
+    """Access tokens and refresh tokens of `count` logins of one new user."""
     email = f"bench-{time.time_ns()}@example.com"
     body = httpx.post(
         f"{url}/api/v1/auth/signup", json={"email": email, "password": PASSWORD}
     ).json()
-    refresh_tokens = []
+    access_tokens, refresh_tokens = [body["access_token"]], []
     with httpx.Client(base_url=url) as client:
         for _ in range(count):
             login = client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+            access_tokens.append(login.json()["access_token"])
             refresh_tokens.append(login.json()["refresh_token"])
-    return body["access_token"], refresh_tokens
+    return access_tokens, refresh_tokens
 
 
 def bench_backend(name: str, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     with levqor_serve(env, args.workers) as url:
-        access_token, refresh_tokens = logins(url, args.connections)
-        auth = {"Authorization": f"Bearer {access_token}"}
-        run_wrk(
-            url,
-            "/api/v1/me",
-            "",
-            threads=2,
-            connections=args.connections,
-            duration_s=2,
-            headers=auth,
-        )  # warm-up
-        me = run_wrk(
-            url,
-            "/api/v1/me",
-            "",
-            threads=2,
-            connections=args.connections,
-            duration_s=args.duration,
-            headers=auth,
-        )
+        access_tokens, refresh_tokens = logins(url, max(args.connections, args.tokens))
+        if args.tokens == 1:
+            get_script, auth = "", {"Authorization": f"Bearer {access_tokens[0]}"}
+        else:
+            quoted = ", ".join(f'"{token}"' for token in access_tokens[: args.tokens])
+            get_script, auth = ROTATING_TOKENS_SCRIPT % quoted, {}
+        me = [
+            run_wrk(
+                url,
+                "/api/v1/me",
+                get_script,
+                threads=2,
+                connections=args.connections,
+                duration_s=duration,
+                headers=auth,
+            )
+            for duration in (2, args.duration)  # a warm-up, then the measurement
+        ][-1]
         script = REFRESH_SCRIPT % ", ".join(f'"{token}"' for token in refresh_tokens)
         refresh = run_wrk(
             url,
@@ -235,6 +255,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2, help="levqor serve processes")
+    parser.add_argument(
+        "--tokens", type=int, default=1, help="access tokens GET /api/v1/me rotates over"
+    )
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/2")
     args = parser.parse_args()
@@ -248,6 +271,7 @@ def main() -> None:
         "workers": args.workers,
         "connections": args.connections,
         "duration_s": args.duration,
+        "tokens": args.tokens,
         "results": results,
     }
     print(json.dumps(report, indent=2))
