@@ -2,7 +2,8 @@
 
 A bucket holds up to `limit` tokens and refills at `limit / window_s` tokens a second; a
 request takes one. In Redis the whole read-refill-take-write step is one Lua script, so
-concurrent API processes share a bucket without races, timed by Redis's own clock.
+concurrent API processes share a bucket without races, timed by Redis's own clock; one
+call takes the hits of all the requests that waited for it (`RedisLimiter`).
 
 `ResilientLimiter` uses Redis while it answers and an in-memory bucket while it does not:
 Redis being down never causes a 5xx, only limits kept per process for a while.
@@ -10,6 +11,7 @@ Redis being down never causes a 5xx, only limits kept per process for a while.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -98,37 +100,86 @@ class MemoryLimiter:
         self._buckets.clear()
 
 
-BUCKET_SCRIPT_LUA = """
-local capacity = tonumber(ARGV[1])
-local rate_per_ms = tonumber(ARGV[2])
+MAX_BATCH = 256  # hits in one script call: Redis runs nothing else while it does
+BUCKETS_SCRIPT_LUA = """
 local clock = redis.call('TIME')
 local now_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
-local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(bucket[1]) or capacity
-local updated = tonumber(bucket[2]) or now_ms
-tokens = math.min(capacity, tokens + math.max(0, now_ms - updated) * rate_per_ms)
-local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+local answers = {}
+for i, key in ipairs(KEYS) do
+  local capacity = tonumber(ARGV[2 * i - 1])
+  local rate_per_ms = tonumber(ARGV[2 * i])
+  local bucket = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(bucket[1]) or capacity
+  local updated = tonumber(bucket[2]) or now_ms
+  tokens = math.min(capacity, tokens + math.max(0, now_ms - updated) * rate_per_ms)
+  local allowed = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', now_ms)
+  redis.call('PEXPIRE', key, math.ceil(capacity / rate_per_ms) + 1000)
+  answers[2 * i - 1] = allowed
+  answers[2 * i] = tostring(tokens)
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now_ms)
-redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate_per_ms) + 1000)
-return {allowed, tostring(tokens), tostring(now_ms)}
+answers[#answers + 1] = tostring(now_ms)
+return answers
 """
 
 
 class RedisLimiter:
+    """Buckets in Redis, shared by every API process.
+
+    The hits of requests that arrive while a call to Redis is in flight go together in
+    the next call, one script over all their buckets, in the order they came: the
+    client's cost per call (about a tenth of an authenticated GET's CPU) is paid once per
+    batch instead of once per request. Each hit is still taken in Redis, atomically, before
+    its request goes on.
+    """
+
     def __init__(self, redis: Redis, *, key_prefix: str) -> None:
         self._redis = redis
-        self._script = redis.register_script(BUCKET_SCRIPT_LUA)
+        self._script = redis.register_script(BUCKETS_SCRIPT_LUA)
         self._prefix = f"{key_prefix}rl:"
+        self._waiting: list[tuple[str, Policy, asyncio.Future[Decision]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def hit(self, key: str, policy: Policy) -> Decision:
-        allowed, tokens, now_ms = await self._script(
-            keys=[self._prefix + key], args=[policy.limit, policy.rate_per_s / 1000]
-        )
-        return Decision(policy, bool(int(allowed)), float(tokens), int(now_ms) / 1000)
+        decision: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiting.append((self._prefix + key, policy, decision))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_batches())
+        return await decision
+
+    async def _send_batches(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[:MAX_BATCH]
+                del self._waiting[:MAX_BATCH]
+                await self._send(batch)
+        finally:
+            self._sender = None
+
+    async def _send(self, batch: list[tuple[str, Policy, asyncio.Future[Decision]]]) -> None:
+        args: list[float] = []
+        for _key, policy, _decision in batch:
+            args += [policy.limit, policy.rate_per_s / 1000]
+        try:
+            answers = await self._script(keys=[key for key, _, _ in batch], args=args)
+        except asyncio.CancelledError:
+            for _key, _policy, decision in batch:
+                decision.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001  handed to every waiting request, to judge
+            for _key, _policy, decision in batch:
+                if not decision.done():
+                    decision.set_exception(exc)
+            return
+        now = int(answers[-1]) / 1000
+        for i, (_key, policy, decision) in enumerate(batch):
+            if not decision.done():
+                allowed, tokens = answers[2 * i], answers[2 * i + 1]
+                decision.set_result(Decision(policy, bool(int(allowed)), float(tokens), now))
 
     async def close(self) -> None:
         """The Redis client belongs to the runtime, which closes it."""

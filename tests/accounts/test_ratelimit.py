@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from levqor.accounts.ratelimit import MemoryLimiter, Policy, RedisLimiter, ResilientLimiter
 from tests.conftest import TEST_REDIS_URL, assert_problem, serve_app
@@ -117,6 +118,38 @@ async def test_redis_bucket_is_atomic_under_concurrency() -> None:
     decisions = await asyncio.gather(*[limiter.hit("k", policy) for _ in range(120)])
     await redis.aclose()
     assert sum(decision.allowed for decision in decisions) == 50
+
+
+@needs_redis
+async def test_redis_hits_that_wait_together_keep_their_own_buckets_and_order() -> None:
+    """Concurrent hits go to Redis together; each bucket still counts its own, in order."""
+    assert TEST_REDIS_URL is not None
+    redis = Redis.from_pool(BlockingConnectionPool.from_url(TEST_REDIS_URL, max_connections=8))
+    limiter = RedisLimiter(redis, key_prefix=f"levqor-test:{time.time_ns()}:")
+    small, large = Policy("small", limit=3, window_s=3600), Policy("large", limit=10, window_s=60)
+    hits = [limiter.hit("a", small) if n % 2 else limiter.hit("b", large) for n in range(16)]
+    decisions = await asyncio.gather(*hits)
+    await redis.aclose()
+    small_ones = [decision for decision in decisions if decision.policy is small]
+    large_ones = [decision for decision in decisions if decision.policy is large]
+    assert [decision.allowed for decision in small_ones] == [True] * 3 + [False] * 5
+    assert [decision.remaining for decision in small_ones] == [2, 1, 0, 0, 0, 0, 0, 0]
+    assert [decision.remaining for decision in large_ones] == [9, 8, 7, 6, 5, 4, 3, 2]
+    assert all(decision.allowed for decision in large_ones)
+
+
+async def test_a_failed_redis_call_fails_every_hit_that_waited_for_it() -> None:
+    limiter = RedisLimiter(Redis.from_url("redis://127.0.0.1:1/0"), key_prefix="levqor-test:")
+    policy = Policy("t", limit=5, window_s=60)
+    outcomes = await asyncio.gather(
+        *(limiter.hit(f"k{n}", policy) for n in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(outcome, RedisConnectionError) for outcome in outcomes)
+    # and the limiter is usable again: the next call is tried afresh
+    assert isinstance(
+        (await asyncio.gather(limiter.hit("k", policy), return_exceptions=True))[0],
+        RedisConnectionError,
+    )
 
 
 async def redis_keys(url: str, pattern: str) -> list[bytes | str]:
