@@ -1,66 +1,74 @@
-"""Concurrent reads of the same thing, done once for every request that waits on it.
+"""Reads that wait together, done together: the callers of an API process's read requests.
 
-An authenticated GET's largest cost is loading its caller (the user's row with the
-revocation check): under 50 connections on PostgreSQL + Redis it was over a third of
-the CPU of `GET /api/v1/me`. A client polling with many connections at once, the busiest
-kind of reader, sends the same credential on all of them; its requests that wait
-together now share one read (docs/sizing.md has the figures).
+An authenticated GET's largest cost was loading its caller (the user's row with the
+revocation check): over a third of the CPU of `GET /api/v1/me` under 50 connections on
+PostgreSQL + Redis. The requests that arrive while one load is running now wait for the
+next, which loads all their callers in one statement (on PostgreSQL; one statement each on
+SQLite, on one connection), and a credential sent on several of them is looked up once.
+docs/sizing.md has the figures.
 
-This stays exact: a request joins only a read that has not started yet, so every answer
+This stays exact: a request joins only a load that has not started yet, so every answer
 comes from a read begun after its request arrived. A key deleted or a login revoked
 before a request arrived is refused, whichever process made the change, as the API
-promises. At most one read per key runs at a time and one more waits for it, gathering
-the requests that arrive meanwhile. Distinct callers gain nothing and lose nothing.
+promises. One load runs at a time and one more gathers; at low load a batch is one
+request, which waits at most for the load in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Generic, TypeVar
 
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
+LoadMany = Callable[[Sequence[K]], Awaitable[Mapping[K, T]]]
 
 
-class ReadCoalescer(Generic[T]):
-    """Per process; what a read returns is handed to every request that joined it, so
-    it must be immutable (or copied by each)."""
+class BatchReader(Generic[K, T]):
+    """Per process. What a load returns for a key is handed to every request that asked
+    for it, so it must be immutable (or copied by each)."""
 
     def __init__(self) -> None:
-        self._gathering: dict[Hashable, asyncio.Task[T]] = {}
-        self._reading: dict[Hashable, asyncio.Task[T]] = {}
+        self._keys: dict[K, None] = {}  # the gathering batch's, in arrival order
+        self._gathering: asyncio.Task[Mapping[K, T]] | None = None
+        self._loading: asyncio.Task[Mapping[K, T]] | None = None
 
-    async def read(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
-        """What `load` returns (or raises), from a call begun after this one."""
-        task = self._gathering.get(key)
+    async def read(self, key: K, load_many: LoadMany[K, T]) -> T | None:
+        """What the next `load_many` finds for `key` (None if nothing), or what it
+        raises; the batch's first request supplies the loader."""
+        task = self._gathering
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._read_after(key, load))
+            self._keys = {}
+            task = asyncio.get_running_loop().create_task(self._load_after(self._keys, load_many))
             task.add_done_callback(_retrieve)
-            self._gathering[key] = task
-        # Shielded: a request that goes away leaves the read to the others.
-        return await asyncio.shield(task)
+            self._gathering = task
+        self._keys[key] = None
+        # Shielded: a request that goes away leaves the load to the others.
+        return (await asyncio.shield(task)).get(key)
 
-    async def _read_after(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+    async def _load_after(self, keys: dict[K, None], load_many: LoadMany[K, T]) -> Mapping[K, T]:
         this = asyncio.current_task()
         try:
-            if (previous := self._reading.get(key)) is not None:
-                await asyncio.wait([previous])
+            if self._loading is not None:
+                await asyncio.wait([self._loading])
         finally:
-            # From here on, a request that arrives waits for the next read.
-            if self._gathering.get(key) is this:
-                del self._gathering[key]
-        self._reading[key] = this  # type: ignore[assignment]
+            # From here on, a request that arrives waits for the next load.
+            if self._gathering is this:
+                self._gathering = None
+        self._loading = this
         try:
-            return await load()
+            return await load_many(list(keys))
         finally:
-            del self._reading[key]
+            self._loading = None
 
-    def __len__(self) -> int:
-        """Reads running or gathering: none once every request is answered."""
-        return len(self._gathering) + len(self._reading)
+    @property
+    def idle(self) -> bool:
+        """No load running or gathering: true again once every request is answered."""
+        return self._gathering is None and self._loading is None
 
 
-def _retrieve(task: asyncio.Task[T]) -> None:
-    """Every request of a read may have gone: its error was theirs, not the log's."""
+def _retrieve(task: asyncio.Task[Mapping[K, T]]) -> None:
+    """Every request of a load may have gone: its error was theirs, not the log's."""
     if not task.cancelled():
         task.exception()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from levqor.accounts.coalesce import ReadCoalescer
+from levqor.accounts.coalesce import BatchReader
 from levqor.accounts.models import ROLE_ADMIN, User
 from levqor.accounts.passwords import Passwords
 from levqor.accounts.tokens import AccessTokens
@@ -44,8 +44,11 @@ class AuthKit:
     passwords: Passwords
     access_tokens: AccessTokens
     revoked: RevokedIds = field(default_factory=RevokedIds)
-    # Read requests with the same credential that wait together share one load.
-    caller_reads: ReadCoalescer[KnownCaller] = field(default_factory=ReadCoalescer)
+    # The callers of read requests that wait together are loaded together.
+    token_callers: BatchReader[tuple[str, str, str], TokenCaller] = field(
+        default_factory=BatchReader
+    )
+    key_callers: BatchReader[str, KeyCaller] = field(default_factory=BatchReader)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuthKit:
@@ -57,19 +60,22 @@ class AuthKit:
         return "login-failures:" + self.settings.jwt_secret.get_secret_value()
 
 
-@dataclass(frozen=True)
-class KnownCaller:
-    """A read request's caller as one load found them: the user as column values
-    (decrypted already) and how they proved who they are. Immutable, so the requests
-    that shared the load can share it; each builds its own `Principal` from it."""
+class TokenCaller(NamedTuple):
+    """An access token's user as one load found them (column values, decrypted; never
+    changed, for the requests that sent the token share them), and whether the token or
+    its login is revoked."""
 
     user_values: dict[str, Any]
-    via: Literal["jwt", "api_key"]
+    token_revoked: bool
+    login_revoked: bool
+
+
+class KeyCaller(NamedTuple):
+    """An API key's owner as one load found them (shared as `TokenCaller`'s), and the key."""
+
+    user_values: dict[str, Any]
+    key_id: str
     scopes: frozenset[str]
-    jti: str | None = None
-    session_id: str | None = None
-    token_expires_at: datetime | None = None
-    api_key_id: str | None = None
 
 
 @dataclass(frozen=True)

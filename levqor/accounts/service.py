@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,7 +19,7 @@ from levqor import crypto, errors, events
 from levqor.accounts import sessions
 from levqor.accounts.errors import EmailTaken, InvalidCredentials, InvalidToken, LoginLocked
 from levqor.accounts.events import UserCreated, UserSignedUp
-from levqor.accounts.kit import AuthKit, KnownCaller, Principal, TokenPair
+from levqor.accounts.kit import AuthKit, KeyCaller, Principal, TokenPair
 from levqor.accounts.models import ROLE_ADMIN, ROLE_USER, ApiKey, LoginFailure, User
 from levqor.accounts.security_log import record_event
 from levqor.accounts.tokens import API_KEY_PREFIX, keyed_hash, new_api_key, sha256_hex
@@ -277,14 +278,22 @@ async def authenticate(session: AsyncSession, *, kit: AuthKit, credential: str) 
 
 
 async def authenticate_reader(db: Database, *, kit: AuthKit, credential: str) -> Principal:
-    """The caller of a read request, checked on a bare read connection in a load shared
-    with the same credential's requests that wait for it (`coalesce`). Their user comes
-    back detached, their own."""
-    if credential.startswith(API_KEY_PREFIX):
-        caller = await _read_api_key_caller(db, kit=kit, api_key=credential)
-    else:
-        caller = await sessions.read_access_token_caller(db, kit=kit, token=credential)
-    return sessions.principal_of(caller)
+    """The caller of a read request, checked on a bare read connection, loaded together
+    with the callers of the read requests that wait with it (`coalesce`). Their user
+    comes back detached, their own."""
+    if not credential.startswith(API_KEY_PREFIX):
+        return await sessions.authenticate_reader(db, kit=kit, token=credential)
+    found = await kit.key_callers.read(
+        sha256_hex(credential), lambda hashes: _load_key_callers(db, hashes)
+    )
+    if found is None or not found.user_values["is_active"]:
+        raise InvalidToken("Unknown API key.")
+    return Principal(
+        user=sessions.detached_user(found.user_values),
+        via="api_key",
+        scopes=found.scopes,
+        api_key_id=found.key_id,
+    )
 
 
 API_KEY_WITH_USER = (
@@ -315,25 +324,20 @@ async def authenticate_api_key(session: AsyncSession, *, api_key: str) -> Princi
     return Principal(user=user, via="api_key", scopes=frozenset(key.scopes), api_key_id=key.id)
 
 
-async def _read_api_key_caller(db: Database, *, kit: AuthKit, api_key: str) -> KnownCaller:
-    """The key's owner for a read request, read on a bare connection and shared as
-    `sessions.read_access_token_caller`'s."""
-    key_hash = sha256_hex(api_key)
-
-    async def load() -> KnownCaller:
-        async with db.reading() as connection:
-            row = (await connection.execute(API_KEY_ROW_WITH_USER, {"key_hash": key_hash})).first()
-            if row is None or not row.is_active:
-                raise InvalidToken("Unknown API key.")
-            await _touch_api_key(connection, row.key_id, row.key_last_used_at)
-        return KnownCaller(
-            user_values=sessions.user_values(row._mapping),
-            via="api_key",
-            scopes=frozenset(row.key_scopes),
-            api_key_id=row.key_id,
-        )
-
-    return await kit.caller_reads.read(("api_key", key_hash), load)
+async def _load_key_callers(db: Database, key_hashes: Sequence[str]) -> dict[str, KeyCaller]:
+    """Key hash -> the key's owner, for the keys that exist; their use recorded."""
+    found = {}
+    async with db.reading() as connection:
+        for key_hash in key_hashes:  # a statement each, on one connection
+            params = {"key_hash": key_hash}
+            if (row := (await connection.execute(API_KEY_ROW_WITH_USER, params)).first()) is None:
+                continue
+            found[key_hash] = KeyCaller(
+                sessions.user_values(row._mapping), row.key_id, frozenset(row.key_scopes)
+            )
+            if row.is_active:
+                await _touch_api_key(connection, row.key_id, row.key_last_used_at)
+    return found
 
 
 async def _touch_api_key(

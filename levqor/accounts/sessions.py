@@ -4,17 +4,19 @@ access tokens against those revocations. Plain async functions; they flush, neve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import RowMapping, bindparam, delete, exists, select, update
+from sqlalchemy import Row, RowMapping, String, bindparam, delete, exists, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from levqor.accounts.errors import InvalidToken, TokenReused
-from levqor.accounts.kit import AuthKit, KnownCaller, Principal, TokenPair
+from levqor.accounts.kit import AuthKit, Principal, TokenCaller, TokenPair
 from levqor.accounts.models import (
     API_KEY_SCOPES,
     LoginFailure,
@@ -162,14 +164,34 @@ async def revoke_access_token(
 
 # Built once: constructing and cache-keying it per request was a visible share of a GET.
 _REVOCATIONS = (
-    exists().where(RevokedAccessToken.jti == bindparam("jti")),
-    exists().where(TokenFamily.id == bindparam("sid"), TokenFamily.revoked_at.is_not(None)),
+    exists().where(RevokedAccessToken.jti == bindparam("jti")).label("token_revoked"),
+    exists()
+    .where(TokenFamily.id == bindparam("sid"), TokenFamily.revoked_at.is_not(None))
+    .label("login_revoked"),
 )
 USER_WITH_REVOCATIONS = select(User, *_REVOCATIONS).where(User.id == bindparam("sub"))
 # The same query as plain columns, for a bare connection.
 USER_ROW_WITH_REVOCATIONS = select(*_REVOCATIONS, *User.__table__.columns).where(
     User.id == bindparam("sub")
 )
+# The same for many tokens at once, on PostgreSQL: row `n` is the nth (sub, jti, sid).
+_CLAIMS = (
+    func.unnest(
+        bindparam("subs", type_=ARRAY(String)),
+        bindparam("jtis", type_=ARRAY(String)),
+        bindparam("sids", type_=ARRAY(String)),
+    )
+    .table_valued("sub", "jti", "sid", with_ordinality="n")
+    .render_derived(name="claims")
+)
+USERS_OF_CLAIMS = select(
+    exists().where(RevokedAccessToken.jti == _CLAIMS.c.jti).label("token_revoked"),
+    exists()
+    .where(TokenFamily.id == _CLAIMS.c.sid, TokenFamily.revoked_at.is_not(None))
+    .label("login_revoked"),
+    *User.__table__.columns,
+    _CLAIMS.c.n,
+).select_from(_CLAIMS.join(User.__table__, User.__table__.c.id == _CLAIMS.c.sub))
 
 
 @cache
@@ -205,30 +227,57 @@ async def authenticate_access_token(
     )
 
 
-async def read_access_token_caller(db: Database, *, kit: AuthKit, token: str) -> KnownCaller:
+async def authenticate_reader(db: Database, *, kit: AuthKit, token: str) -> Principal:
     """Verify the JWT, then load the caller of a read request on a bare read connection,
-    with the revocation check, in one query, shared with the requests of the same token
-    that wait for it (`kit.caller_reads`). The user comes back as column values: a
-    session's bookkeeping cost more than the query."""
+    with the revocation check, together with the callers of the read requests that wait
+    with it (`kit.token_callers`). The user comes back detached, their own: a session's
+    bookkeeping cost more than the query."""
     claims = _unrevoked_claims(kit, token)
+    found = await kit.token_callers.read(
+        (claims.sub, claims.jti, claims.sid), lambda keys: _load_token_callers(db, keys)
+    )
+    if found is None:
+        raise InvalidToken()
+    _refuse_revoked(
+        kit, claims, found.user_values["is_active"], found.token_revoked, found.login_revoked
+    )
+    return Principal(
+        user=detached_user(found.user_values),
+        via="jwt",
+        scopes=frozenset(API_KEY_SCOPES),
+        jti=claims.jti,
+        session_id=claims.sid,
+        token_expires_at=claims.expires_at,
+    )
 
-    async def load() -> KnownCaller:
-        async with db.reading() as connection:
-            row = (await connection.execute(USER_ROW_WITH_REVOCATIONS, _params(claims))).first()
-        if row is None:
-            raise InvalidToken()
-        values = user_values(row._mapping)
-        _refuse_revoked(kit, claims, values["is_active"], bool(row[0]), bool(row[1]))
-        return KnownCaller(
-            user_values=values,
-            via="jwt",
-            scopes=frozenset(API_KEY_SCOPES),
-            jti=claims.jti,
-            session_id=claims.sid,
-            token_expires_at=claims.expires_at,
-        )
 
-    return await kit.caller_reads.read(("jwt", claims.sub, claims.jti, claims.sid), load)
+async def _load_token_callers(
+    db: Database, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], TokenCaller]:
+    """(sub, jti, sid) -> the caller, for those whose user exists."""
+    found: dict[tuple[str, str, str], TokenCaller] = {}
+    async with db.reading() as connection:
+        if db.is_sqlite:  # no arrays; a statement on SQLite is a call into the library
+            for sub, jti, sid in keys:
+                one = {"sub": sub, "jti": jti, "sid": sid}
+                if row := (await connection.execute(USER_ROW_WITH_REVOCATIONS, one)).first():
+                    found[sub, jti, sid] = _token_caller(row)
+        else:
+            many = {
+                "subs": [sub for sub, _, _ in keys],
+                "jtis": [jti for _, jti, _ in keys],
+                "sids": [sid for _, _, sid in keys],
+            }
+            for row in await connection.execute(USERS_OF_CLAIMS, many):
+                found[keys[row.n - 1]] = _token_caller(row)
+    return found
+
+
+def _token_caller(row: Row[Any]) -> TokenCaller:
+    columns = row._mapping
+    return TokenCaller(
+        user_values(columns), bool(columns["token_revoked"]), bool(columns["login_revoked"])
+    )
 
 
 def _unrevoked_claims(kit: AuthKit, token: str) -> AccessClaims:
@@ -263,19 +312,6 @@ def detached_user(values: dict[str, Any]) -> User:
     user = User(**values)
     make_transient_to_detached(user)
     return user
-
-
-def principal_of(caller: KnownCaller) -> Principal:
-    """A Principal of its own for one request: its User is never shared with another."""
-    return Principal(
-        user=detached_user(caller.user_values),
-        via=caller.via,
-        scopes=caller.scopes,
-        jti=caller.jti,
-        session_id=caller.session_id,
-        token_expires_at=caller.token_expires_at,
-        api_key_id=caller.api_key_id,
-    )
 
 
 @dataclass(frozen=True)

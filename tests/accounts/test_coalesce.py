@@ -1,17 +1,22 @@
-"""Read requests with the same credential share one load of their caller, and only a load
+"""Read requests that wait together have their callers loaded together, and only by a load
 begun after they arrived: a change committed before a request is never hidden from it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
-from levqor.accounts.coalesce import ReadCoalescer
-from levqor.accounts.errors import InvalidToken
+from levqor.accounts.coalesce import BatchReader
+from levqor.accounts.models import TokenFamily, User
+from levqor.db.base import utcnow
+from levqor.runtime import Runtime
+from tests.conftest import assert_problem
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -24,90 +29,104 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 class Store:
-    """A value loads read; `hold` keeps each load open until released."""
+    """Values by key that loads read; `hold` keeps each load open until released."""
 
     def __init__(self) -> None:
-        self.value = 1
-        self.loads: list[int] = []
+        self.values = {"a": 1, "b": 10}
+        self.loads: list[list[str]] = []
         self.hold = asyncio.Event()
         self.hold.set()
 
-    async def load(self) -> int:
-        seen = self.value
-        self.loads.append(seen)
+    async def load_many(self, keys: Sequence[str]) -> dict[str, int]:
+        self.loads.append(list(keys))
+        seen = {key: self.values[key] for key in keys if key in self.values}
         await self.hold.wait()
         return seen
 
 
 async def test_requests_that_wait_together_share_one_load() -> None:
-    coalescer: ReadCoalescer[int] = ReadCoalescer()
+    batches: BatchReader[str, int] = BatchReader()
     store = Store()
-    answers = await asyncio.gather(*(coalescer.read("token", store.load) for _ in range(20)))
-    assert answers == [1] * 20
-    assert store.loads == [1]
-    assert len(coalescer) == 0
+    keys = ["a", "b", "a", "missing"] * 5
+    answers = await asyncio.gather(*(batches.read(key, store.load_many) for key in keys))
+    assert answers == [1, 10, 1, None] * 5
+    assert store.loads == [["a", "b", "missing"]]  # one load, each key once, in order
+    assert batches.idle
 
 
 async def test_a_request_never_joins_a_load_already_running() -> None:
-    coalescer: ReadCoalescer[int] = ReadCoalescer()
+    batches: BatchReader[str, int] = BatchReader()
     store = Store()
     store.hold.clear()
-    first = asyncio.create_task(coalescer.read("token", store.load))
-    await until(lambda: store.loads == [1])  # the first load has read the value
-    store.value = 2  # then a change commits (a key deleted, a role changed)
-    later = [asyncio.create_task(coalescer.read("token", store.load)) for _ in range(5)]
+    first = asyncio.create_task(batches.read("a", store.load_many))
+    await until(lambda: store.loads == [["a"]])  # the first load has read the values
+    store.values["a"] = 2  # then a change commits (a key deleted, a role changed)
+    later = [asyncio.create_task(batches.read(key, store.load_many)) for key in "aab"]
     await until(lambda: all(not task.done() for task in later))
-    assert store.loads == [1]  # the later requests wait for the next load
+    assert store.loads == [["a"]]  # the later requests wait for the next load
     store.hold.set()
     assert await first == 1
-    assert await asyncio.gather(*later) == [2] * 5  # they all see the change
-    assert store.loads == [1, 2]  # and shared one load for it
-    assert len(coalescer) == 0
-
-
-async def test_distinct_credentials_do_not_wait_for_each_other() -> None:
-    coalescer: ReadCoalescer[int] = ReadCoalescer()
-    held, free = Store(), Store()
-    held.hold.clear()
-    blocked = asyncio.create_task(coalescer.read("a", held.load))
-    await until(lambda: held.loads == [1])
-    assert await coalescer.read("b", free.load) == 1
-    assert not blocked.done()
-    held.hold.set()
-    assert await blocked == 1
+    assert await asyncio.gather(*later) == [2, 2, 10]  # they all see the change
+    assert store.loads == [["a"], ["a", "b"]]  # and shared one load for it
+    assert batches.idle
 
 
 async def test_a_failed_load_fails_its_requests_and_the_next_request_loads_again() -> None:
-    coalescer: ReadCoalescer[int] = ReadCoalescer()
+    batches: BatchReader[str, int] = BatchReader()
     calls = 0
 
-    async def refuse() -> int:
+    async def fail(keys: Sequence[str]) -> dict[str, int]:
         nonlocal calls
         calls += 1
-        raise InvalidToken("The token has been revoked.")
+        raise ConnectionError("the database went away")
 
     results = await asyncio.gather(
-        *(coalescer.read("token", refuse) for _ in range(3)), return_exceptions=True
+        *(batches.read(key, fail) for key in "abc"), return_exceptions=True
     )
-    assert [type(result) for result in results] == [InvalidToken] * 3
-    with pytest.raises(InvalidToken):
-        await coalescer.read("token", refuse)
+    assert [type(result) for result in results] == [ConnectionError] * 3
+    with pytest.raises(ConnectionError):
+        await batches.read("a", fail)
     assert calls == 2
-    assert len(coalescer) == 0
+    assert batches.idle
 
 
 async def test_a_request_that_goes_away_leaves_the_load_to_the_others() -> None:
-    coalescer: ReadCoalescer[int] = ReadCoalescer()
+    batches: BatchReader[str, int] = BatchReader()
     store = Store()
     store.hold.clear()
-    gone = asyncio.create_task(coalescer.read("token", store.load))
-    staying = asyncio.create_task(coalescer.read("token", store.load))
-    await until(lambda: store.loads == [1])
+    gone = asyncio.create_task(batches.read("a", store.load_many))
+    staying = asyncio.create_task(batches.read("b", store.load_many))
+    await until(lambda: store.loads == [["a", "b"]])
     gone.cancel()
     store.hold.set()
-    assert await staying == 1
+    assert await staying == 10
     assert gone.cancelled()
-    assert len(coalescer) == 0
+    assert batches.idle
+
+
+async def test_concurrent_reads_of_many_callers_each_get_their_own(
+    client: httpx.AsyncClient, signup: Any, runtime: Runtime
+) -> None:
+    accounts = [await signup() for _ in range(7)]
+    revoked, deactivated = accounts[-2:]
+    # As another process would: this one's memory of revocations does not know.
+    async with runtime.db.session(write=True) as session:
+        await session.execute(
+            update(TokenFamily).where(TokenFamily.user_id == revoked.id).values(revoked_at=utcnow())
+        )
+        await session.execute(update(User).where(User.id == deactivated.id).values(is_active=False))
+        await session.commit()
+    requests = [account for account in accounts for _ in range(4)]
+    random.Random(7).shuffle(requests)
+    answers = await asyncio.gather(
+        *(client.get("/api/v1/me", headers=account.headers) for account in requests)
+    )
+    for account, answer in zip(requests, answers, strict=True):
+        if account in (revoked, deactivated):
+            assert_problem(answer, 401, "invalid_token")
+        else:
+            assert answer.status_code == 200
+            assert (answer.json()["id"], answer.json()["email"]) == (account.id, account.email)
 
 
 async def test_concurrent_reads_with_one_key_answer_each_and_a_deleted_key_stops_at_once(
