@@ -54,6 +54,19 @@ async def test_requests_that_wait_together_share_one_load() -> None:
     assert batches.idle
 
 
+async def test_a_full_batch_leaves_the_next_requests_to_the_load_after_it() -> None:
+    batches: BatchReader[str, int] = BatchReader(max_keys=2)
+    store = Store()
+    store.values.update(c=100, d=1000)
+    keys = ["a", "b", "a", "c", "d", "b"]
+    answers = await asyncio.gather(*(batches.read(key, store.load_many) for key in keys))
+    assert answers == [1, 10, 1, 100, 1000, 10]
+    # "b" came again after its batch was full: it waits for a later load, never an
+    # earlier one, and loads run one after another in the order their batches filled
+    assert store.loads == [["a", "b"], ["c", "d"], ["b"]]
+    assert batches.idle
+
+
 async def test_a_request_never_joins_a_load_already_running() -> None:
     batches: BatchReader[str, int] = BatchReader()
     store = Store()
