@@ -12,6 +12,9 @@ comes from a read begun after its request arrived. A key deleted or a login revo
 before a request arrived is refused, whichever process made the change, as the API
 promises. One load runs at a time and the next gathers; at low load a batch is one
 request, which waits at most for the load in flight.
+
+The rhythm is `db.group_commit`'s, but a read is keyed: a key asked for twice is loaded
+once and answers both, and a batch is bounded by its distinct keys, not its requests.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ Redis being down never causes a 5xx, only limits kept per process for a while.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from levqor import metrics
+from levqor.db.group_commit import GroupCommit
 from levqor.logging import get_logger
 
 if TYPE_CHECKING:  # imported only when Redis is configured
@@ -100,7 +100,6 @@ class MemoryLimiter:
         self._buckets.clear()
 
 
-MAX_BATCH = 256  # hits in one script call: Redis runs nothing else while it does
 BUCKETS_SCRIPT_LUA = """
 local clock = redis.call('TIME')
 local now_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
@@ -127,59 +126,39 @@ return answers
 """
 
 
-class RedisLimiter:
+class RedisLimiter(GroupCommit[tuple[str, Policy], Decision]):
     """Buckets in Redis, shared by every API process.
 
     The hits of requests that arrive while a call to Redis is in flight go together in
-    the next call, one script over all their buckets, in the order they came: the
-    client's cost per call (about a tenth of an authenticated GET's CPU) is paid once per
-    batch instead of once per request. Each hit is still taken in Redis, atomically, before
-    its request goes on.
+    the next call (`GroupCommit`), one script over all their buckets, in the order they
+    came: the client's cost per call (about a tenth of an authenticated GET's CPU) is
+    paid once per batch instead of once per request. Each hit is still taken in Redis,
+    atomically, before its request goes on.
     """
 
     def __init__(self, redis: Redis, *, key_prefix: str) -> None:
+        super().__init__()
         self._redis = redis
         self._script = redis.register_script(BUCKETS_SCRIPT_LUA)
         self._prefix = f"{key_prefix}rl:"
-        self._waiting: list[tuple[str, Policy, asyncio.Future[Decision]]] = []
-        self._sender: asyncio.Task[None] | None = None
 
     async def hit(self, key: str, policy: Policy) -> Decision:
-        decision: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._waiting.append((self._prefix + key, policy, decision))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_batches())
-        return await decision
+        return await self.submit((self._prefix + key, policy))
 
-    async def _send_batches(self) -> None:
-        try:
-            while self._waiting:
-                batch = self._waiting[:MAX_BATCH]
-                del self._waiting[:MAX_BATCH]
-                await self._send(batch)
-        finally:
-            self._sender = None
-
-    async def _send(self, batch: list[tuple[str, Policy, asyncio.Future[Decision]]]) -> None:
+    async def commit(self, items: list[tuple[str, Policy]]) -> list[Decision]:
         args: list[float] = []
-        for _key, policy, _decision in batch:
+        for _key, policy in items:
             args += [policy.limit, policy.rate_per_s / 1000]
-        try:
-            answers = await self._script(keys=[key for key, _, _ in batch], args=args)
-        except asyncio.CancelledError:
-            for _key, _policy, decision in batch:
-                decision.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001  handed to every waiting request, to judge
-            for _key, _policy, decision in batch:
-                if not decision.done():
-                    decision.set_exception(exc)
-            return
+        answers = await self._script(keys=[key for key, _ in items], args=args)
         now = int(answers[-1]) / 1000
-        for i, (_key, policy, decision) in enumerate(batch):
-            if not decision.done():
-                allowed, tokens = answers[2 * i], answers[2 * i + 1]
-                decision.set_result(Decision(policy, bool(int(allowed)), float(tokens), now))
+        return [
+            Decision(policy, bool(int(answers[2 * i])), float(answers[2 * i + 1]), now)
+            for i, (_key, policy) in enumerate(items)
+        ]
+
+    def isolates(self, exc: Exception) -> bool:
+        """A failed call is Redis's, never one hit's: each waiting request hears of it."""
+        return False
 
     async def close(self) -> None:
         """The Redis client belongs to the runtime, which closes it."""

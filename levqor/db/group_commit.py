@@ -7,7 +7,8 @@ fails, each of its items is committed alone, so only a bad one (another user's, 
 hears of it; when the database is away, every one does at once.
 
 A subclass says how to commit a group (`commit`, one result per item, in order) and may
-react to a settled group (`settled`) or to having nothing left to commit (`idle`).
+react to a settled group (`settled`) or to having nothing left to commit (`idle`), or say
+that a failure is never one item's (`isolates`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class GroupCommit(Generic[Item, Result]):
     def idle(self) -> None:
         """Nothing is left to commit."""
 
+    def isolates(self, exc: Exception) -> bool:
+        """Whether a group that failed with `exc` is committed again item by item, to
+        find the one at fault: not when the database is away (each would fail alike)."""
+        return not unavailable(exc)
+
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
@@ -63,7 +69,7 @@ class GroupCommit(Generic[Item, Result]):
             try:
                 await self._commit(batch)
             except Exception as exc:  # noqa: BLE001  handed to each waiting future
-                if len(batch) == 1 or unavailable(exc):
+                if len(batch) == 1 or not self.isolates(exc):
                     _fail(batch, exc)
                 else:
                     await self._one_by_one(batch)
