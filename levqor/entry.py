@@ -15,6 +15,7 @@ from collections.abc import Callable
 import typer  # the processes' command is built here, its annotations read here
 
 PROCESSES = ("worker", "scheduler")
+CONSOLE_LIBRARIES = ("click", "pygments", "rich")
 
 
 def main() -> None:
@@ -44,6 +45,7 @@ def _keep_loaded_objects() -> None:
 
 
 def _process_command() -> Callable[[], None]:
+    _load_libraries_without_their_consoles()
     from levqor import clikit
     from levqor.bootstrap import build_runtime
     from levqor.jobs import cli as jobs_cli
@@ -61,3 +63,22 @@ def _process_command() -> Callable[[], None]:
     app.command("scheduler")(jobs_cli.scheduler)
     return_freed_memory()
     return app
+
+
+def _load_libraries_without_their_consoles() -> None:
+    """httpx loads its command-line client when click, pygments and rich are installed
+    (typer brings them), and structlog loads rich for tracebacks in colour. A worker uses
+    neither (Levqor's logs render exceptions as text before any renderer sees them), yet
+    they were 7% of its start's instructions: so the two load first, with those hidden, and
+    carry on without them, as they do where they are not installed. A command that prints
+    tables (any other) loads rich as usual."""
+    hidden = [name for name in CONSOLE_LIBRARIES if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import rich` fails while so
+    try:
+        import httpx  # noqa: F401
+        import structlog  # noqa: F401
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]

@@ -13,8 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy import text
 
 from levqor import clikit
@@ -112,6 +110,11 @@ def replay(
     if as_json:
         typer.echo(json.dumps({"replayed": replayed}))
         return
+    # Here, not at the top: `levqor worker` and `levqor scheduler` load this module and
+    # never print a table (rich is 20 ms of their start).
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("replayed job")
     for job_id in replayed:
         table.add_row(job_id)
