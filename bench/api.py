@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -90,7 +91,8 @@ def postgres_database(admin_url: str) -> Iterator[str]:
     name = f"levqor_bench_{int(time.time())}"
     subprocess.run(["psql", admin_url, "-qc", f'CREATE DATABASE "{name}"'], check=True)
     try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        # the path names the database; a query (`?host=/var/run/postgresql`) is kept
+        yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
     finally:
         subprocess.run(
             ["psql", admin_url, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
