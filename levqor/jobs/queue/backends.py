@@ -14,7 +14,7 @@ import sqlite3
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
@@ -316,7 +316,7 @@ def _write(
     owned = {row[0]: OwnedJob(*row) for row in held.fetchall()}
     mine = [write for write in writes if write.job_id in owned]
     steps = [
-        prepared.steps.params({"job_id": write.job_id, **_fields(write.step)})
+        prepared.steps.params({"job_id": write.job_id, **vars(write.step)})
         for write in mine
         if write.step
     ]
@@ -324,10 +324,7 @@ def _write(
         db.executemany(prepared.steps.sql, steps)
     states = [
         prepared.states.params(
-            {
-                f"w_{key}": value
-                for key, value in {"id": write.job_id, **_fields(write.state)}.items()
-            }
+            {f"w_{key}": value for key, value in {"id": write.job_id, **vars(write.state)}.items()}
         )
         for write in mine
         if write.state
@@ -393,6 +390,8 @@ def _write_documents(worker_id: str, writes: list[JobWrite]) -> dict[str, Any]:
     }
 
 
+# A row's values are the dataclass's `vars`, shallow: `asdict` would deep-copy each step's
+# output, and looping over `fields()` cost more than the rest of the row.
 # Results and outputs travel as JSON text inside the documents, cast to json by
 # PostgreSQL: read as nested values, a string holding U+0000 (which a connector's answer
 # may) would fail the whole batch, as json_to_recordset unescapes every string it meets.
@@ -400,16 +399,11 @@ def _state_row(write: JobWrite) -> dict[str, Any]:
     state = write.state
     if state is None:  # a checkpoint alone: the job's own columns stay as they are
         return {"id": write.job_id}
-    return {"id": write.job_id, **_fields(state), "result": _json(state.result)}
+    return {"id": write.job_id, **vars(state), "result": _json(state.result)}
 
 
 def _step_row(job_id: str, step: StepCheckpoint) -> dict[str, Any]:
-    return {"job_id": job_id, **_fields(step), "output": _json(step.output)}
-
-
-def _fields(value: Any) -> dict[str, Any]:
-    """A dataclass's fields, shallow (`asdict` would deep-copy each step's output)."""
-    return {field.name: getattr(value, field.name) for field in fields(value)}
+    return {"job_id": job_id, **vars(step), "output": _json(step.output)}
 
 
 def _json(value: Any) -> str | None:
