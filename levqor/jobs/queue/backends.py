@@ -149,8 +149,9 @@ class PostgresBackend:
     async def write_and_claim(
         self, db: Database, worker_id: str, writes: list[JobWrite], claim: ClaimRequest | None
     ) -> tuple[dict[str, Any], list[Claimed]]:
-        """The batch's write and the worker's next claim, in one statement in autocommit."""
-        async with db.autocommit() as connection:
+        """The batch's write and the worker's next claim, in one statement in autocommit,
+        on the connection kept for them (a worker's writes take turns)."""
+        async with db.kept.use() as connection:
             if claim is None:
                 return await self.write(connection, worker_id, writes), []
             rows = await connection.execute(
