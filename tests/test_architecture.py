@@ -111,7 +111,10 @@ from levqor import entry
 entry._load()  # the command `levqor worker` runs, built but not run
 from levqor.bootstrap import build_runtime  # what the worker builds at start
 from levqor.jobs.worker import Worker
-heavy = ("fastapi", "uvicorn", "levqor.cli", "levqor.app", "levqor.ops.backups", "rich", "click")
+heavy = (
+    "fastapi", "uvicorn", "levqor.cli", "levqor.app", "levqor.ops.backups", "rich", "click",
+    "levqor.partners.service",  # its reactions load it at their first event, never a worker's
+)
 print("LOADED:" + ",".join(sorted(name for name in heavy if name in sys.modules)))
 from levqor.accounts.models import User
 print("MAPPERS CONFIGURED:", User.__mapper__.configured)
