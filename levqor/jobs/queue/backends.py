@@ -92,6 +92,12 @@ class Backend(Protocol):
 VACUUM_AFTER_DEAD_ROWS = 5_000
 # PostgreSQL's own autovacuum_analyze_threshold and _scale_factor defaults.
 ANALYZE_AFTER_CHANGES, ANALYZE_SCALE = 50, 0.1
+# What the queue's and the run listings' plans read; not the wide JSON and text columns,
+# whose sampling was two thirds of each analyze (90-98 -> 28-31 ms at 20,000 jobs).
+ANALYZED_COLUMNS = (
+    "(id, user_id, workflow_id, status, priority, run_at, lease_owner, lease_expires_at,"
+    " created_at, started_at, finished_at)"
+)
 
 
 class PostgresBackend:
@@ -191,8 +197,11 @@ class PostgresBackend:
         ):
             return False
         try:
-            command = {(True, True): "VACUUM (ANALYZE) jobs", (True, False): "VACUUM jobs"}
-            await connection.execute(text(command.get((due.vacuum, due.analyze), "ANALYZE jobs")))
+            command = {
+                (True, True): f"VACUUM (ANALYZE) jobs {ANALYZED_COLUMNS}",
+                (True, False): "VACUUM jobs",
+            }.get((due.vacuum, due.analyze), f"ANALYZE jobs {ANALYZED_COLUMNS}")
+            await connection.execute(text(command))
         finally:
             await connection.execute(
                 text("SELECT pg_advisory_unlock(hashtext('levqor_vacuum_jobs'))")
