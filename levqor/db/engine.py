@@ -31,7 +31,13 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+    suppress,
+)
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -60,6 +66,14 @@ BACKGROUND_GRACE_S = 5.0
 POOL_RECYCLE_S = 1800  # a pooled connection is replaced after this long (`make_engine`)
 
 
+@asynccontextmanager
+async def autocommit_on(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection from `engine`'s pool on which each statement commits on its own."""
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
+
+
 class KeptConnection:
     """One autocommit connection from the write pool, kept between uses instead of being
     checked out for each. A loaded worker's group commits follow one another without
@@ -72,6 +86,7 @@ class KeptConnection:
         self._engine = engine
         self._turn = asyncio.Lock()
         self._connection: AsyncConnection | None = None
+        self._held = AsyncExitStack()  # gives `_connection` back
         self._opened_at = 0.0
 
     @asynccontextmanager
@@ -100,19 +115,13 @@ class KeptConnection:
         return time.monotonic() - self._opened_at > POOL_RECYCLE_S
 
     async def _open(self) -> AsyncConnection:
-        connection = await self._engine.connect()
-        try:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-        except BaseException:
-            await connection.close()
-            raise
+        connection = await self._held.enter_async_context(autocommit_on(self._engine))
         self._opened_at = time.monotonic()
         return connection
 
     async def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
+        self._connection = None
+        await self._held.aclose()
 
 
 @dataclass(frozen=True)
@@ -142,8 +151,7 @@ class Database:
         statement costs one round trip, and its row locks live only inside the server.
         From the write pool: a request holding a read connection must never wait for
         another read connection (a full pool would deadlock)."""
-        async with self.engine.connect() as connection:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit_on(self.engine) as connection:
             yield connection
 
     @asynccontextmanager
@@ -187,8 +195,7 @@ class Database:
         if self.is_sqlite:
             yield
             return
-        async with self.engine.connect() as connection:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit_on(self.engine) as connection:
             await connection.execute(text("SELECT pg_advisory_lock(hashtext(:n))"), {"n": name})
             try:
                 yield

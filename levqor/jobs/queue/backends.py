@@ -197,10 +197,12 @@ class PostgresBackend:
         ):
             return False
         try:
-            command = {
-                (True, True): f"VACUUM (ANALYZE) jobs {ANALYZED_COLUMNS}",
-                (True, False): "VACUUM jobs",
-            }.get((due.vacuum, due.analyze), f"ANALYZE jobs {ANALYZED_COLUMNS}")
+            if not due.vacuum:
+                command = f"ANALYZE jobs {ANALYZED_COLUMNS}"
+            elif due.analyze:
+                command = f"VACUUM (ANALYZE) jobs {ANALYZED_COLUMNS}"
+            else:
+                command = "VACUUM jobs"
             await connection.execute(text(command))
         finally:
             await connection.execute(
@@ -400,11 +402,11 @@ def _write_documents(worker_id: str, writes: list[JobWrite]) -> dict[str, Any]:
     }
 
 
-# A row's values are the dataclass's `vars`, shallow: `asdict` would deep-copy each step's
-# output, and looping over `fields()` cost more than the rest of the row.
 # Results and outputs travel as JSON text inside the documents, cast to json by
 # PostgreSQL: read as nested values, a string holding U+0000 (which a connector's answer
 # may) would fail the whole batch, as json_to_recordset unescapes every string it meets.
+# The other values are the dataclass's `vars`, shallow (as in `_write`): `asdict` would
+# deep-copy each step's output, and looping over `fields()` cost more than the row.
 def _state_row(write: JobWrite) -> dict[str, Any]:
     state = write.state
     if state is None:  # a checkpoint alone: the job's own columns stay as they are
