@@ -366,15 +366,17 @@ class Worker:
                 lease=self.lease,
                 now=now,
             )
-            # A claim in flight has taken jobs that are not in `running` yet: only
-            # jobs leased before the oldest such claim can be orphans.
+            # Only jobs leased before this look can be orphans: a claim in flight has
+            # taken jobs that are not in `running` yet, and one may go out and commit
+            # while the statement below is on its way (handed back, another worker
+            # would run them again).
             mine = {*self.running, *self.executor.writer.unwritten()}
             orphans = await queue.release(
                 session,
                 worker_id=self.worker_id,
                 now=now,
                 keep=list(mine),
-                leased_before=min((claim.now for claim in self.claims), default=None),
+                leased_before=min((claim.now for claim in self.claims), default=utcnow()),
                 lease=self.lease,
             )
             if orphans:

@@ -147,6 +147,38 @@ async def test_a_claim_in_flight_keeps_its_jobs_while_an_older_orphan_is_handed_
     }
 
 
+async def test_a_claim_that_lands_while_the_beat_hands_back_orphans_keeps_its_jobs(
+    client: httpx.AsyncClient, signup: Any, runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The beat decides which jobs are this worker's before it sends the hand-back, and
+    a write's claim may go out and commit in between (the statement's round trips let
+    the loop run): those jobs were claimed after the beat looked, so they are no
+    orphans. Handed back, another worker would run them a second time."""
+    if runtime.db.is_sqlite:
+        pytest.skip("PostgreSQL only: on SQLite the beat's transaction holds the write lock")
+    await queue_runs(client, signup, 2)
+    worker = Worker(runtime, concurrency=3)  # one user may hold two of its slots
+    landed: list[queue.Claimed] = []
+    hand_back = queue.release
+
+    async def claim_lands_first(session: Any, **bounds: Any) -> int:
+        request = worker.reserve(releases=True)  # as the next write going out would
+        assert request is not None
+        async with runtime.db.one_statement() as connection:
+            landed.extend(await queue.take(connection, request))
+        return await hand_back(session, **bounds)
+
+    monkeypatch.setattr(queue, "release", claim_lands_first)
+    await worker._upkeep()
+    await worker.http.aclose()
+    async with runtime.db.read() as session:
+        jobs = {job.id: job for job in await session.scalars(select(Job))}
+    assert len(landed) == 2
+    assert {(jobs[job.id].status, jobs[job.id].lease_owner) for job in landed} == {
+        ("running", worker.worker_id)
+    }
+
+
 async def test_a_burst_beyond_its_users_limit_is_claimed_along_with_the_writes_that_make_room(
     client: httpx.AsyncClient, signup: Any, settings: Settings
 ) -> None:

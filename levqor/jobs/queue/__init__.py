@@ -335,8 +335,9 @@ async def release(
     """Hand back the jobs this worker holds, due at once: all of them (a graceful
     shutdown), or all but `keep`, the ones it is still running (a job whose task ended
     without writing its state, because the database was away, is held by nobody). With
-    `leased_before` (when a claim of this worker is in flight), only jobs claimed or
-    renewed before then, for `lease`: the claim's own jobs are not orphans."""
+    `leased_before` (when the worker looked at what it runs, or its oldest claim in
+    flight began), only jobs claimed or renewed before then, for `lease`: jobs claimed
+    since are not orphans."""
     expiring_before = None if leased_before is None or lease is None else leased_before + lease
     statement = statements.release(worker_id, now, keep or [], expiring_before)
     return rowcount(await session.execute(statement))
