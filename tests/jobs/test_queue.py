@@ -210,15 +210,7 @@ async def test_a_table_analyzed_empty_is_analyzed_again_once_refilled(runtime: R
         pytest.skip("PostgreSQL only")
     async with runtime.db.read_engine.connect() as connection:
         await connection.execute(text("ANALYZE jobs"))  # empty: reltuples 0
-    await seed(runtime, users=1, jobs_each=0, tag="refill")
-    async with runtime.db.write() as session, session.begin():
-        workflow = await session.scalar(select(Workflow))
-        assert workflow is not None
-        session.add_all(
-            Job(user_id=workflow.user_id, workflow_id=workflow.id, workflow_version=1, input={})
-            for _ in range(300)
-        )
-        await session.execute(text("SELECT pg_stat_force_next_flush()"))  # at commit
+    await _add_jobs(runtime, 300)
     executed: list[str] = []
     event.listen(
         runtime.db.read_engine.sync_engine,
@@ -241,6 +233,64 @@ async def test_a_table_analyzed_empty_is_analyzed_again_once_refilled(runtime: R
     (analyze,) = [sql for sql in executed if "ANALYZE" in sql]
     assert "status" in analyze
     assert not {"input", "result", "error"} & set(analyze.replace(",", " ").split())
+
+
+async def test_an_upkeep_cancelled_mid_statement_ends_as_cancelled_and_frees_its_lock(
+    runtime: Runtime,
+) -> None:
+    """A worker told to stop while its analyze runs: the cancellation goes through (it
+    was replaced by an error from unlocking on the connection the cancellation had
+    closed, logged as a failed vacuum at every such stop), and the next worker can take
+    the upkeep's lock."""
+    if runtime.db.is_sqlite:
+        pytest.skip("PostgreSQL only")
+    await _add_jobs(runtime, 60)  # an analyze is due
+    async with runtime.db.read_engine.connect() as blocker:
+        await blocker.execute(text("BEGIN"))
+        await blocker.execute(text("LOCK TABLE jobs IN SHARE UPDATE EXCLUSIVE MODE"))
+        upkeep = asyncio.create_task(_upkeep_on_its_own_connection(runtime))
+        async with asyncio.timeout(10):
+            while not await _upkeep_waits_for_a_lock(runtime):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        upkeep.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await upkeep
+        await blocker.execute(text("ROLLBACK"))
+    async with runtime.db.read_engine.connect() as connection:
+        assert await connection.scalar(
+            text("SELECT pg_try_advisory_lock(hashtext('levqor_vacuum_jobs'))")
+        )
+        await connection.execute(text("SELECT pg_advisory_unlock(hashtext('levqor_vacuum_jobs'))"))
+
+
+async def _add_jobs(runtime: Runtime, count: int) -> None:
+    """`count` new jobs of a new user, counted in the table's statistics at once."""
+    await seed(runtime, users=1, jobs_each=0, tag="added")
+    async with runtime.db.write() as session, session.begin():
+        workflow = await session.scalar(select(Workflow))
+        assert workflow is not None
+        session.add_all(
+            Job(user_id=workflow.user_id, workflow_id=workflow.id, workflow_version=1, input={})
+            for _ in range(count)
+        )
+        await session.execute(text("SELECT pg_stat_force_next_flush()"))  # at commit
+
+
+async def _upkeep_on_its_own_connection(runtime: Runtime) -> bool:
+    async with runtime.db.read_engine.connect() as connection:
+        return await queue.vacuum_if_needed(connection)
+
+
+async def _upkeep_waits_for_a_lock(runtime: Runtime) -> bool:
+    async with runtime.db.read_engine.connect() as connection:
+        return bool(
+            await connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND (query LIKE 'ANALYZE jobs%' OR query LIKE 'VACUUM%jobs%')"
+                )
+            )
+        )
 
 
 async def test_a_silent_workers_jobs_are_requeued_before_their_lease_runs_out(

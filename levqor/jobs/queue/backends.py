@@ -205,9 +205,12 @@ class PostgresBackend:
                 command = "VACUUM jobs"
             await connection.execute(text(command))
         finally:
-            await connection.execute(
-                text("SELECT pg_advisory_unlock(hashtext('levqor_vacuum_jobs'))")
-            )
+            # A statement cut short (the worker stopping) closes the connection, and
+            # the session's lock goes with it: unlocking there would raise instead.
+            if not connection.invalidated:
+                await connection.execute(
+                    text("SELECT pg_advisory_unlock(hashtext('levqor_vacuum_jobs'))")
+                )
         return True
 
 
