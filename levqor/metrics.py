@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RATELIMIT_FALLBACK = Counter(
@@ -57,6 +59,21 @@ LLM_TOKENS = Counter("levqor_llm_tokens_total", "LLM tokens used, by kind.", ["k
 LLM_COST = Counter("levqor_llm_cost_micro_usd_total", "LLM cost, in micro-dollars.")
 
 
+Metric = TypeVar("Metric", Counter, Gauge, Histogram, "_Silent")
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Metric, *values: str) -> Metric:
+    """`metric.labels(*values)`, looked up once per process: prometheus_client's takes a
+    lock and checks each value at every call (0.65 µs against 0.13 on a fast hour, more
+    on a slow one), paid twice a job by a worker and twice a request by the API."""
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 class _Silent:
     """A metric that counts nothing: what `silence` puts in place of each."""
 
@@ -76,6 +93,7 @@ class _Silent:
 def silence() -> None:
     """Count nothing from now on in this process (`LEVQOR_METRICS_ENABLED=false`): to
     measure what counting costs. /metrics keeps what the database says."""
+    _children.clear()
     for name, value in list(globals().items()):
         if isinstance(value, Counter | Gauge | Histogram):
             globals()[name] = _Silent()

@@ -51,7 +51,7 @@ async def enforce(request: Request, runtime: Runtime, key: str, policy: Policy) 
     decision = await runtime.limiter.hit(f"{policy.name}:{key}", policy)
     add_response_headers(request.scope, decision.headers())
     if not decision.allowed:
-        metrics.RATELIMITED.labels(policy.name).inc()
+        metrics.labelled(metrics.RATELIMITED, policy.name).inc()
         raise RateLimited(f"Rate limit of {policy.limit} requests a minute exceeded.")
     return decision
 

@@ -80,8 +80,8 @@ async def record_usage(
 ) -> None:
     """Record an LLM call's cost, then pause whoever it took past a daily limit."""
     await _record(session, user_id=user_id, purpose=purpose, usage=usage)
-    metrics.LLM_TOKENS.labels("prompt").inc(int(usage.get("prompt_tokens") or 0))
-    metrics.LLM_TOKENS.labels("completion").inc(int(usage.get("completion_tokens") or 0))
+    metrics.labelled(metrics.LLM_TOKENS, "prompt").inc(int(usage.get("prompt_tokens") or 0))
+    metrics.labelled(metrics.LLM_TOKENS, "completion").inc(int(usage.get("completion_tokens") or 0))
     metrics.LLM_COST.inc(int(usage.get("cost_micro_usd") or 0))
     await enforce(session, settings=settings, user_ids=[user_id])
 

@@ -189,9 +189,9 @@ async def webhook(
             intake=runtime.intake,
         )
     except errors.LevqorError:
-        metrics.WEBHOOKS.labels("refused").inc()
+        metrics.labelled(metrics.WEBHOOKS, "refused").inc()
         raise
-    metrics.WEBHOOKS.labels("accepted").inc()
+    metrics.labelled(metrics.WEBHOOKS, "accepted").inc()
     runtime.job_wakeup.set()
     return {"job_id": job_id, "status": "queued"}
 

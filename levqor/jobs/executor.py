@@ -205,7 +205,9 @@ class Executor:
             async with asyncio.timeout(step.timeout_s):  # in this task: no task per step
                 return await connector.run(action.name, params, credential, context)
         finally:
-            metrics.STEP_LATENCY.labels(connector.name).observe(time.perf_counter() - started)
+            metrics.labelled(metrics.STEP_LATENCY, connector.name).observe(
+                time.perf_counter() - started
+            )
 
     async def _failed(
         self,

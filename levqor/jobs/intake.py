@@ -55,7 +55,7 @@ class IntakeGuard:
         everyone = per_user * EVERYONE_FACTOR
         user_waiting = await self._waiting(session, user_id, up_to=per_user + 1)
         if user_waiting >= per_user:
-            metrics.RATELIMITED.labels("backlog_user").inc()
+            metrics.labelled(metrics.RATELIMITED, "backlog_user").inc()
             raise errors.RateLimited(
                 f"You have {per_user} or more runs waiting, more than the workers finish in "
                 f"{backlog_s:g} s: try again shortly.",
@@ -63,7 +63,7 @@ class IntakeGuard:
             )
         all_waiting = await self._waiting(session, None, up_to=everyone + 1)
         if all_waiting >= everyone:
-            metrics.RATELIMITED.labels("backlog_all").inc()
+            metrics.labelled(metrics.RATELIMITED, "backlog_all").inc()
             raise errors.ServiceUnavailable(
                 "The queue is full: the workers are behind. Try again shortly.",
                 headers={"Retry-After": _retry_after(all_waiting - everyone + 1, rate)},

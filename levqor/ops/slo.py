@@ -163,8 +163,8 @@ class LatencyMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"  # never the raw path
             method = scope.get("method", "GET")
-            metrics.HTTP_REQUESTS.labels(template, method, f"{status // 100}xx").inc()
-            metrics.HTTP_LATENCY.labels(template, method).observe(took)
+            metrics.labelled(metrics.HTTP_REQUESTS, template, method, f"{status // 100}xx").inc()
+            metrics.labelled(metrics.HTTP_LATENCY, template, method).observe(took)
             if path.startswith(MEASURED):
                 self.recorder.record(took * 1000, status)
 

@@ -129,8 +129,8 @@ def test_metrics_can_be_turned_off_for_measuring_their_cost(tmp_path: Path) -> N
         "from tests.conftest import _settings\n"
         "from pathlib import Path\n"
         f"build_runtime(_settings(data_dir=Path({str(tmp_path)!r}), metrics_enabled=False))\n"
-        "metrics.JOBS.labels('enqueued').inc()\n"
-        "metrics.HTTP_LATENCY.labels('/x', 'GET').observe(1)\n"
+        "metrics.labelled(metrics.JOBS, 'enqueued').inc()\n"
+        "metrics.labelled(metrics.HTTP_LATENCY, '/x', 'GET').observe(1)\n"
         "from prometheus_client import generate_latest\n"
         "print('levqor_jobs_total{' in generate_latest().decode(), type(metrics.JOBS).__name__)\n"
     )

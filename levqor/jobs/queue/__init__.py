@@ -118,7 +118,7 @@ async def take_alone(db: Database, request: ClaimRequest) -> list[Claimed]:
 
 def _started(claimed: list[Claimed]) -> list[Claimed]:
     if claimed:
-        metrics.JOBS.labels("started").inc(len(claimed))
+        metrics.labelled(metrics.JOBS, "started").inc(len(claimed))
     return claimed
 
 
@@ -142,7 +142,7 @@ async def enqueue(
     """
     queued = await backend_for(db).enqueue(db, job, cost=cost, held=held)
     if queued:
-        metrics.JOBS.labels("enqueued").inc()
+        metrics.labelled(metrics.JOBS, "enqueued").inc()
     return queued
 
 
@@ -151,7 +151,7 @@ async def add(session: AsyncSession, job: Job) -> None:
     session.add(job)
     await session.flush()
     await notify(session)
-    metrics.JOBS.labels("enqueued").inc()  # counted before commit: a rollback is rare
+    metrics.labelled(metrics.JOBS, "enqueued").inc()  # counted before commit: a rollback is rare
 
 
 async def requeue(session: AsyncSession, job: Job) -> None:
@@ -347,7 +347,7 @@ async def cancel(session: Connection, *, job_id: str, now: datetime) -> bool:
     """Cancel a waiting or running job; False when it had finished meanwhile."""
     cancelled = rowcount(await session.execute(statements.cancel(job_id, now))) > 0
     if cancelled:
-        metrics.JOBS.labels("cancelled").inc()
+        metrics.labelled(metrics.JOBS, "cancelled").inc()
     return cancelled
 
 

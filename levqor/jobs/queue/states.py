@@ -68,25 +68,25 @@ class JobState:
 
 
 def succeeded(result: Any, now: datetime) -> JobState:
-    metrics.JOBS.labels("succeeded").inc()
+    metrics.labelled(metrics.JOBS, "succeeded").inc()
     return JobState(SUCCEEDED, result=result, finished_at=now)
 
 
 def failed(error: str, now: datetime) -> JobState:
     """Final failure: the job goes to the dead-letter queue."""
-    metrics.JOBS.labels("failed").inc()
+    metrics.labelled(metrics.JOBS, "failed").inc()
     return JobState(FAILED, error=error, finished_at=now)
 
 
 def retrying(run_at: datetime, error: str) -> JobState:
-    metrics.JOBS.labels("retrying").inc()
+    metrics.labelled(metrics.JOBS, "retrying").inc()
     return JobState(RETRYING, error=error, run_at=run_at)
 
 
 def held(until: datetime, reason: str) -> JobState:
     """The run waits, holding no worker and losing nothing, for a pause outside it to end
     (`until`, or sooner if it is lifted); `reason` is what the user sees."""
-    metrics.JOBS.labels("held").inc()
+    metrics.labelled(metrics.JOBS, "held").inc()
     return JobState(HELD, error=reason, run_at=until)
 
 
