@@ -78,7 +78,8 @@ class KeptConnection:
     """One autocommit connection from the write pool, kept between uses instead of being
     checked out for each. A loaded worker's group commits follow one another without
     pause, and checking a connection out (its isolation level set, then reset on return)
-    cost about as much of the worker's CPU as the statement it carried. Uses take turns.
+    cost about as much of the worker's CPU as the statement it carried; an idle worker's
+    claims, as much of their time. Uses take turns.
     A use that fails closes it, so a broken connection never serves twice; so does
     `Database.dispose`, and age, as the pool's recycling would."""
 

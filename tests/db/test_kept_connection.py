@@ -8,13 +8,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from levqor.db import engine as engine_module
+from levqor.db.base import utcnow
 from levqor.db.engine import unavailable
+from levqor.jobs import queue
 from levqor.jobs.models import WorkerBeat
 from levqor.runtime import Runtime
+from tests.factories import LEASE, seed
 
 
 def checked_out(runtime: Runtime) -> int:
@@ -117,3 +120,33 @@ async def test_an_old_connection_is_given_back_as_the_pool_would_recycle_it(
     async with runtime.db.kept.use() as second:
         assert second is not first
     assert checked_out(runtime) == 1  # the old one went back to the pool
+
+
+async def test_a_claim_alone_takes_its_turn_on_the_kept_connection(runtime: Runtime) -> None:
+    """An idle worker's claim (no write going out to carry it) checks nothing out of
+    the pool: it runs on the connection the worker's writes keep."""
+    if runtime.db.is_sqlite:
+        pytest.skip("PostgreSQL only: SQLite claims in one hop on its driver's thread")
+    await seed(runtime, users=1, jobs_each=1)
+    async with runtime.db.kept.use() as connection:
+        kept = (await connection.get_raw_connection()).driver_connection
+    claimed_on: list[Any] = []
+
+    def record(connection: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if "SET status = 'running'" in sql:
+            claimed_on.append(connection.connection.driver_connection)
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    now = utcnow()
+    request = queue.ClaimRequest(
+        worker_id="w1",
+        limit=5,
+        lease=LEASE,
+        now=now,
+        max_running_per_user=10,
+        concurrency=5,
+        alive_since=now,
+    )
+    claimed = await queue.take_alone(runtime.db, request)
+    assert len(claimed) == 1
+    assert claimed_on == [kept]

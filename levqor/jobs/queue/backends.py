@@ -149,7 +149,10 @@ class PostgresBackend:
         return {row.id: row for row in rows}
 
     async def claim_alone(self, db: Database, claim: ClaimRequest) -> list[Claimed]:
-        async with db.autocommit() as connection:
+        """On the connection the worker's writes keep: an idle worker claims once a run
+        arrives, and checking a connection out first took as long as the claim (0.25
+        of 0.74 ms with nothing to take, 0.5 of 1.9 with one run, measured in place)."""
+        async with db.kept.use() as connection:
             return await self.claim(connection, claim)
 
     async def write_and_claim(
