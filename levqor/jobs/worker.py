@@ -226,9 +226,13 @@ class Worker:
         return request
 
     def claimed(self, request: ClaimRequest, jobs: list[Claimed]) -> None:
-        """Start what a claim took; its slots are no longer held."""
+        """Start what a claim took; its slots are no longer held. Once the worker is
+        stopping, nothing starts: shutdown waits for the write that carried the claim,
+        then hands back every job this worker holds, these with them."""
         self.claims.remove(request)
         self.came_up_short = len(jobs) < request.limit
+        if self.stopping:
+            return
         for job in jobs:
             self.running[job.id] = asyncio.create_task(self._execute(job))
 

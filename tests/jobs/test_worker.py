@@ -77,6 +77,19 @@ async def queue_runs(client: httpx.AsyncClient, signup: Any, count: int) -> None
         )
 
 
+async def claimed_by(worker: Worker, limit: int) -> list[queue.Claimed]:
+    """Jobs taken in `worker`'s name, as its claim would (none of them started)."""
+    async with worker.runtime.db.write() as session, session.begin():
+        return await queue.claim(
+            session,
+            worker_id=worker.worker_id,
+            limit=limit,
+            lease=worker.lease,
+            now=utcnow(),
+            max_running_per_user=10,
+        )
+
+
 async def test_a_job_its_worker_no_longer_runs_is_handed_back_at_the_next_beat(
     client: httpx.AsyncClient, signup: Any, runtime: Any
 ) -> None:
@@ -87,15 +100,7 @@ async def test_a_job_its_worker_no_longer_runs_is_handed_back_at_the_next_beat(
     worker = Worker(runtime, concurrency=2)
     # Its writes carry no claim, which would take the handed-back job again at once.
     worker.executor.writer.claimer = None
-    async with runtime.db.write() as session, session.begin():
-        orphan, writing = await queue.claim(
-            session,
-            worker_id=worker.worker_id,
-            limit=2,
-            lease=worker.lease,
-            now=utcnow(),
-            max_running_per_user=10,
-        )
+    orphan, writing = await claimed_by(worker, 2)
     pending = worker.executor.writer.submit(
         JobWrite(writing.id, state=queue.succeeded({}, utcnow()))
     )
@@ -117,15 +122,8 @@ async def test_a_claim_in_flight_keeps_its_jobs_while_an_older_orphan_is_handed_
     claim began is."""
     await queue_runs(client, signup, 3)
     worker = Worker(runtime, concurrency=4)
+    [orphan] = await claimed_by(worker, 1)
     async with runtime.db.write() as session, session.begin():
-        [orphan] = await queue.claim(
-            session,
-            worker_id=worker.worker_id,
-            limit=1,
-            lease=worker.lease,
-            now=utcnow(),
-            max_running_per_user=10,
-        )
         # Its lease was taken (or last renewed) a second before the claim below.
         await session.execute(
             update(Job)
@@ -177,6 +175,51 @@ async def test_a_claim_that_lands_while_the_beat_hands_back_orphans_keeps_its_jo
     assert {(jobs[job.id].status, jobs[job.id].lease_owner) for job in landed} == {
         ("running", worker.worker_id)
     }
+
+
+async def test_jobs_claimed_by_a_write_answered_during_shutdown_are_handed_back_unstarted(
+    client: httpx.AsyncClient, signup: Any, runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a finished job's write is out carrying the next claim: shutdown
+    waits for that write, then hands back what the worker holds. The claimed jobs must
+    not start in between; started, they would run here while another worker, given them
+    back, runs them again."""
+    await queue_runs(client, signup, 3)
+    worker = Worker(runtime, concurrency=3)
+    [finishing] = await claimed_by(worker, 1)
+    answer = asyncio.Event()
+    write_and_claim = queue.write_and_claim
+
+    async def answered_late(db: Any, **write: Any) -> Any:
+        await answer.wait()
+        return await write_and_claim(db, **write)
+
+    started: list[str] = []
+    run = worker.executor.run
+
+    async def recorded(job: queue.Claimed) -> None:
+        started.append(job.id)
+        await run(job)
+
+    monkeypatch.setattr(queue, "write_and_claim", answered_late)
+    monkeypatch.setattr(worker.executor, "run", recorded)
+    written = worker.executor.writer.submit(
+        JobWrite(finishing.id, state=queue.succeeded({}, utcnow()))
+    )
+    await asyncio.sleep(0)  # the write goes out, with a claim for the free slots
+    assert worker.claims
+    worker.stopping = True  # SIGTERM: the loop has ended
+    shutdown = asyncio.create_task(worker._shutdown())
+    await asyncio.sleep(0)
+    answer.set()
+    await shutdown
+    assert await written
+    async with runtime.db.read() as session:
+        jobs = {job.id: job for job in await session.scalars(select(Job))}
+    assert started == []
+    assert jobs[finishing.id].status == "succeeded"
+    others = [job for job in jobs.values() if job.id != finishing.id]
+    assert {(job.status, job.lease_owner) for job in others} == {("queued", None)}
 
 
 async def test_a_burst_beyond_its_users_limit_is_claimed_along_with_the_writes_that_make_room(
