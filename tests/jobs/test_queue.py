@@ -428,3 +428,25 @@ async def test_a_failed_write_claims_nothing(runtime: Runtime) -> None:
         await write_and_claim_as(runtime, "w1", [bad], limit=2, per_user=10)
     # The statement failed whole: the job is still running and nothing else was claimed.
     assert await running_per_user(runtime) == [1]
+
+
+async def test_a_run_stored_before_the_checks_at_the_door_is_claimed_with_its_input_whole(
+    runtime: Runtime,
+) -> None:
+    """The door refuses integers past 64 bits now; older rows may hold them, and they
+    must read back exact (orjson, faster, would turn them into floats)."""
+    await seed(runtime, users=1, jobs_each=1)
+    stored = '{"amount": 1267650600228229401496703205377, "note": "2**100 + 1"}'
+    update_input = (
+        "UPDATE jobs SET input = :stored"
+        if runtime.db.is_sqlite
+        else "UPDATE jobs SET input = CAST(:stored AS json)"
+    )
+    async with runtime.db.write() as session, session.begin():
+        await session.execute(text(update_input), {"stored": stored})
+    now = utcnow()
+    async with runtime.db.session(write=True) as session, session.begin():
+        [job] = await queue.claim(
+            session, worker_id="w1", limit=1, lease=LEASE, now=now, max_running_per_user=10
+        )
+    assert job.input == {"amount": 2**100 + 1, "note": "2**100 + 1"}
