@@ -88,7 +88,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker_started", worker=self.worker_id, concurrency=self.concurrency)
-        beat = asyncio.create_task(self._heartbeat(stop))
+        beats_done = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(beats_done))
         listening = vacuum = None
         if not self.runtime.db.is_sqlite:
             vacuum = asyncio.create_task(self._vacuum(stop))
@@ -114,13 +115,12 @@ class Worker:
                     await self._sleep(stop)
         finally:
             self.stopping = True
-            beat.cancel()
             if vacuum is not None:
                 vacuum.cancel()
             if listening is not None:
                 stop.set()
                 await listening
-            await self._shutdown()
+            await self._shutdown(beat, beats_done)
 
     async def _back_off(self, stop: asyncio.Event, failures: int, exc: Exception) -> None:
         delay = min(CLAIM_BACKOFF_MAX_S, CLAIM_BACKOFF_S * 2 ** (failures - 1))
@@ -332,13 +332,15 @@ class Worker:
         for waiter in waiters:
             waiter.cancel()
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def _heartbeat(self, done: asyncio.Event) -> None:
+        """Until `done`: a stopping worker beats on while its jobs finish."""
+        while not done.is_set():
             try:
                 await self._upkeep()
             except Exception:  # the database is away; the next beat tries again
                 log.exception("heartbeat_failed")
-            await asyncio.sleep(self.heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=self.heartbeat_s)
 
     async def _vacuum(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -409,11 +411,21 @@ class Worker:
                 log.error("job_writes_unfinished", worker=self.worker_id)
                 return
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, beat: asyncio.Task[None], beats_done: asyncio.Event) -> None:
         if self.busy:
             log.info("worker_finishing", jobs=len(self.running), callbacks=len(self.sending))
-        # What finished jobs wrote commits before the rest is handed back.
-        await self.settle(timeout_s=self.shutdown_timeout_s)
+        # What finished jobs wrote commits before the rest is handed back. Meanwhile the
+        # worker beats on and renews its leases: silent for two and a half beats, it
+        # would be taken for dead and its jobs run again elsewhere while they run here.
+        try:
+            await self.settle(timeout_s=self.shutdown_timeout_s)
+        finally:
+            # A beat under way finishes rather than being cut short mid-transaction;
+            # one stuck on an unreachable database is cancelled after a beat's time.
+            beats_done.set()
+            _, stuck = await asyncio.wait([beat], timeout=self.heartbeat_s)
+            for task in stuck:
+                task.cancel()
         async with self.runtime.db.session(write=True) as session, session.begin():
             handed_back = await queue.release(session, worker_id=self.worker_id, now=utcnow())
             await queue.forget_worker(session, worker_id=self.worker_id)

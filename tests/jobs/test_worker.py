@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ from levqor.bootstrap import build_runtime
 from levqor.config import Settings
 from levqor.db.base import utcnow
 from levqor.jobs import queue
-from levqor.jobs.models import Job
+from levqor.jobs.models import Job, WorkerBeat
 from levqor.jobs.queue import JobWrite
 from levqor.jobs.worker import Worker
 from tests.factories import record_statements
@@ -209,7 +209,9 @@ async def test_jobs_claimed_by_a_write_answered_during_shutdown_are_handed_back_
     await asyncio.sleep(0)  # the write goes out, with a claim for the free slots
     assert worker.claims
     worker.stopping = True  # SIGTERM: the loop has ended
-    shutdown = asyncio.create_task(worker._shutdown())
+    beats_done = asyncio.Event()
+    heartbeat = asyncio.create_task(worker._heartbeat(beats_done))
+    shutdown = asyncio.create_task(worker._shutdown(heartbeat, beats_done))
     await asyncio.sleep(0)
     answer.set()
     await shutdown
@@ -220,6 +222,68 @@ async def test_jobs_claimed_by_a_write_answered_during_shutdown_are_handed_back_
     assert jobs[finishing.id].status == "succeeded"
     others = [job for job in jobs.values() if job.id != finishing.id]
     assert {(job.status, job.lease_owner) for job in others} == {("queued", None)}
+
+
+async def test_a_worker_told_to_stop_keeps_beating_while_its_jobs_finish(
+    client: httpx.AsyncClient, signup: Any, settings: Settings, http_peer: Any
+) -> None:
+    """SIGTERM with a slow step out: the job may take up to the shutdown timeout to
+    finish, and the worker must go on beating meanwhile. Silent, the others take it for
+    dead after two and a half beats and run its job again while it still runs here."""
+    account = await signup()
+    http_peer.hold.add("/slow")
+    step = {"id": "slow", "connector": "http_request", "params": {"url": f"{http_peer.url}/slow"}}
+    created = await client.post(
+        "/api/v1/workflows",
+        headers=account.headers,
+        json={"definition": {"name": "w", "steps": [step]}},
+    )
+    job_id = (
+        await client.post(
+            f"/api/v1/workflows/{created.json()['id']}/runs", json={}, headers=account.headers
+        )
+    ).json()["job_id"]
+    runtime = build_runtime(
+        settings.model_copy(
+            update={"allow_private_urls": ["127.0.0.1/32"], "worker_heartbeat_s": 0.2}
+        )
+    )
+    worker = Worker(runtime, concurrency=2)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert await asyncio.to_thread(http_peer.arrived.wait, 30), "the step never went out"
+        stop.set()  # SIGTERM, with the step still out
+        told_at = utcnow()
+        async with asyncio.timeout(10):  # a beat every 0.2 s, if it beats at all
+            while await last_beat(runtime, worker.worker_id) <= told_at:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        # Another worker's upkeep, looking for workers silent since the stop.
+        async with runtime.db.session(write=True) as session, session.begin():
+            recovered = await queue.recover_lost(
+                session, now=utcnow(), silent_since=told_at, max_crashes=3
+            )
+        http_peer.release()
+        await running
+        async with runtime.db.read() as session:
+            job = await session.get(Job, job_id)
+    finally:
+        http_peer.release()
+        stop.set()
+        await running
+        await runtime.close()
+    assert recovered == 0
+    assert job is not None
+    assert (job.status, job.crashes) == ("succeeded", 0)
+    assert http_peer.paths() == ["/slow"]
+
+
+async def last_beat(runtime: Any, worker_id: str) -> datetime:
+    async with runtime.db.read() as session:
+        beat = await session.scalar(
+            select(WorkerBeat.heartbeat_at).where(WorkerBeat.id == worker_id)
+        )
+    return beat or datetime.min.replace(tzinfo=UTC)
 
 
 async def test_a_burst_beyond_its_users_limit_is_claimed_along_with_the_writes_that_make_room(
