@@ -77,6 +77,12 @@ async def queue_runs(client: httpx.AsyncClient, signup: Any, count: int) -> None
         )
 
 
+async def jobs_by_id(runtime: Any) -> dict[str, Job]:
+    """Every job in the table, as the database has it now."""
+    async with runtime.db.read() as session:
+        return {job.id: job for job in await session.scalars(select(Job))}
+
+
 async def claimed_by(worker: Worker, limit: int) -> list[queue.Claimed]:
     """Jobs taken in `worker`'s name, as its claim would (none of them started)."""
     async with worker.runtime.db.write() as session, session.begin():
@@ -108,8 +114,7 @@ async def test_a_job_its_worker_no_longer_runs_is_handed_back_at_the_next_beat(
     await worker._upkeep()
     await pending
     await worker.http.aclose()
-    async with runtime.db.read() as session:
-        jobs = {job.id: job for job in await session.scalars(select(Job))}
+    jobs = await jobs_by_id(runtime)
     assert (jobs[orphan.id].status, jobs[orphan.id].lease_owner) == ("queued", None)
     assert jobs[writing.id].status == "succeeded"
 
@@ -136,8 +141,7 @@ async def test_a_claim_in_flight_keeps_its_jobs_while_an_older_orphan_is_handed_
         in_flight = await queue.take(connection, request)
     await worker._upkeep()  # before the claim's answer reached the worker
     await worker.http.aclose()
-    async with runtime.db.read() as session:
-        jobs = {job.id: job for job in await session.scalars(select(Job))}
+    jobs = await jobs_by_id(runtime)
     assert (jobs[orphan.id].status, jobs[orphan.id].lease_owner) == ("queued", None)
     assert len(in_flight) == 2
     assert {(jobs[job.id].status, jobs[job.id].lease_owner) for job in in_flight} == {
@@ -169,8 +173,7 @@ async def test_a_claim_that_lands_while_the_beat_hands_back_orphans_keeps_its_jo
     monkeypatch.setattr(queue, "release", claim_lands_first)
     await worker._upkeep()
     await worker.http.aclose()
-    async with runtime.db.read() as session:
-        jobs = {job.id: job for job in await session.scalars(select(Job))}
+    jobs = await jobs_by_id(runtime)
     assert len(landed) == 2
     assert {(jobs[job.id].status, jobs[job.id].lease_owner) for job in landed} == {
         ("running", worker.worker_id)
@@ -216,8 +219,7 @@ async def test_jobs_claimed_by_a_write_answered_during_shutdown_are_handed_back_
     answer.set()
     await shutdown
     assert await written
-    async with runtime.db.read() as session:
-        jobs = {job.id: job for job in await session.scalars(select(Job))}
+    jobs = await jobs_by_id(runtime)
     assert started == []
     assert jobs[finishing.id].status == "succeeded"
     others = [job for job in jobs.values() if job.id != finishing.id]
