@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import tracemalloc
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from levqor.db.base import utcnow
+from levqor.jobs.models import CallbackDelivery
 from levqor.jobs.worker import Worker
 from levqor.runtime import Runtime
 from tests.conftest import assert_problem
@@ -228,3 +234,50 @@ async def test_a_callback_answer_is_judged_by_its_status_and_its_body_never_read
     assert history[0]["status"] == "delivered"
     assert [a["status_code"] for a in history[0]["attempts"]] == [200]
     assert peak < 16 * 1024 * 1024
+
+
+async def test_a_worker_polling_for_jobs_often_looks_for_due_retries_at_their_own_pace(
+    make_settings: Any, fresh_database: None, http_peer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs polled every 50 ms, retries waiting 5 s at least: a due retry is looked for
+    once a second (a fifth of the wait), not twenty times, and sent once that second is up."""
+    from tests.conftest import serve_app
+
+    settings = make_settings(worker_poll_interval_s=0.05, callback_backoff_s=5)
+    async with serve_app(settings) as (client, runtime):
+        http_peer.reply(500, times=1)
+        headers, job_id = await run_with_callback(client, http_peer)
+        worker = Worker(runtime, concurrency=2)
+        await worker.drain()  # the run, and its callback's first try (HTTP 500)
+        async with runtime.db.write() as session, session.begin():
+            await session.execute(
+                update(CallbackDelivery).values(next_attempt_at=utcnow() - timedelta(seconds=1))
+            )
+        clock = FakeClock(time.monotonic())
+        monkeypatch.setattr("levqor.jobs.worker.time", clock)
+
+        clock.advance(0.5)
+        assert await worker.claim_and_start() == 0  # due, but not looked for yet
+        clock.advance(0.6)
+        assert await worker.claim_and_start() == 1
+        await asyncio.gather(*worker.sending.values())
+        await worker.http.aclose()
+        history = (await client.get(f"/api/v1/jobs/{job_id}/callbacks", headers=headers)).json()
+    assert [a["status_code"] for a in history[0]["attempts"]] == [500, 200]
+    assert history[0]["status"] == "delivered"
+
+
+class FakeClock:
+    """The `time` module, with a monotonic clock moved by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
