@@ -31,6 +31,7 @@ from levqor.jobs import callbacks
 from levqor.jobs.models import FAILED, QUEUED, Job, JobStep
 from levqor.jobs.queue import statements
 from levqor.jobs.queue.backends import (
+    ANALYZE_EVERY_S,
     VACUUM_AFTER_DEAD_ROWS,
     Backend,
     Connection,
@@ -316,11 +317,16 @@ async def _queue_callbacks(session: Connection, rows: Any) -> None:
 
 
 async def vacuum_if_needed(
-    connection: AsyncConnection, *, dead_rows: int = VACUUM_AFTER_DEAD_ROWS
+    connection: AsyncConnection,
+    *,
+    dead_rows: int = VACUUM_AFTER_DEAD_ROWS,
+    analyze_every_s: float = ANALYZE_EVERY_S,
 ) -> bool:
     """Keep the jobs table's statistics fresh, and with autovacuum off, its dead rows
     few (PostgreSQL; see `backends.PostgresBackend.vacuum_if_needed`)."""
-    return await backend_for(connection).vacuum_if_needed(connection, dead_rows=dead_rows)
+    return await backend_for(connection).vacuum_if_needed(
+        connection, dead_rows=dead_rows, analyze_every_s=analyze_every_s
+    )
 
 
 async def release(

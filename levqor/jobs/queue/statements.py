@@ -338,12 +338,29 @@ FINISHED_COLUMNS = (
 )
 
 
+# Due: with autovacuum off (for the server or for this table), a vacuum once dead rows
+# pile up. An analyze as soon as the number of rows has moved a tenth away from the
+# planner's estimate (`reltuples`), and once a tenth of the rows changed otherwise, but
+# then no sooner than :every seconds after the last analyze.
 UPKEEP_DUE = text(
     """
-SELECT current_setting('autovacuum') = 'off' AND n_dead_tup >= :dead AS vacuum,
-       n_mod_since_analyze >= :changes + :scale * greatest(c.reltuples, 0) AS analyze
-FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-WHERE s.relid = 'jobs'::regclass
+WITH t AS (
+    SELECT (current_setting('autovacuum') = 'off' OR EXISTS (
+               SELECT FROM unnest(c.reloptions) o
+               WHERE o ~* '^autovacuum_enabled=(false|off|no|0|f|n)$'
+           )) AS on_our_own,
+           s.n_dead_tup, s.n_live_tup, s.n_mod_since_analyze,
+           greatest(s.last_analyze, s.last_autoanalyze) AS analyzed_at,
+           :changes + :scale * greatest(c.reltuples, 0) AS threshold,
+           greatest(c.reltuples, 0) AS estimate
+    FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+    WHERE s.relid = 'jobs'::regclass
+)
+SELECT on_our_own AND n_dead_tup >= :dead AS vacuum,
+       abs(n_live_tup - estimate) >= threshold
+       OR (n_mod_since_analyze >= threshold
+           AND coalesce(analyzed_at < now() - make_interval(secs => :every), true)) AS analyze
+FROM t
 """
 )
 
