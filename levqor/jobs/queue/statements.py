@@ -81,8 +81,13 @@ WITH RECURSIVE waiting_users(user_id) AS (
 # Each user still under the cap gives at most its room's worth of its next due runs,
 # locked, straight from that index. A user at the limit costs one probe however long
 # its backlog (a filter on the waiting index in priority order walked it every claim).
-# (`= ANY(ARRAY(…))` keeps the update on the primary key: a generic plan cannot see how
-# small LIMIT :limit is, and would hash the whole table.)
+# The update finds the rows it claims by the row versions the claim locked (`ctid`), not
+# by id: each id lookup walked the primary key past the entries of every version the
+# queue's updates left (about 22 index pages a run before a vacuum). A version locked
+# here is the one visible to the update unless another transaction changed the row
+# since this statement began; then it is left for the next claim, never claimed twice.
+# (`= ANY(ARRAY(…))` keeps the update on those row versions: a generic plan cannot see
+# how small LIMIT :limit is, and would hash the whole table.)
 # The claim's CTEs after WAITING_USERS; {leaving} adds back, per user, the runs the same
 # statement hands back (a write riding along, see POSTGRES_WRITE_AND_CLAIM): they are
 # still `running` in its snapshot.
@@ -98,9 +103,9 @@ _POSTGRES_CLAIM_CTES = """, fleet AS (
     FROM waiting_users w CROSS JOIN cap
     WHERE w.user_id IS NOT NULL
 ), candidates AS (
-    SELECT c.id, c.priority, c.run_at
+    SELECT c.ctid, c.priority, c.run_at, c.id
     FROM open_users u CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at FROM jobs j
+        SELECT j.ctid, j.priority, j.run_at, j.id FROM jobs j
         WHERE j.user_id = u.user_id AND j.status IN ('queued', 'retrying') AND j.run_at <= :now
         ORDER BY j.user_id, j.priority DESC, j.run_at, j.id
         LIMIT least(u.room, CAST(:limit AS integer))
@@ -108,12 +113,12 @@ _POSTGRES_CLAIM_CTES = """, fleet AS (
     ) c
     WHERE u.room > 0
 ), chosen AS (
-    SELECT id FROM candidates ORDER BY priority DESC, run_at, id LIMIT :limit
+    SELECT ctid FROM candidates ORDER BY priority DESC, run_at, id LIMIT :limit
 )"""
 _POSTGRES_CLAIM_UPDATE = """
 UPDATE jobs SET status = 'running', lease_owner = :worker, lease_expires_at = :until,
     attempts = jobs.attempts + 1, started_at = coalesce(jobs.started_at, :now)
-WHERE jobs.id = ANY(ARRAY(SELECT id FROM chosen))
+WHERE jobs.ctid = ANY(ARRAY(SELECT ctid FROM chosen))
 RETURNING jobs.id, jobs.user_id, jobs.workflow_id, jobs.workflow_version, jobs.input,
     jobs.attempts, jobs.callback_url, jobs.crashes, jobs.replays"""
 
