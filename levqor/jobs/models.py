@@ -191,9 +191,11 @@ class JobStep(Base):
     """A step's checkpoint: once `succeeded`, a resumed run does not repeat it."""
 
     __tablename__ = "job_steps"
+    __table_args__ = (UniqueConstraint("job_id", "step_id", name="uq_job_steps_job_step"),)
 
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    step_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(String(64))
     position: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     output: Mapped[Any | None] = mapped_column(JSON)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from levqor.config import Settings
@@ -223,83 +221,3 @@ def test_existing_addresses_and_names_are_sealed_by_the_migration(tmp_path: Path
     email, name, raw, found = asyncio.run(read_back())
     assert (email, name, found) == ("old@example.com", "Old Timer", "old@example.com")
     assert "old@example.com" not in raw
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_step_checkpoints_keep_through_the_move_to_their_natural_key(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """0038 keys job_steps by (job_id, step_id): the checkpoints stay, a second one for
-    the same step is refused, and going back numbers them afresh."""
-    settings = (
-        sqlite_settings(tmp_path)
-        if backend == "sqlite"
-        else request.getfixturevalue("scratch_postgres")
-    )
-    migrate.upgrade(settings, "0037")
-    run = functools.partial(_with_parents_unchecked, settings)
-    if backend == "sqlite":  # its table copy checks each step's job, and only that
-        run(
-            "INSERT INTO jobs (id, user_id, workflow_id, workflow_version, status, priority,"
-            " input, attempts, run_at, created_at) SELECT id, 'usr_a', 'wf_a', 1,"
-            " 'succeeded', 5, '{}', 1, '2026-01-01', '2026-01-01' FROM (SELECT 'job_1' AS id"
-            " UNION SELECT 'job_2' UNION SELECT 'job_3')"
-        )
-    run(
-        "INSERT INTO job_steps (job_id, step_id, position, status, attempts) VALUES"
-        " ('job_1', 'a', 0, 'succeeded', 1), ('job_1', 'b', 1, 'succeeded', 1),"
-        " ('job_2', 'a', 0, 'failed', 2)"
-    )
-    migrate.upgrade(settings)
-    assert run("SELECT job_id, step_id, status, attempts FROM job_steps ORDER BY 1, 2") == [
-        ("job_1", "a", "succeeded", 1),
-        ("job_1", "b", "succeeded", 1),
-        ("job_2", "a", "failed", 2),
-    ]
-    with pytest.raises(IntegrityError):
-        run(
-            "INSERT INTO job_steps (job_id, step_id, position, status, attempts)"
-            " VALUES ('job_1', 'a', 0, 'failed', 2)"
-        )
-
-    migrate.downgrade(settings, "0037")
-    run(
-        "INSERT INTO job_steps (job_id, step_id, position, status, attempts)"
-        " VALUES ('job_3', 'a', 0, 'succeeded', 1)"
-    )
-    rows = run("SELECT id, job_id, step_id FROM job_steps ORDER BY id")
-    assert [(job, step) for _, job, step in rows] == [
-        ("job_1", "a"),
-        ("job_1", "b"),
-        ("job_2", "a"),
-        ("job_3", "a"),
-    ]
-    ids = {id_ for id_, _, _ in rows}
-    assert None not in ids
-    assert len(ids) == 4
-
-
-def _with_parents_unchecked(settings: Settings, statement: str) -> list[Any]:
-    """`statement` in a transaction of its own, its rows, with foreign keys unchecked
-    (SQLite checks nothing while told so; the PostgreSQL database is a scratch one whose
-    job_steps lose their foreign key)."""
-
-    async def go() -> list[Any]:
-        engine = create_async_engine(settings.sqlalchemy_url)
-        try:
-            async with engine.begin() as connection:
-                if engine.dialect.name == "sqlite":
-                    await connection.execute(text("PRAGMA foreign_keys = OFF"))
-                else:
-                    await connection.execute(
-                        text(
-                            "ALTER TABLE job_steps"
-                            " DROP CONSTRAINT IF EXISTS fk_job_steps_job_id_jobs"
-                        )
-                    )
-                result = await connection.execute(text(statement))
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())

@@ -308,7 +308,7 @@ def upsert_steps(dialect: str) -> Any:
     changed = {
         column.name: statement.excluded[column.name]
         for column in job_steps_table.columns
-        if column.name not in ("job_id", "step_id")
+        if column.name not in ("id", "job_id", "step_id")
     }
     return statement.on_conflict_do_update(index_elements=["job_id", "step_id"], set_=changed)
 
