@@ -88,8 +88,8 @@ def test_the_api_answers_while_a_template_bomb_renders(server: UpProcess) -> Non
         assert time.monotonic() < deadline, "the bomb never started"
         time.sleep(0.05)
     latencies = []
-    # One client: `httpx.get` builds a client (and its TLS context) per call, 20-40 ms of
-    # this test's own CPU on a slow machine, which is not the server's answer.
+    # One client: `httpx.get` builds a client (and its TLS context) per call, about 50 ms
+    # of this test's own CPU on a slow machine, which is not the server's answer.
     with httpx.Client(base_url=server.url) as probe:
         for _ in range(20):
             started = time.perf_counter()
