@@ -78,6 +78,10 @@ def up(
     """Everything in one process on the embedded SQLite default: migrate, then serve."""
     settings = _up_settings(host, port, data_dir)
     configure_logging(settings.log_level, json=settings.log_json)
+    # Runs finish in the worker processes: their counters reach /metrics through files.
+    metrics_dir = settings.data_dir / f"metrics-{port}"
+    share_metrics_between_processes(metrics_dir)
+    settings = settings.model_copy(update={"prometheus_multiproc_dir": metrics_dir})
     migrations.upgrade(settings)
     password = asyncio.run(accounts_cli.ensure_first_admin(context, admin_email, settings))
     url = f"http://{_shown(host)}:{port}"

@@ -114,6 +114,7 @@ from levqor.jobs.worker import Worker
 heavy = (
     "fastapi", "uvicorn", "levqor.cli", "levqor.app", "levqor.ops.backups", "rich", "click",
     "levqor.partners.service",  # its reactions load it at their first event, never a worker's
+    "prometheus_client",  # loaded at the first count; a worker alone counts nothing
 )
 print("LOADED:" + ",".join(sorted(name for name in heavy if name in sys.modules)))
 from levqor.accounts.models import User

@@ -179,3 +179,21 @@ def worker_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_metrics_count_what_the_worker_processes_did(data_dir: Path) -> None:
+    """Runs finish in `up`'s worker processes: /metrics, answered by the API's, adds
+    their counters to its own (prometheus-client's multi-process mode)."""
+    from tests.ops.test_metrics import samples, value
+
+    up = UpProcess(data_dir)
+    try:
+        up.wait_ready()
+        assert_a_workflow_runs(up.url, admin_token(up))
+        found = samples(httpx.get(f"{up.url}/metrics").text)
+    finally:
+        up.stop()
+    assert value(found, "levqor_jobs_total", outcome="enqueued") == 1  # the API's
+    assert value(found, "levqor_jobs_total", outcome="succeeded") == 1  # the worker's
+    assert value(found, "levqor_step_duration_seconds_count", connector="transform") == 1
+    assert value(found, "levqor_http_requests_total", route="/health", method="GET", status="2xx")

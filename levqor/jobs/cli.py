@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from sqlalchemy import text
 
-from levqor import clikit
+from levqor import clikit, metrics
 from levqor.config import Settings, load_settings
 from levqor.connectors import netio
 from levqor.jobs import queue, service
@@ -72,6 +72,10 @@ async def _until_signalled(
     start: Callable[[Runtime, asyncio.Event], Coroutine[Any, Any, None]],
 ) -> None:
     """Run a loop with its own runtime until SIGINT or SIGTERM asks it to stop."""
+    if settings.prometheus_multiproc_dir is None:
+        # No /metrics here, and no files shared with a process that answers one: nothing
+        # could read what this process counts (5% of a worker's CPU per job).
+        metrics.silence()
     netio.declare_asyncio()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

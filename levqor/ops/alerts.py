@@ -25,12 +25,12 @@ import httpx
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from levqor import metrics
 from levqor.config import Settings
 from levqor.db import pages
 from levqor.db.base import rowcount, utcnow
 from levqor.db.engine import Database
 from levqor.logging import get_logger
-from levqor.metrics import ALERTS_SENT
 from levqor.ops import channels
 from levqor.ops.models import Alert, AlertDelivery
 from levqor.periodic import TickTask
@@ -215,7 +215,7 @@ async def deliver_due(
     async with db.session(write=True) as session, session.begin():
         for (delivery_id, channel, attempts, message), error in zip(claimed, results, strict=True):
             outcome = await _settle(session, settings, delivery_id, attempts + 1, error)
-            ALERTS_SENT.labels(channel, outcome).inc()
+            metrics.labelled(metrics.ALERTS_SENT, channel, outcome).inc()
             outcomes.append(Outcome(message.alert_id, channel, outcome, error))
     return outcomes
 
