@@ -115,6 +115,8 @@ heavy = (
     "fastapi", "uvicorn", "levqor.cli", "levqor.app", "levqor.ops.backups", "rich", "click",
     "levqor.partners.service",  # its reactions load it at their first event, never a worker's
     "prometheus_client",  # loaded at the first count; a worker alone counts nothing
+    "croniter", "levqor.jobs.scheduler",  # a schedule's fire times: the scheduler's
+    "argon2", "levqor.compliance.service",  # at the first password, the first mail step
 )
 print("LOADED:" + ",".join(sorted(name for name in heavy if name in sys.modules)))
 from levqor.accounts.models import User

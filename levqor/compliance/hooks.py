@@ -4,7 +4,8 @@ tick, and the pruning of expired exports at upkeep.
 
 `exports` (and the erasure registry behind it, which loads every domain's models) is
 imported by the two scheduler tasks when they first run: a worker, started by the dozen,
-only ever needs the suppression list."""
+only ever needs the suppression list, and loads it (`service`, with compliance's models)
+at its first mail step."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from levqor.compliance import service
 from levqor.config import Settings
 from levqor.db.engine import Database
 from levqor.jobs.hooks import UpkeepTask
@@ -28,12 +28,16 @@ class SuppressionRules:
         self._key = key.get_secret_value()
 
     async def suppressed(self, *, user_id: str, address: str, marketing: bool) -> bool:
+        from levqor.compliance import service
+
         async with self.db.session(write=False) as session:
             return await service.is_suppressed(
                 session, key=self._key, user_id=user_id, address=address, marketing=marketing
             )
 
     def unsubscribe_url(self, *, user_id: str, address: str) -> str:
+        from levqor.compliance import service
+
         return service.unsubscribe_url(self.public_url, self._key, user_id=user_id, address=address)
 
 

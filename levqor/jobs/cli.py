@@ -19,7 +19,6 @@ from levqor import clikit, metrics
 from levqor.config import Settings, load_settings
 from levqor.connectors import netio
 from levqor.jobs import queue, service
-from levqor.jobs.scheduler import Scheduler
 from levqor.jobs.worker import Worker
 from levqor.logging import configure_logging
 from levqor.runtime import Runtime, freeze_startup_objects, run_process_loop
@@ -88,6 +87,8 @@ async def _until_signalled(
 
 def scheduler(context: typer.Context) -> None:
     """Fire cron schedules and run upkeep. Several may run: each fire time fires once."""
+    from levqor.jobs.scheduler import Scheduler  # a worker, which loads this module, never needs it
+
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     run_process_loop(

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from levqor import errors
@@ -36,6 +35,10 @@ def cron_problem(cron: str) -> str | None:
         return "a cron expression has at most 100 characters"
     if text.startswith("@"):
         return None if text in CRON_ALIASES else f"'{cron}' is not a cron alias we know"
+    # Loaded here: a worker reads definitions by the thousand and never a schedule's
+    # fire times (croniter and dateutil are 2% of its start).
+    from croniter import CroniterBadDateError, croniter
+
     if len(text.split()) != 5 or not croniter.is_valid(text):
         return f"'{cron}' is not a cron expression of five fields (minute hour day month weekday)"
     try:
