@@ -79,9 +79,7 @@ def up(
     settings = _up_settings(host, port, data_dir)
     configure_logging(settings.log_level, json=settings.log_json)
     # Runs finish in the worker processes: their counters reach /metrics through files.
-    metrics_dir = settings.data_dir / f"metrics-{port}"
-    share_metrics_between_processes(metrics_dir)
-    settings = settings.model_copy(update={"prometheus_multiproc_dir": metrics_dir})
+    settings = share_metrics_between_processes(settings, port)
     migrations.upgrade(settings)
     password = asyncio.run(accounts_cli.ensure_first_admin(context, admin_email, settings))
     url = f"http://{_shown(host)}:{port}"
@@ -154,8 +152,7 @@ def serve(
     if workers == 1:
         server.run_worker(host, port, settings.forwarded_allow_ips)
         return
-    metrics_dir = settings.data_dir / f"metrics-{port}"
-    share_metrics_between_processes(metrics_dir)
+    metrics_dir = share_metrics_between_processes(settings, port).prometheus_multiproc_dir
     if server.serve(host, port, workers, settings.forwarded_allow_ips, metrics_dir) != 0:
         console.print("[red]The API could not start; see the log above.[/red]")
         raise typer.Exit(1)

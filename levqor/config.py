@@ -334,13 +334,16 @@ def _refuse_weak_secret(name: str, value: str) -> None:
         raise ValueError(f"{name} must be a random value of at least {MIN_SECRET_LENGTH} chars")
 
 
-def share_metrics_between_processes(directory: Path) -> None:
-    """For `levqor serve`, before it starts its processes: prometheus-client's
-    multi-process mode, which each process picks up when it imports the library. The
-    directory starts empty (counters from an earlier run would add up)."""
+def share_metrics_between_processes(settings: Settings, port: int) -> Settings:
+    """For `levqor serve` and `levqor up`, before they start their processes:
+    prometheus-client's multi-process mode in `<data dir>/metrics-<port>`, which each
+    process picks up when it imports the library; `settings` with it. The directory
+    starts empty (counters from an earlier run would add up)."""
+    directory = settings.data_dir / f"metrics-{port}"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return settings.model_copy(update={"prometheus_multiproc_dir": directory})
 
 
 def environment_for(settings: Settings) -> dict[str, str]:

@@ -119,15 +119,15 @@ class _Silent:
 
 
 _METRIC_NAMES = frozenset(name for name in __annotations__ if name.isupper())
-_silenced = False
 
 
 def __getattr__(name: str) -> Any:
-    """`metrics.JOBS` and the others, built (or silenced) the first time one is asked
-    for; from then on each is a plain module attribute, and this is not called again."""
+    """`metrics.JOBS` and the others, all built the first time one is asked for (unless
+    `silence` put its stand-ins first); from then on each is a plain module attribute,
+    and this is not called again."""
     if name not in _METRIC_NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    built: dict[str, Any] = dict.fromkeys(_METRIC_NAMES, _Silent()) if _silenced else _declare()
+    built = _declare()
     globals().update(built)
     return built[name]
 
@@ -137,7 +137,5 @@ def silence() -> None:
     (to measure what counting costs), or in a worker or scheduler process that shares no
     multi-process directory with an API process, where nothing could read its counters.
     /metrics keeps what the database says."""
-    global _silenced
-    _silenced = True
     _children.clear()
     globals().update(dict.fromkeys(_METRIC_NAMES, _Silent()))
